@@ -1,0 +1,58 @@
+"""The DiT training set: seeded clip specs, one caption each, cached text states and VAE latents.
+
+Invariants:
+- Specs come from `world.sample_spec(split="train")` with a fixed seed, so the set never contains a held-out
+  combination and is identical on every run.
+- Text states are the int8 MiniLM's (text_encoder.py), exactly what the served text encoder returns.
+- Latents are the VAE posterior means, unscaled; `latent_stats` gives the bundle's shift/scale.
+- Stored per (frames, height, width) bucket in WORK/dataset.pt; building is skipped when it exists.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from . import captions, world
+from .common import WORK, load, save_atomic, to_unit
+from .text_encoder import TextEncoder, Tokenizer, encode_texts
+from .vae import VAE
+
+PATH = WORK / "dataset.pt"
+
+
+@torch.no_grad()
+def build(vae: VAE, n_clips: int = 30000, seed: int = 2) -> dict:
+    if (ds := load(PATH)) is not None and ds["n_clips"] == n_clips and ds["seed"] == seed:
+        return ds
+    t0 = time.time()
+    rng = np.random.default_rng(seed)
+    specs = [world.sample_spec(rng, "train") for _ in range(n_clips)]
+    texts = [captions.caption(s, rng, "train") for s in specs]
+    enc, tok = TextEncoder(), Tokenizer()
+    states, masks = encode_texts(enc, tok, texts)
+    print(f"text states for {n_clips} captions in {time.time() - t0:.0f}s", flush=True)
+    empty_state, empty_mask = encode_texts(enc, tok, [""])
+    buckets: dict[tuple[int, int, int], list[int]] = {}
+    for i, s in enumerate(specs):
+        buckets.setdefault((s.frames, s.height, s.width), []).append(i)
+    vae.eval()
+    out: dict = {"n_clips": n_clips, "seed": seed, "texts": texts, "states": states, "masks": masks,
+                 "empty_state": empty_state[0], "empty_mask": empty_mask[0], "buckets": {}}
+    for key, idx in sorted(buckets.items()):
+        lats = []
+        for j in range(0, len(idx), 64):
+            x = torch.stack([to_unit(world.render(specs[i])) for i in idx[j : j + 64]])
+            lats.append(vae.encoder(x)[0])
+        out["buckets"][key] = {"index": torch.tensor(idx), "latents": torch.cat(lats)}
+        print(f"bucket {key}: {len(idx)} clips, {time.time() - t0:.0f}s", flush=True)
+    save_atomic(out, PATH)
+    return out
+
+
+def latent_stats(ds: dict) -> tuple[float, float]:
+    """Global (shift, scale) so that (z - shift) * scale has zero mean and unit variance over the set."""
+    allz = torch.cat([b["latents"].flatten() for b in ds["buckets"].values()])
+    return float(allz.mean()), float(1.0 / allz.std())
