@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent  # models/
-WORK = Path(os.environ.get("VIDMESH_WORK", ROOT / "work"))
-BUNDLE = ROOT / "vidmesh-tiny"
+from .paths import BUNDLE, ROOT, WORK  # noqa: F401
 
 
 def seed_all(seed: int) -> None:

@@ -21,6 +21,30 @@ from .text_encoder import TextEncoder, Tokenizer, encode_texts
 from .vae import VAE
 
 PATH = WORK / "dataset.pt"
+TEXT_PATH = WORK / "text_states.pt"
+
+
+def specs_and_captions(n_clips: int, seed: int) -> tuple[list[world.Clip], list[str]]:
+    rng = np.random.default_rng(seed)
+    specs = [world.sample_spec(rng, "train") for _ in range(n_clips)]
+    return specs, [captions.caption(s, rng, "train") for s in specs]
+
+
+@torch.no_grad()
+def text_states(n_clips: int = 30000, seed: int = 2) -> dict:
+    """Cached int8-MiniLM states of every caption and of the empty prompt."""
+    if (ts := load(TEXT_PATH)) is not None and ts["n_clips"] == n_clips and ts["seed"] == seed:
+        return ts
+    t0 = time.time()
+    _, texts = specs_and_captions(n_clips, seed)
+    enc, tok = TextEncoder(), Tokenizer()
+    states, masks = encode_texts(enc, tok, texts)
+    empty_state, empty_mask = encode_texts(enc, tok, [""])
+    ts = {"n_clips": n_clips, "seed": seed, "texts": texts, "states": states, "masks": masks,
+          "empty_state": empty_state[0], "empty_mask": empty_mask[0]}
+    save_atomic(ts, TEXT_PATH)
+    print(f"text states for {n_clips} captions in {time.time() - t0:.0f}s", flush=True)
+    return ts
 
 
 @torch.no_grad()
@@ -28,13 +52,9 @@ def build(vae: VAE, n_clips: int = 30000, seed: int = 2) -> dict:
     if (ds := load(PATH)) is not None and ds["n_clips"] == n_clips and ds["seed"] == seed:
         return ds
     t0 = time.time()
-    rng = np.random.default_rng(seed)
-    specs = [world.sample_spec(rng, "train") for _ in range(n_clips)]
-    texts = [captions.caption(s, rng, "train") for s in specs]
-    enc, tok = TextEncoder(), Tokenizer()
-    states, masks = encode_texts(enc, tok, texts)
-    print(f"text states for {n_clips} captions in {time.time() - t0:.0f}s", flush=True)
-    empty_state, empty_mask = encode_texts(enc, tok, [""])
+    specs, texts = specs_and_captions(n_clips, seed)
+    ts = text_states(n_clips, seed)
+    states, masks, empty_state, empty_mask = ts["states"], ts["masks"], ts["empty_state"][None], ts["empty_mask"][None]
     buckets: dict[tuple[int, int, int], list[int]] = {}
     for i, s in enumerate(specs):
         buckets.setdefault((s.frames, s.height, s.width), []).append(i)

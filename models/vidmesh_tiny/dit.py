@@ -1,7 +1,8 @@
 """Diffusion Transformer over spacetime latent patches (rectified-flow velocity prediction).
 
 Invariants:
-- Input latents [B, 16, T, h, w] (scaled, see vae.py) with h, w even; patch (1, 2, 2) gives T*h/2*w/2 tokens.
+- Input latents [B, 8, T, h, w] (scaled, see vae.py) with h, w multiples of 4; patch (1, 4, 4) gives
+  T*(h/4)*(w/4) tokens (64 for the default 16 frames at 64x64).
 - Positions are fixed 3D sin-cos embeddings computed from the token grid at run time, so any T, h, w work and
   no learned position table ties the model to one size.
 - `timestep` is sigma * 1000 with sigma in [0, 1] (x_sigma = (1 - sigma) x0 + sigma noise); the output is the
@@ -25,8 +26,8 @@ import torch.nn.functional as F
 
 @dataclass
 class DiTConfig:
-    in_channels: int = 16
-    patch: tuple[int, int, int] = (1, 2, 2)
+    in_channels: int = 8
+    patch: tuple[int, int, int] = (1, 4, 4)
     hidden: int = 128
     depth: int = 6
     heads: int = 4

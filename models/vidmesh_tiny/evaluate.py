@@ -7,12 +7,16 @@ Method (no model, no access to the spec):
   is the pixels labelled with it.
 - Motion: a least-squares line through the mask centroids over time; the direction is the nearest of the 8
   compass directions, the speed (pixels per frame at the 64-px reference scale) splits slow/fast at 0.9.
-- Shape: soft IoU of each frame's mask against each shape rendered with the same area at the same centroid,
-  averaged over frames. All shapes of one size share an area (world.py), so the size follows from the area too.
+- Shape: a soft alpha matte of the object per frame (projection of each pixel between the nearest background
+  shade and the object colour, near the object only) is compared by soft IoU with each shape rendered with the
+  same area at the same centroid and blurred with a Gaussian of sigma in BLURS (generated frames are soft; a
+  person still sees the shape), best over blur, summed over frames. All shapes of one size share an area
+  (world.py), so the size follows from the matte's area.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,6 +40,38 @@ def _references() -> tuple[np.ndarray, list[tuple[str, str]]]:
 
 REFS, LABELS = _references()
 N_OBJ = len(world.COLORS)
+BG_IDX = np.array([i for i, (k, _) in enumerate(LABELS) if k == "background"])
+BLURS = (0.0, 1.0, 2.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _gauss_matrix(n: int, sigma: float) -> np.ndarray:
+    """[n, n] Gaussian smoothing matrix with edge clamping (rows sum to 1)."""
+    r = int(3 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    m = np.zeros((n, n))
+    for i in range(n):
+        for j, w in zip(range(i - r, i + r + 1), k):
+            m[i, min(max(j, 0), n - 1)] += w
+    return m
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return img
+    return _gauss_matrix(img.shape[0], sigma) @ img @ _gauss_matrix(img.shape[1], sigma).T
+
+
+def _matte(frame: np.ndarray, hard: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """Soft coverage in [0, 1] of `color` over the per-pixel nearest background shade, within 3 px of `hard`."""
+    px = frame.astype(np.float32)
+    bgs = REFS[BG_IDX]
+    nearest_bg = bgs[((px[..., None, :] - bgs) ** 2).sum(-1).argmin(-1)]
+    d = color - nearest_bg
+    a = ((px - nearest_bg) * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-6)
+    near = _blur(hard.astype(np.float64), 1.5) > 0.02
+    return np.clip(a, 0.0, 1.0) * near
 
 
 def analyse(video: np.ndarray, n_objects: int = 1) -> dict:
@@ -68,14 +104,22 @@ def analyse(video: np.ndarray, n_objects: int = 1) -> dict:
         ang = math.atan2(vy, vx)
         direction = min(world.DIRECTIONS, key=lambda k: abs(math.remainder(ang - math.atan2(world.DIRECTIONS[k][1], world.DIRECTIONS[k][0]), 2 * math.pi)))
         speed = math.hypot(vx, vy)
-        area = float(np.median(areas[tv]))
-        r = math.sqrt(area / math.pi)
-        ious = {s: 0.0 for s in world.SHAPES}
-        for t, x0, y0 in zip(tv, cx, cy):
-            m = masks[t].astype(np.float64)
-            for s in world.SHAPES:
-                cov = world._coverage(s, x0, y0, r, xs, ys)
-                ious[s] += float(np.minimum(m, cov).sum() / max(np.maximum(m, cov).sum(), 1e-9))
+        color = REFS[oi]
+        ious = {sh: 0.0 for sh in world.SHAPES}
+        radii = []
+        for t in tv:
+            a = _matte(video[t], masks[t], color)
+            area = a.sum()
+            if area < 4:
+                continue
+            x0, y0 = (xs * a).sum() / area, (ys * a).sum() / area
+            r = math.sqrt(area / math.pi)
+            radii.append(r)
+            for sh in world.SHAPES:
+                cov = world._coverage(sh, x0, y0, r, xs, ys)
+                ious[sh] += max(float(np.minimum(a, c).sum() / max(np.maximum(a, c).sum(), 1e-9))
+                                for c in (_blur(cov, b) for b in BLURS))
+        r = float(np.median(radii)) if radii else 0.0
         out["objects"].append({
             "color": LABELS[oi][1],
             "shape": max(ious, key=ious.get),

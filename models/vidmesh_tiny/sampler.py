@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import noise
-from .text_encoder import Tokenizer
+from .tokenize import Tokenizer
+
+# Latent geometry of vidmesh-tiny (vae.py; model.toml [vae]). Kept here too so sampling needs no torch.
+LATENT_CHANNELS, T_COMP, S_COMP = 8, 4, 4
 
 
 def sigmas(steps: int, shift: float) -> np.ndarray:
@@ -28,21 +30,33 @@ def sigmas(steps: int, shift: float) -> np.ndarray:
     return np.append(s, 0.0).astype(np.float32)
 
 
+def frames_u8(video: np.ndarray) -> np.ndarray:
+    """One sample's float [3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3] (clamp, then round half to even)."""
+    x = np.rint((np.clip(video, -1.0, 1.0) + 1.0) * np.float32(127.5)).astype(np.uint8)
+    return np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+
+
 class TorchBackend:
+    """PyTorch modules behind the backend interface (torch imported only here)."""
+
     def __init__(self, text_encoder, dit, vae):  # noqa: ANN001
+        import torch
+
+        self.torch = torch
         self.te, self.dit, self.vae = text_encoder, dit.eval(), vae.eval()
 
-    @torch.no_grad()
+    def _run(self, fn, *arrays: np.ndarray) -> np.ndarray:  # noqa: ANN001
+        with self.torch.no_grad():
+            return fn(*[self.torch.from_numpy(a) for a in arrays]).numpy()
+
     def encode_text(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.te(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        return self._run(self.te, ids, mask)
 
-    @torch.no_grad()
     def velocity(self, x: np.ndarray, t: np.ndarray, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.dit(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(states), torch.from_numpy(mask)).numpy()
+        return self._run(self.dit, x, t, states, mask)
 
-    @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
-        return self.vae.decoder(torch.from_numpy(z)).numpy()
+        return self._run(self.vae.decoder, z)
 
 
 class OrtBackend:
@@ -97,10 +111,9 @@ def generate(backend, tok: Tokenizer, reqs: list[Request], latent_shift: float, 
     r0 = reqs[0]
     assert all((r.frames, r.height, r.width, r.steps, r.shift) == (r0.frames, r0.height, r0.width, r0.steps, r0.shift) for r in reqs)
     B = len(reqs)
-    ids, mask = tok([r.prompt for r in reqs] + [r.negative_prompt for r in reqs])
-    ids_np, mask_np = ids.numpy(), mask.numpy()
+    ids_np, mask_np = tok([r.prompt for r in reqs] + [r.negative_prompt for r in reqs])
     states = backend.encode_text(ids_np, mask_np).astype(np.float32)
-    shape = (16, r0.frames // 4, r0.height // 8, r0.width // 8)
+    shape = (LATENT_CHANNELS, r0.frames // T_COMP, r0.height // S_COMP, r0.width // S_COMP)
     x = noise.batch_noise([r.seed for r in reqs], shape)
     traces = [Trace(ids=ids_np[i], mask=mask_np[i], states=states[i], init_noise=x[i].copy()) for i in range(B)] if trace else []
     g = np.array([r.guidance for r in reqs], dtype=np.float32)[:, None, None, None, None]

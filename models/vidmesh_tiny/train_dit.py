@@ -20,7 +20,7 @@ from . import dataset
 from .common import WORK, load, save_atomic, seed_all
 from .dit import DiT, DiTConfig
 from .train_vae import CKPT as VAE_CKPT
-from .vae import VAE
+from .vae import S_COMP, VAE
 
 CKPT = WORK / "dit.pt"
 TOKENS_PER_BATCH = 4096
@@ -38,7 +38,8 @@ def load_vae() -> VAE:
 def make_batch(ds: dict, key: tuple, gen: np.random.Generator, shift: float, scale: float, p_drop: float):
     b = ds["buckets"][key]
     frames, h, w = key
-    tokens = (frames // 4) * (h // 16) * (w // 16)
+    pt, ph, pw = DiTConfig.patch
+    tokens = (frames // (4 * pt)) * (h // (S_COMP * ph)) * (w // (S_COMP * pw))
     n = max(8, min(64, TOKENS_PER_BATCH // tokens))
     sel = gen.integers(0, len(b["index"]), size=n)
     x0 = (b["latents"][sel] - shift) * scale

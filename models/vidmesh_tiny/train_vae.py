@@ -45,8 +45,8 @@ def loss_fn(vae: VAE, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=2500)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--kl", type=float, default=1e-4)
     ap.add_argument("--clips", type=int, default=3000)

@@ -1,7 +1,7 @@
-"""Tubelet VAE: 4x temporal and 8x spatial compression into 16 latent channels.
+"""Tubelet VAE: 4x temporal and 4x spatial compression into 8 latent channels.
 
 Invariants:
-- Video in [-1, 1], shape [B, 3, T, H, W] with T % 4 == 0 and H, W % 8 == 0; latent [B, 16, T/4, H/8, W/8].
+- Video in [-1, 1], shape [B, 3, T, H, W] with T % 4 == 0 and H, W % 4 == 0; latent [B, 8, T/4, H/4, W/4].
 - Every latent frame t depends only on video frames 4t..4t+3, and decodes back to exactly those frames. The
   networks fold latent time into the batch, so decoding any temporal chunk of latents gives bit-for-bit the same
   frames as decoding all of them: the decoder service decodes chunk by chunk with memory flat in frame count.
@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-LATENT_CHANNELS = 16
-T_COMP, S_COMP = 4, 8
+LATENT_CHANNELS = 8
+T_COMP, S_COMP = 4, 4
 
 
 class ResBlock(nn.Module):
@@ -50,21 +50,20 @@ def unfold(x: torch.Tensor, b: int, c: int, t: int, s: int) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    def __init__(self, c1: int = 64, c2: int = 96):
+    """4-frame x 4x4-pixel tubelets folded into channels, then 2D convs on the latent grid."""
+
+    def __init__(self, c: int = 96):
         super().__init__()
-        self.inp = nn.Conv2d(3 * T_COMP * 16, c1, 3, padding=1)  # after 4x4 space-to-depth: 16x16 at 64 px
-        self.r1 = ResBlock(c1)
-        self.down = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
-        self.r2 = ResBlock(c2)
-        self.r3 = ResBlock(c2)
-        self.norm = nn.GroupNorm(8, c2)
-        self.out = nn.Conv2d(c2, 2 * LATENT_CHANNELS, 3, padding=1)
+        self.inp = nn.Conv2d(3 * T_COMP * S_COMP * S_COMP, c, 3, padding=1)
+        self.r1 = ResBlock(c)
+        self.r2 = ResBlock(c)
+        self.norm = nn.GroupNorm(8, c)
+        self.out = nn.Conv2d(c, 2 * LATENT_CHANNELS, 3, padding=1)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B = video.shape[0]
-        x = fold(video, T_COMP, 4)
-        x = self.r1(self.inp(x))
-        x = self.r3(self.r2(self.down(x)))
+        x = fold(video, T_COMP, S_COMP)
+        x = self.r2(self.r1(self.inp(x)))
         x = self.out(F.silu(self.norm(x)))
         mean, logvar = x.chunk(2, dim=1)
         n, c, h, w = mean.shape
@@ -73,24 +72,31 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, c1: int = 64, c2: int = 96):
+    """Latent grid (time in channels) -> one feature map per frame -> 2x -> 4x pixels."""
+
+    def __init__(self, c1: int = 96, c2: int = 32):
         super().__init__()
-        self.inp = nn.Conv2d(LATENT_CHANNELS, c2, 3, padding=1)
-        self.r1 = ResBlock(c2)
-        self.r2 = ResBlock(c2)
-        self.up = nn.Conv2d(c2, c1 * 4, 3, padding=1)  # pixel-shuffle 2x
-        self.r3 = ResBlock(c1)
-        self.norm = nn.GroupNorm(8, c1)
-        self.out = nn.Conv2d(c1, 3 * T_COMP * 16, 3, padding=1)
+        self.inp = nn.Conv2d(LATENT_CHANNELS, c1, 3, padding=1)
+        self.r1 = ResBlock(c1)
+        self.r2 = ResBlock(c1)
+        self.tsplit = nn.Conv2d(c1, c2 * T_COMP, 3, padding=1)  # time-from-depth: one c2 map per frame
+        self.r3 = ResBlock(c2)
+        self.up = nn.Conv2d(c2, c2 * 4, 3, padding=1)  # pixel-shuffle 2x
+        self.r4 = ResBlock(c2)
+        self.norm = nn.GroupNorm(8, c2)
+        self.out = nn.Conv2d(c2, 3 * 4, 3, padding=1)  # pixel-shuffle 2x -> RGB
+        self.c2 = c2
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         B, C, Tl, h, w = z.shape
         x = z.permute(0, 2, 1, 3, 4).reshape(B * Tl, C, h, w)
         x = self.r2(self.r1(self.inp(x)))
-        x = F.pixel_shuffle(self.up(x), 2)
+        x = self.tsplit(x).reshape(B * Tl * T_COMP, self.c2, h, w)
         x = self.r3(x)
-        x = self.out(F.silu(self.norm(x)))
-        return unfold(x, B, 3, T_COMP, 4)
+        x = self.r4(F.pixel_shuffle(self.up(x), 2))
+        x = F.pixel_shuffle(self.out(F.silu(self.norm(x))), 2)  # [B*Tl*T_COMP, 3, 4h, 4w]
+        x = x.reshape(B, Tl * T_COMP, 3, 4 * h, 4 * w)
+        return x.permute(0, 2, 1, 3, 4)
 
 
 class VAE(nn.Module):

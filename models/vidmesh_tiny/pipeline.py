@@ -1,0 +1,62 @@
+"""One command for the whole model: data -> VAE -> DiT -> ONNX export -> evaluation -> golden fixtures.
+
+  python -m vidmesh_tiny.pipeline            # every stage; finished stages are skipped, training resumes
+  python -m vidmesh_tiny.pipeline export     # one stage (vae | dit | export | eval | fixtures)
+
+Each stage is seeded and resumable (checkpoints in models/work/); wall time per stage goes to work/timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+from .common import WORK
+
+STAGES = ("vae", "dit", "export", "eval", "fixtures")
+
+
+def run(stage: str) -> None:
+    if stage == "vae":
+        from . import train_vae
+
+        train_vae.main([])
+    elif stage == "dit":
+        from . import train_dit
+
+        train_dit.main([])  # builds the cached dataset first
+    elif stage == "export":
+        from . import export
+
+        export.main([])
+    elif stage == "eval":
+        from . import eval_model
+
+        eval_model.main([])
+    elif stage == "fixtures":
+        from . import fixtures
+
+        fixtures.write()
+    else:
+        raise SystemExit(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+
+
+def main() -> None:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    stages = sys.argv[1:] or list(STAGES)
+    timings_path = WORK / "timings.json"
+    WORK.mkdir(parents=True, exist_ok=True)
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    for s in stages:
+        t0 = time.time()
+        run(s)
+        timings[s] = timings.get(s, 0.0) + (time.time() - t0)
+        timings_path.write_text(json.dumps(timings, indent=2))
+        print(f"== stage {s} done in {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
