@@ -15,8 +15,8 @@ Invariants:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -26,20 +26,13 @@ import torch
 
 from .common import BUNDLE, WORK, load
 from .dit import DiT, DiTConfig
+from .manifest import sha256
 from .text_encoder import HIDDEN, MAX_TOKENS, TextEncoder, Tokenizer, minilm_dir
 from .vae import LATENT_CHANNELS, S_COMP, T_COMP, VAE
 
 OPSET = 18
 DTYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 3: "int8"}
 VERSION = "0.1.0"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
@@ -110,8 +103,8 @@ def parity(path: Path, fn, feeds: list[dict]) -> float:  # noqa: ANN001
     return worst
 
 
-def export_bundle(out: Path) -> None:
-    vae_ck, dit_ck = load(WORK / "vae.pt"), load(WORK / "dit.pt")
+def export_bundle(out: Path, dit_path: Path = WORK / "dit.pt") -> None:
+    vae_ck, dit_ck = load(WORK / "vae.pt"), load(dit_path)
     if vae_ck is None or dit_ck is None:
         raise SystemExit("train first: vae.pt and dit.pt missing in " + str(WORK))
     vae = VAE()
@@ -176,8 +169,28 @@ def export_bundle(out: Path) -> None:
         if report[k] > 1e-4:
             raise SystemExit(f"{k}: ONNX Runtime differs from PyTorch by {report[k]:.2e} > 1e-4")
     print("parity (max abs diff ORT vs PyTorch):", {k: f"{report[k]:.1e}" for k in ("text_encoder", "vae_encoder", "vae_decoder", "dit")})
-    (WORK / "parity.json").write_text(json.dumps(report, indent=2))
     write_manifest(out, cfg, dit_ck["latent_shift"], dit_ck["latent_scale"])
+    report["whole_video"] = video_parity(out, te, dit, vae, dit_ck["latent_shift"], dit_ck["latent_scale"])
+    (WORK / "parity.json").write_text(json.dumps(report, indent=2))
+
+
+def video_parity(bundle: Path, te: TextEncoder, dit: DiT, vae: VAE, shift: float, scale: float) -> dict:
+    """Sample whole videos (30 steps, CFG) through PyTorch and through the ONNX graphs; compare the frames."""
+    from .sampler import OrtBackend, Request, TorchBackend, frames_u8, generate
+
+    tok = Tokenizer(bundle / "tokenizer.json")
+    reqs = [Request(prompt="a small red circle moving left slowly on a black background", seed=42),
+            Request(prompt="a large blue square moving up and to the right quickly on a white background", seed=7)]
+    v_pt, _ = generate(TorchBackend(te, dit, vae), tok, reqs, shift, scale)
+    v_ort, _ = generate(OrtBackend(bundle), tok, reqs, shift, scale)
+    u_pt = np.stack([frames_u8(v) for v in v_pt]).astype(np.int16)
+    u_ort = np.stack([frames_u8(v) for v in v_ort]).astype(np.int16)
+    res = {"max_abs_float": float(np.abs(v_pt - v_ort).max()), "max_abs_u8": int(np.abs(u_pt - u_ort).max()),
+           "frac_u8_equal": float((u_pt == u_ort).mean())}
+    print("whole video, PyTorch vs ONNX Runtime:", res)
+    if res["max_abs_u8"] > 1:
+        raise SystemExit(f"sampled videos differ between PyTorch and ONNX Runtime: {res}")
+    return res
 
 
 def write_manifest(out: Path, cfg: DiTConfig, shift: float, scale: float) -> None:
@@ -203,7 +216,12 @@ def export_random_init(out: Path, hidden: int, depth: int, heads: int) -> None:
     for p in dit.parameters():  # non-degenerate outputs (zero-init gates would make the graph trivially 0)
         p.data.add_(torch.randn_like(p) * 0.02)
     out.mkdir(parents=True, exist_ok=True)
-    ops = export_dit(dit, out / "dit.onnx")
+    ops = export_dit(dit, out / "tmp" / "dit.onnx")
+    # Gather the exporter's per-tensor external files into one dit.onnx.data beside dit.onnx.
+    g = onnx.load(str(out / "tmp" / "dit.onnx"))
+    onnx.save_model(g, str(out / "dit.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="dit.onnx.data", size_threshold=1024)
+    shutil.rmtree(out / "tmp")
     n = sum(p.numel() for p in dit.parameters())
     print(f"random-init DiT {n / 1e6:.0f}M params, {ops['MultiHeadAttention']} fused MultiHeadAttention nodes -> {out}")
     (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "params": n, "ops": ops}, indent=2))
@@ -212,6 +230,7 @@ def export_random_init(out: Path, hidden: int, depth: int, heads: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=BUNDLE)
+    ap.add_argument("--dit", type=Path, default=WORK / "dit.pt", help="DiT checkpoint to export")
     ap.add_argument("--random-init", type=Path, default=None, metavar="OUT")
     ap.add_argument("--hidden", type=int, default=1152)
     ap.add_argument("--depth", type=int, default=28)
@@ -220,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.random_init:
         export_random_init(args.random_init, args.hidden, args.depth, args.heads)
     else:
-        export_bundle(args.out)
+        export_bundle(args.out, args.dit)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def render(comps: dict, tokenizer_sha256: str, cfg, latent_shift: float, latent_
     return "\n".join(L)
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -117,7 +117,7 @@ def validate(bundle: Path) -> dict:
         f = bundle / _need(c, "file", str, where)
         if not f.is_file():
             raise BundleError(f"{where}: file {f} not found")
-        if (got := _sha256(f)) != _need(c, "sha256", str, where):
+        if (got := sha256(f)) != _need(c, "sha256", str, where):
             raise BundleError(f"{where}: sha256 of {f.name} is {got}, manifest says {c['sha256']}")
         for io in ("inputs", "outputs"):
             for t in _need(c, io, list, where):
@@ -125,7 +125,7 @@ def validate(bundle: Path) -> dict:
                     if k not in t:
                         raise BundleError(f"{where}.{io}: entry without '{k}'")
     tok = bundle / _need(te, "tokenizer", str, "text_encoder")
-    if _sha256(tok) != _need(te, "tokenizer_sha256", str, "text_encoder"):
+    if sha256(tok) != _need(te, "tokenizer_sha256", str, "text_encoder"):
         raise BundleError(f"text_encoder: sha256 of {tok.name} does not match tokenizer_sha256")
     hidden = _need(te, "hidden_size", int, "text_encoder")
     _need(te, "max_tokens", int, "text_encoder")

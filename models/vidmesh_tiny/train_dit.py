@@ -1,6 +1,8 @@
 """Train the DiT with rectified flow on cached latents and text states (resumable).
 
-x_sigma = (1 - sigma) x0 + sigma * noise, target velocity = noise - x0, sigma ~ logit-normal(0, 1) (SD3).
+x_sigma = (1 - sigma) x0 + sigma * noise, target velocity = noise - x0, sigma ~ logit-normal(0, 1) (SD3), optionally
+shifted toward noise (`--sigma-shift`, same formula as the sampler's shift): layout and motion are decided at high
+sigma, which plain logit-normal rarely visits (P(sigma > 0.85) ~ 4%).
 10% of captions are replaced by the empty prompt so one model serves both branches of classifier-free guidance.
 An exponential moving average of the weights is what gets exported.
 """
@@ -11,6 +13,7 @@ import argparse
 import copy
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--p-drop", type=float, default=0.1)
     ap.add_argument("--clips", type=int, default=30000)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--sigma-shift", type=float, default=1.0)
+    ap.add_argument("--ckpt", type=Path, default=CKPT)
+    ap.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights (fresh optimizer)")
     args = ap.parse_args(argv)
 
     seed_all(args.seed)
@@ -73,7 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))  # noqa: E731
     step = 0
-    if (ck := load(CKPT)) is not None:
+    if args.init_from is not None and not args.ckpt.exists():
+        init = load(args.init_from)
+        model.load_state_dict(init["ema"])
+        ema.load_state_dict(init["ema"])
+        print(f"initialised from {args.init_from} (step {init['step']})")
+    if (ck := load(args.ckpt)) is not None:
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
@@ -88,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(args.seed * 1_000_003 + step)
         key = keys[int(gen.choice(len(keys), p=weights / weights.sum()))]
         x0, states, masks = make_batch(ds, key, gen, shift, scale, args.p_drop)
-        sigma = torch.sigmoid(torch.randn(x0.shape[0]))
+        u = torch.sigmoid(torch.randn(x0.shape[0]))
+        sigma = args.sigma_shift * u / (1 + (args.sigma_shift - 1) * u)
         noise = torch.randn_like(x0)
         s5 = sigma[:, None, None, None, None]
         xt = (1 - s5) * x0 + s5 * noise
@@ -111,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             losses = []
         if step % 200 == 0 or step == args.steps:
             save_atomic({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                         "config": cfg.to_dict(), "latent_shift": shift, "latent_scale": scale, "args": vars(args)}, CKPT)
+                         "config": cfg.to_dict(), "latent_shift": shift, "latent_scale": scale,
+                         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, args.ckpt)
 
 
 if __name__ == "__main__":

@@ -32,14 +32,28 @@ def window_pool(n_clips: int, seed: int) -> dict[tuple[int, int], torch.Tensor]:
     return {k: torch.from_numpy(np.stack(v)) for k, v in pools.items()}
 
 
+def foreground_weight(x: torch.Tensor, gain: float = 8.0) -> torch.Tensor:
+    """Per-pixel loss weight [B, 1, T, H, W]: 1 + gain where a pixel departs from its frame's median colour
+    (objects, their edges, texture), dilated by one pixel, normalised to mean 1. Small objects cover ~4% of a
+    frame; without this their shape is the last thing a plain MSE learns."""
+    med = x.flatten(3).median(dim=3).values[..., None, None]  # [B, 3, T, 1, 1]
+    dev = ((x - med).abs().sum(1, keepdim=True) / 0.6).clamp(0, 1)  # [B, 1, T, H, W]
+    B, _, T, H, W = dev.shape
+    dev = F.max_pool2d(dev.transpose(1, 2).reshape(B * T, 1, H, W), 3, stride=1, padding=1)
+    w = 1 + gain * dev.reshape(B, T, 1, H, W).transpose(1, 2)
+    return w / w.mean(dim=(2, 3, 4), keepdim=True)
+
+
 def loss_fn(vae: VAE, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     mean, logvar = vae.encoder(x)
     z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
     rec = vae.decoder(z)
-    mse = F.mse_loss(rec, x)
-    l1 = (rec - x).abs().mean()
+    w = foreground_weight(x)
+    err = rec - x
+    mse = err.pow(2).mean()
+    loss = (w * err.pow(2)).mean() + 0.5 * (w * err.abs()).mean()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-    loss = mse + 0.5 * l1 + kl_weight * kl
+    loss = loss + kl_weight * kl
     return loss, {"mse": mse.item(), "kl": kl.item()}
 
 
