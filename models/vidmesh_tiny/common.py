@@ -39,8 +39,3 @@ def to_unit(video_u8: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float [3, T, H, W] in [-1, 1]."""
     return torch.from_numpy(video_u8).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
 
-
-def to_u8(video: torch.Tensor) -> np.ndarray:
-    """float [3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3] (round half to even after clamping)."""
-    x = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).contiguous().numpy()

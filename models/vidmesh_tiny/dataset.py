@@ -5,7 +5,8 @@ Invariants:
   combination and is identical on every run.
 - Text states are the int8 MiniLM's (text_encoder.py), exactly what the served text encoder returns.
 - Latents are the VAE posterior means, unscaled; `latent_stats` gives the bundle's shift/scale.
-- Stored per (frames, height, width) bucket in WORK/dataset.pt; building is skipped when it exists.
+- Latents are stored per (frames, height, width) bucket in WORK/dataset.pt, text states once in
+  WORK/text_states.pt; `build` returns both merged and skips whatever is already cached.
 """
 
 from __future__ import annotations
@@ -49,18 +50,16 @@ def text_states(n_clips: int = 30000, seed: int = 2) -> dict:
 
 @torch.no_grad()
 def build(vae: VAE, n_clips: int = 30000, seed: int = 2) -> dict:
-    if (ds := load(PATH)) is not None and ds["n_clips"] == n_clips and ds["seed"] == seed:
-        return ds
-    t0 = time.time()
-    specs, texts = specs_and_captions(n_clips, seed)
     ts = text_states(n_clips, seed)
-    states, masks, empty_state, empty_mask = ts["states"], ts["masks"], ts["empty_state"][None], ts["empty_mask"][None]
+    if (ds := load(PATH)) is not None and ds["n_clips"] == n_clips and ds["seed"] == seed:
+        return {**ts, "buckets": ds["buckets"]}
+    t0 = time.time()
+    specs, _ = specs_and_captions(n_clips, seed)
     buckets: dict[tuple[int, int, int], list[int]] = {}
     for i, s in enumerate(specs):
         buckets.setdefault((s.frames, s.height, s.width), []).append(i)
     vae.eval()
-    out: dict = {"n_clips": n_clips, "seed": seed, "texts": texts, "states": states, "masks": masks,
-                 "empty_state": empty_state[0], "empty_mask": empty_mask[0], "buckets": {}}
+    out: dict = {"n_clips": n_clips, "seed": seed, "buckets": {}}
     for key, idx in sorted(buckets.items()):
         lats = []
         for j in range(0, len(idx), 64):
@@ -69,7 +68,7 @@ def build(vae: VAE, n_clips: int = 30000, seed: int = 2) -> dict:
         out["buckets"][key] = {"index": torch.tensor(idx), "latents": torch.cat(lats)}
         print(f"bucket {key}: {len(idx)} clips, {time.time() - t0:.0f}s", flush=True)
     save_atomic(out, PATH)
-    return out
+    return {**ts, "buckets": out["buckets"]}
 
 
 def latent_stats(ds: dict) -> tuple[float, float]:

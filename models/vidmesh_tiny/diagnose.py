@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import dataset
 from .common import WORK, load
 from .dit import DiT, DiTConfig
 
@@ -27,9 +28,10 @@ def adjacent_corr(z: torch.Tensor) -> float:
 
 @torch.no_grad()
 def main(paths: list[str]) -> None:
-    ds = load(WORK / "dataset.pt")
-    if ds is None:
-        raise SystemExit("no work/dataset.pt: run the dit stage first")
+    cached = load(dataset.PATH)
+    if cached is None:
+        raise SystemExit(f"no {dataset.PATH}: run the dit stage first")
+    ds = {**dataset.text_states(), "buckets": cached["buckets"]}
     b = ds["buckets"][(16, 64, 64)]
     idx = b["index"][:64]
     for p in paths or [str(WORK / "dit.pt")]:

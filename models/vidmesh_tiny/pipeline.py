@@ -12,9 +12,7 @@ import json
 import sys
 import time
 
-import torch
-
-from .common import WORK
+from .paths import WORK
 
 STAGES = ("vae", "dit", "export", "eval", "fixtures")
 
@@ -45,7 +43,6 @@ def run(stage: str) -> None:
 
 
 def main() -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     stages = sys.argv[1:] or list(STAGES)
     timings_path = WORK / "timings.json"
     WORK.mkdir(parents=True, exist_ok=True)
