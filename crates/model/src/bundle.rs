@@ -1,0 +1,142 @@
+//! Opening a bundle directory: parse + validate `model.toml`, then check the sha256 of the files a service uses.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::Manifest;
+
+/// Why a bundle or a session could not be opened. Messages name the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The bundle directory or a file in it cannot be read.
+    #[error("model bundle {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `model.toml` does not parse or is inconsistent.
+    #[error("model bundle {path}: model.toml: {message}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file's sha256 differs from the manifest's.
+    #[error("model bundle: {path} has sha256 {actual} but model.toml says {expected} (wrong or corrupted file)")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// From model.toml.
+        expected: String,
+        /// Computed.
+        actual: String,
+    },
+    /// The bundle is valid but not what the service was configured for.
+    #[error("model bundle mismatch: {0}")]
+    Mismatch(String),
+    /// libonnxruntime could not be found or loaded.
+    #[error("ONNX Runtime library: {0}")]
+    Dylib(String),
+    /// ONNX Runtime refused the model or the execution provider.
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+}
+
+/// Which of the bundle's files a service needs (only those are hashed and opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// text_encoder.onnx and tokenizer.json.
+    TextEncoder,
+    /// The DiT.
+    Dit,
+    /// The VAE encoder.
+    VaeEncoder,
+    /// The VAE decoder.
+    VaeDecoder,
+}
+
+/// A validated bundle on local disk.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The directory holding model.toml.
+    pub dir: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+}
+
+/// Lowercase hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+impl Bundle {
+    /// Parses and validates `dir/model.toml` without touching the other files.
+    pub fn manifest_only(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("model.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+        let manifest = Manifest::parse(&text).map_err(|message| ModelError::Manifest { path: path.clone(), message })?;
+        manifest.validate().map_err(|message| ModelError::Manifest { path, message })?;
+        Ok(Self { dir: dir.to_path_buf(), manifest })
+    }
+
+    /// Opens the bundle at `dir` and verifies the sha256 of every file in `parts`.
+    pub fn open(dir: &Path, parts: &[Part]) -> Result<Self, ModelError> {
+        let bundle = Self::manifest_only(dir)?;
+        for (file, sha) in bundle.files(parts) {
+            let path = dir.join(&file);
+            let actual = sha256_file(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+            if !actual.eq_ignore_ascii_case(&sha) {
+                return Err(ModelError::Checksum { path, expected: sha, actual });
+            }
+        }
+        Ok(bundle)
+    }
+
+    fn files(&self, parts: &[Part]) -> Vec<(String, String)> {
+        let m = &self.manifest;
+        parts
+            .iter()
+            .flat_map(|p| match p {
+                Part::TextEncoder => vec![
+                    (m.text_encoder.component.file.clone(), m.text_encoder.component.sha256.clone()),
+                    (m.text_encoder.tokenizer.clone(), m.text_encoder.tokenizer_sha256.clone()),
+                ],
+                Part::Dit => vec![(m.dit.component.file.clone(), m.dit.component.sha256.clone())],
+                Part::VaeEncoder => vec![(m.vae.encoder.file.clone(), m.vae.encoder.sha256.clone())],
+                Part::VaeDecoder => vec![(m.vae.decoder.file.clone(), m.vae.decoder.sha256.clone())],
+            })
+            .collect()
+    }
+
+    /// Absolute path of a file named in the manifest.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// Refuses the bundle unless its name is `expected` (when the service's config names one).
+    pub fn expect_name(&self, expected: &str) -> Result<(), ModelError> {
+        if !expected.is_empty() && self.manifest.model.name != expected {
+            return Err(ModelError::Mismatch(format!(
+                "config expects model {expected:?} but {} holds {:?}",
+                self.dir.display(),
+                self.manifest.model.name
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! vidmesh model bundles: a directory with `model.toml` beside its ONNX files and tokenizer (format:
+//! docs/model-bundle.md).
+//!
+//! Invariant: a [`Bundle`] only exists after its manifest parsed, validated (geometry, supported sizes, scheduler,
+//! component inputs) and — with [`Bundle::open`] — every file's sha256 matched. Sessions come from [`Onnx`], which
+//! loads libonnxruntime once per process and never falls back to the CPU silently when CUDA was asked for.
+
+mod bundle;
+mod manifest;
+mod onnx;
+
+pub use bundle::{Bundle, ModelError, Part, sha256_file};
+pub use manifest::{Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, SchedulerSpec, TextEncoderSpec, VaeSpec, VideoSpec};
+pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};

@@ -1,0 +1,41 @@
+//! grpc.health.v1 for one service. The service starts NOT_SERVING and flips to SERVING only when its model is
+//! loaded and warmed ([`Health::serving`]); a drain flips it back so load balancers stop sending new work.
+//! The overall status (service name "") follows the service's.
+
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// The health reporter of one named gRPC service.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: &'static str,
+}
+
+impl Health {
+    /// A reporter for `service` (the fully-qualified gRPC name, e.g. `vidmesh.denoiser.v1.Denoiser`), starting
+    /// NOT_SERVING, and the health service to mount.
+    pub async fn new(
+        service: &'static str,
+    ) -> (Self, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
+        let (reporter, server) = tonic_health::server::health_reporter();
+        let health = Self { reporter, service };
+        health.set(ServingStatus::NotServing).await;
+        (health, server)
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        self.reporter.set_service_status(self.service, status).await;
+        self.reporter.set_service_status("", status).await;
+    }
+
+    /// The model is loaded and warm: accept traffic.
+    pub async fn serving(&self) {
+        self.set(ServingStatus::Serving).await;
+    }
+
+    /// Draining or broken: stop receiving traffic.
+    pub async fn not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+}

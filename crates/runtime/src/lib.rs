@@ -1,0 +1,21 @@
+//! What every vidmesh service shares, written once: layered configuration, telemetry (tracing + OpenTelemetry with
+//! W3C trace context on every gRPC hop), grpc.health.v1, reflection, Prometheus metrics on their own port,
+//! graceful SIGTERM drain, the server bootstrap that serves on a given listener, and tensor ⇄ proto conversion.
+//!
+//! Services own their hot path; this crate owns the plumbing around it.
+
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+pub mod tensor;
+
+pub use config::{ServerConfig, TelemetryConfig};
+pub use health::Health;
+pub use server::{GrpcServer, LoadOrServe, ServeError};
+pub use shutdown::Drain;
+pub use telemetry::TraceContextInterceptor;
+pub use tensor::{TensorError, TensorF32};

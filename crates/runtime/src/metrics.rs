@@ -1,0 +1,82 @@
+//! Prometheus metrics on their own port: `GET /metrics` in the text exposition format, anything else 404.
+//! Each service registers its own collectors in a [`prometheus::Registry`] and hands it to [`serve`].
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder as _, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn render(registry: &Registry) -> Response<Full<Bytes>> {
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    match encoder.encode(&registry.gather(), &mut buf) {
+        Ok(()) => Response::builder()
+            .header(hyper::header::CONTENT_TYPE, encoder.format_type())
+            .body(Full::new(Bytes::from(buf))),
+        Err(e) => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::new(Bytes::from(e.to_string()))),
+    }
+    .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Serves `registry` on `listener` until `shutdown` fires.
+pub async fn serve(listener: TcpListener, registry: Registry, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("metrics accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let resp = if req.uri().path() == "/metrics" {
+                    render(&registry)
+                } else {
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"not found; try /metrics\n")));
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                    r
+                };
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+/// Reads one metric's value from `registry` (sum over label sets), for tests and benches.
+pub fn value(registry: &Registry, name: &str) -> Option<f64> {
+    let families = registry.gather();
+    let family = families.iter().find(|f| f.name() == name)?;
+    use prometheus::proto::MetricType;
+    let kind = family.get_field_type();
+    Some(
+        family
+            .get_metric()
+            .iter()
+            .map(|m| match kind {
+                MetricType::COUNTER => m.get_counter().get_value(),
+                MetricType::GAUGE => m.get_gauge().get_value(),
+                MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+                _ => 0.0,
+            })
+            .sum(),
+    )
+}

@@ -1,0 +1,85 @@
+//! denoiser configuration: defaults → file → `VIDMESH__…` environment (see vidmesh_runtime::config).
+
+use serde::{Deserialize, Serialize};
+use vidmesh_model::OnnxConfig;
+use vidmesh_runtime::{ServerConfig, TelemetryConfig};
+
+/// The whole service configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listen addresses and drain.
+    pub server: ServerConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// ONNX Runtime library and execution provider.
+    pub onnxruntime: OnnxConfig,
+    /// Which bundle to serve.
+    pub model: ModelConfig,
+    /// Step-level batching and admission.
+    pub batching: BatchingConfig,
+    /// Most scheduler steps a request may ask for.
+    pub max_steps: u32,
+    /// Largest guidance scale accepted (absolute value).
+    pub max_guidance: f32,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Bundle directory (holding model.toml).
+    pub bundle: String,
+    /// Expected model name; empty = whatever the bundle holds. A different name refuses to start.
+    pub name: String,
+}
+
+/// `[batching]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most requests sharing one DiT call (each takes two rows with guidance, one without).
+    pub max_batch: usize,
+    /// Requests admitted at once (running or waiting for the model thread); more are refused with
+    /// RESOURCE_EXHAUSTED.
+    pub max_requests: usize,
+    /// Retry delay suggested to refused clients, in milliseconds.
+    pub retry_after_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            onnxruntime: OnnxConfig::default(),
+            model: ModelConfig::default(),
+            batching: BatchingConfig::default(),
+            max_steps: 200,
+            max_guidance: 50.0,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { bundle: "models/vidmesh-tiny".into(), name: String::new() }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { max_batch: 8, max_requests: 64, retry_after_ms: 1000 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_deserialize() {
+        let c: Config = vidmesh_runtime::config::load(None, &Default::default()).unwrap();
+        assert_eq!(c, Config::default());
+    }
+}

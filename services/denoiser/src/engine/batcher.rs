@@ -1,0 +1,286 @@
+//! Step-level continuous batching on the model thread.
+//!
+//! One OS thread owns the DiT. Every iteration it admits newly submitted jobs, drops the ones whose client went
+//! away or whose deadline passed, picks the shape bucket that has waited longest, and runs ONE scheduler step for
+//! up to `max_batch` of that bucket's jobs in a single DiT call (cond and uncond rows of each job side by side).
+//! Jobs join and leave only at these step boundaries.
+//!
+//! Invariants: a job's rows never depend on its batch-mates (text states are always padded to the bundle's
+//! max_tokens, masked; every row carries its own timestep), so its result equals its solo run up to float
+//! rounding; a dropped client costs at most the step already in flight; every admitted job ends with exactly one
+//! terminal event (Done or Failed) unless its client is gone.
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::dit::{Dit, DitBatch};
+use super::metrics::Metrics;
+use super::scheduler::{Schedule, guide};
+use crate::error::Error;
+
+/// What a job's client receives.
+#[derive(Debug)]
+pub enum Event {
+    /// A step finished.
+    Progress {
+        /// Steps done (1-based).
+        step: u32,
+        /// Steps in all.
+        total: u32,
+        /// Noise level reached.
+        sigma: f32,
+        /// Since admission.
+        elapsed: Duration,
+        /// Estimated time left.
+        eta: Duration,
+        /// Jobs in this step's DiT call.
+        batch_requests: u32,
+    },
+    /// x0 estimate after `step`.
+    Preview {
+        /// The step.
+        step: u32,
+        /// Latents [C, T', h, w].
+        x0: Vec<f32>,
+    },
+    /// Final latents.
+    Done {
+        /// Latents [C, T', h, w], scaled latent space.
+        latents: Vec<f32>,
+        /// Steps run.
+        steps: u32,
+        /// Since admission.
+        elapsed: Duration,
+    },
+    /// The job failed.
+    Failed(Error),
+}
+
+/// One admitted request.
+pub struct Job {
+    /// Latent shape [C, T', h, w]: the batching bucket.
+    pub latent_shape: [usize; 4],
+    /// Prompt states padded to max_tokens × hidden.
+    pub cond: Vec<f32>,
+    /// Prompt mask (max_tokens).
+    pub cond_mask: Vec<i64>,
+    /// Negative-prompt states and mask; `None` when guidance is 1 (one row per step).
+    pub uncond: Option<(Vec<f32>, Vec<i64>)>,
+    /// CFG scale.
+    pub guidance: f32,
+    /// Noise levels.
+    pub schedule: Schedule,
+    /// Current latents.
+    pub x: Vec<f32>,
+    /// Preview period in steps (0 = none).
+    pub preview_every: u32,
+    /// Give up after this instant.
+    pub deadline: Option<Instant>,
+    /// The client's event channel; closed = the client went away.
+    pub events: UnboundedSender<Event>,
+    /// Admission permit, released when the job is dropped.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    /// Admission time.
+    pub admitted: Instant,
+    step: usize,
+    last_run: Instant,
+}
+
+impl Job {
+    /// Finishes construction at admission.
+    pub fn admitted(mut self) -> Self {
+        self.admitted = Instant::now();
+        self.last_run = self.admitted;
+        self.step = 0;
+        self
+    }
+}
+
+/// Fields the server fills; `step`/`last_run` are private to the batcher.
+pub fn new_job(parts: JobParts) -> Job {
+    let now = Instant::now();
+    Job {
+        latent_shape: parts.latent_shape,
+        cond: parts.cond,
+        cond_mask: parts.cond_mask,
+        uncond: parts.uncond,
+        guidance: parts.guidance,
+        schedule: parts.schedule,
+        x: parts.x,
+        preview_every: parts.preview_every,
+        deadline: parts.deadline,
+        events: parts.events,
+        permit: parts.permit,
+        admitted: now,
+        step: 0,
+        last_run: now,
+    }
+}
+
+/// The public parts of a [`Job`].
+pub struct JobParts {
+    /// See [`Job`].
+    pub latent_shape: [usize; 4],
+    /// See [`Job`].
+    pub cond: Vec<f32>,
+    /// See [`Job`].
+    pub cond_mask: Vec<i64>,
+    /// See [`Job`].
+    pub uncond: Option<(Vec<f32>, Vec<i64>)>,
+    /// See [`Job`].
+    pub guidance: f32,
+    /// See [`Job`].
+    pub schedule: Schedule,
+    /// See [`Job`].
+    pub x: Vec<f32>,
+    /// See [`Job`].
+    pub preview_every: u32,
+    /// See [`Job`].
+    pub deadline: Option<Instant>,
+    /// See [`Job`].
+    pub events: UnboundedSender<Event>,
+    /// See [`Job`].
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Static parameters of the loop.
+pub struct LoopParams {
+    /// Most jobs per DiT call.
+    pub max_batch: usize,
+    /// Padded text length.
+    pub tokens: usize,
+    /// Text hidden size.
+    pub hidden: usize,
+    /// Timestep scale of the model.
+    pub timestep_scale: f32,
+}
+
+/// Runs until the submission channel closes and no job is left.
+pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
+    let mut active: Vec<Job> = Vec::new();
+    loop {
+        if active.is_empty() {
+            match rx.recv() {
+                Ok(job) => active.push(job.admitted()),
+                Err(_) => return,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(job) => active.push(job.admitted()),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let now = Instant::now();
+        active.retain(|job| {
+            if job.events.is_closed() {
+                m.outcome("cancelled");
+                return false;
+            }
+            if job.deadline.is_some_and(|d| now >= d) {
+                m.outcome("deadline_exceeded");
+                let _ = job.events.send(Event::Failed(Error::DeadlineExceeded));
+                return false;
+            }
+            true
+        });
+        m.active.set(active.len() as i64);
+        let Some(bucket) = active.iter().min_by_key(|j| j.last_run).map(|j| j.latent_shape) else { continue };
+        let mut picked: Vec<usize> = (0..active.len()).filter(|&i| active[i].latent_shape == bucket).collect();
+        picked.sort_by_key(|&i| active[i].last_run);
+        picked.truncate(p.max_batch.max(1));
+        picked.sort_unstable();
+        let finished = step_batch(&mut dit, &mut active, &picked, &p, &m);
+        // Remove finished jobs, highest index first so the others keep their positions.
+        for i in finished.into_iter().rev() {
+            active.swap_remove(i);
+        }
+    }
+}
+
+/// One DiT call for `picked` jobs, then a scheduler step for each. Returns the indices of jobs that ended.
+fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParams, m: &Metrics) -> Vec<usize> {
+    let shape = active[picked[0]].latent_shape;
+    let n: usize = shape.iter().product();
+    let rows: usize = picked.iter().map(|&i| if active[i].uncond.is_some() { 2 } else { 1 }).sum();
+    let mut batch = DitBatch {
+        rows,
+        latent_shape: shape,
+        latents: Vec::with_capacity(rows * n),
+        timesteps: Vec::with_capacity(rows),
+        tokens: p.tokens,
+        hidden: p.hidden,
+        states: Vec::with_capacity(rows * p.tokens * p.hidden),
+        mask: Vec::with_capacity(rows * p.tokens),
+    };
+    for &i in picked {
+        let job = &active[i];
+        let t = job.schedule.timestep(job.step, p.timestep_scale);
+        batch.latents.extend_from_slice(&job.x);
+        batch.timesteps.push(t);
+        batch.states.extend_from_slice(&job.cond);
+        batch.mask.extend_from_slice(&job.cond_mask);
+        if let Some((states, mask)) = &job.uncond {
+            batch.latents.extend_from_slice(&job.x);
+            batch.timesteps.push(t);
+            batch.states.extend_from_slice(states);
+            batch.mask.extend_from_slice(mask);
+        }
+    }
+    let timer = Instant::now();
+    let result = dit.run(batch);
+    m.step_seconds.observe(timer.elapsed().as_secs_f64());
+    m.batch_requests.observe(picked.len() as f64);
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("DiT run failed: {e}");
+            for &i in picked {
+                m.outcome("failed");
+                let _ = active[i].events.send(Event::Failed(Error::Inference(e.clone())));
+            }
+            return picked.to_vec();
+        }
+    };
+    let mut finished = Vec::new();
+    let mut row = 0;
+    for &i in picked {
+        let job = &mut active[i];
+        let mut vel = v[row * n..(row + 1) * n].to_vec();
+        row += 1;
+        if job.uncond.is_some() {
+            guide(&mut vel, &v[row * n..(row + 1) * n], job.guidance);
+            row += 1;
+        }
+        let step = job.step;
+        let total = job.schedule.steps() as u32;
+        let done = (step + 1) as u32;
+        if job.preview_every > 0 && done % job.preview_every == 0 && (done as usize) < job.schedule.steps() {
+            let x0 = job.schedule.x0(step, &job.x, &vel);
+            let _ = job.events.send(Event::Preview { step: done, x0 });
+        }
+        job.schedule.step(step, &mut job.x, &vel);
+        job.step += 1;
+        job.last_run = Instant::now();
+        m.steps.inc();
+        let elapsed = job.admitted.elapsed();
+        let eta = elapsed.mul_f64(f64::from(total - done) / f64::from(done));
+        let _ = job.events.send(Event::Progress {
+            step: done,
+            total,
+            sigma: job.schedule.sigmas[job.step],
+            elapsed,
+            eta,
+            batch_requests: picked.len() as u32,
+        });
+        if job.step == job.schedule.steps() {
+            m.outcome("completed");
+            let latents = std::mem::take(&mut job.x);
+            let _ = job.events.send(Event::Done { latents, steps: total, elapsed });
+            finished.push(i);
+        }
+    }
+    finished
+}

@@ -1,0 +1,174 @@
+//! The denoiser's hot path, free of gRPC: validated requests become jobs for the model thread
+//! ([`batcher`]), which steps them with the DiT and streams [`Event`]s back.
+//!
+//! Invariants: the initial noise is the bundle's seeded generator ([`noise`]); admission is bounded by a
+//! semaphore (excess is refused at once, never queued without bound); after shutdown starts no job is admitted.
+
+pub mod batcher;
+pub mod dit;
+pub mod metrics;
+pub mod noise;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use vidmesh_model::{Bundle, Manifest, Onnx, Part};
+
+use crate::config::Config;
+use crate::error::Error;
+pub use batcher::Event;
+use batcher::{Job, JobParts, LoopParams, new_job};
+use scheduler::{Kind, Schedule};
+
+/// A request after validation (the server checked shapes and ranges against the manifest).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Latent shape [C, T', h, w].
+    pub latent_shape: [usize; 4],
+    /// Prompt states [tokens, hidden], tokens ≤ max_tokens.
+    pub prompt: Vec<f32>,
+    /// Negative-prompt states; required when guidance != 1.
+    pub negative: Option<Vec<f32>>,
+    /// Noise seed.
+    pub seed: u64,
+    /// Steps of the full schedule.
+    pub steps: u32,
+    /// CFG scale.
+    pub guidance: f32,
+    /// Timestep shift.
+    pub shift: f32,
+    /// Scheduler.
+    pub kind: Kind,
+    /// Starting latents and strength in (0, 1].
+    pub init: Option<(Vec<f32>, f32)>,
+    /// Preview period (0 = none).
+    pub preview_every: u32,
+    /// Give up after this instant.
+    pub deadline: Option<Instant>,
+}
+
+/// The loaded DiT and its model thread.
+pub struct Denoiser {
+    tx: SyncSender<Job>,
+    admission: Arc<Semaphore>,
+    /// The bundle's manifest (geometry, defaults, supported sizes).
+    pub manifest: Manifest,
+    /// Collectors.
+    pub metrics: metrics::Metrics,
+    retry_after: Duration,
+}
+
+impl Denoiser {
+    /// Opens the bundle (sha256-checked), starts the model thread and warms it up with one step at the default
+    /// size. Blocking: call from a blocking thread.
+    pub fn load(config: &Config, onnx: &Onnx, registry: &prometheus::Registry) -> Result<Self, Error> {
+        let bundle = Bundle::open(std::path::Path::new(&config.model.bundle), &[Part::Dit])?;
+        bundle.expect_name(&config.model.name)?;
+        let m = bundle.manifest.clone();
+        let dit = dit::Dit::new(onnx.session(&bundle.path(&m.dit.component.file))?);
+        let metrics = metrics::Metrics::register(registry).map_err(|e| Error::Inference(format!("metrics: {e}")))?;
+        let params = LoopParams {
+            max_batch: config.batching.max_batch,
+            tokens: m.text_encoder.max_tokens,
+            hidden: m.text_encoder.hidden_size,
+            timestep_scale: m.dit.timestep_scale as f32,
+        };
+        let (tx, rx) = sync_channel(config.batching.max_requests.max(1));
+        let thread_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("denoiser-model".into())
+            .spawn(move || batcher::run(dit, rx, params, thread_metrics))
+            .map_err(|e| Error::Inference(format!("cannot start the model thread: {e}")))?;
+        let this = Self {
+            tx,
+            admission: Arc::new(Semaphore::new(config.batching.max_requests.max(1))),
+            manifest: m,
+            metrics,
+            retry_after: Duration::from_millis(config.batching.retry_after_ms),
+        };
+        this.warm_up()?;
+        Ok(this)
+    }
+
+    fn warm_up(&self) -> Result<(), Error> {
+        let v = &self.manifest.video;
+        let latent_shape = self.manifest.latent_shape(v.default_frames, v.default_height, v.default_width);
+        let hidden = self.manifest.text_encoder.hidden_size;
+        let req = Request {
+            latent_shape,
+            prompt: vec![0.0; hidden],
+            negative: Some(vec![0.0; hidden]),
+            seed: 0,
+            steps: 1,
+            guidance: 2.0,
+            shift: 1.0,
+            kind: Kind::FlowMatchEuler,
+            init: None,
+            preview_every: 0,
+            deadline: None,
+        };
+        let mut rx = self.submit(req)?;
+        while let Some(ev) = rx.blocking_recv() {
+            match ev {
+                Event::Done { .. } => return Ok(()),
+                Event::Failed(e) => return Err(e),
+                _ => {}
+            }
+        }
+        Err(Error::Inference("warm-up ended without a result".into()))
+    }
+
+    fn pad(&self, states: &[f32]) -> (Vec<f32>, Vec<i64>) {
+        let (tokens, hidden) = (self.manifest.text_encoder.max_tokens, self.manifest.text_encoder.hidden_size);
+        let real = states.len() / hidden;
+        let mut padded = vec![0.0; tokens * hidden];
+        padded[..states.len()].copy_from_slice(states);
+        let mut mask = vec![0i64; tokens];
+        mask[..real].fill(1);
+        (padded, mask)
+    }
+
+    /// Admits a request; its events arrive on the returned channel (drop it to cancel).
+    pub fn submit(&self, req: Request) -> Result<UnboundedReceiver<Event>, Error> {
+        let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.outcome("rejected");
+            Error::Overloaded { retry_after: self.retry_after }
+        })?;
+        let n: usize = req.latent_shape.iter().product();
+        let noise = noise::gaussian(req.seed, n);
+        let (schedule, x) = match &req.init {
+            None => (Schedule::new(req.kind, req.steps, req.shift, 0), noise),
+            Some((init, strength)) => {
+                let run = ((req.steps as f32) * strength).round().clamp(1.0, req.steps as f32) as usize;
+                let s = Schedule::new(req.kind, req.steps, req.shift, req.steps as usize - run);
+                let x = s.noised(init, &noise);
+                (s, x)
+            }
+        };
+        let (cond, cond_mask) = self.pad(&req.prompt);
+        let uncond = if req.guidance == 1.0 { None } else { req.negative.as_deref().map(|s| self.pad(s)) };
+        let (events, rx) = unbounded_channel();
+        let job = new_job(JobParts {
+            latent_shape: req.latent_shape,
+            cond,
+            cond_mask,
+            uncond,
+            guidance: req.guidance,
+            schedule,
+            x,
+            preview_every: req.preview_every,
+            deadline: req.deadline,
+            events,
+            permit,
+        });
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(Error::Overloaded { retry_after: self.retry_after }),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Inference("model thread stopped".into())),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! vidmesh denoiser: text states + seed → N scheduler steps of the DiT with CFG → clean latents, streamed.
+//!
+//! [`serve`] starts answering health and reflection at once (NOT_SERVING), loads and warms the model on a blocking
+//! thread, then flips health to SERVING. A load failure stops the server with that error (so the orchestrator
+//! restarts it and shows why). On shutdown it drains like every vidmesh service.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod server;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use vidmesh_model::Onnx;
+use vidmesh_proto::denoiser::v1::denoiser_server::DenoiserServer;
+use vidmesh_runtime::{Drain, GrpcServer, Health, LoadOrServe};
+
+pub use config::Config;
+pub use error::Error;
+
+/// The gRPC service name health reports on.
+pub const SERVICE_NAME: &str = "vidmesh.denoiser.v1.Denoiser";
+
+/// Everything [`serve_with`] takes besides the config; tests inject these.
+pub struct Options<G> {
+    /// The process environment (for `ORT_DYLIB_PATH`).
+    pub env: HashMap<String, String>,
+    /// Metrics registry; the service registers its collectors here.
+    pub registry: prometheus::Registry,
+    /// Metrics listener; `None` = no metrics endpoint.
+    pub metrics_listener: Option<TcpListener>,
+    /// Model loading starts when this resolves (production: at once).
+    pub load_gate: G,
+}
+
+/// Serves with the process environment and a metrics endpoint on `config.server.metrics_listen`.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    let metrics_listener = TcpListener::bind(config.server.metrics_listen)
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("metrics_listen {}: {e}", config.server.metrics_listen)))?;
+    let opts = Options {
+        env: std::env::vars().collect(),
+        registry: prometheus::Registry::new(),
+        metrics_listener: Some(metrics_listener),
+        load_gate: std::future::ready(()),
+    };
+    serve_with(config, listener, shutdown, opts).await
+}
+
+/// Serves on `listener` until `shutdown` fires (then drains), or until the model fails to load.
+pub async fn serve_with<G>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    opts: Options<G>,
+) -> Result<(), Error>
+where
+    G: Future<Output = ()> + Send + 'static,
+{
+    let (health, health_svc) = Health::new(SERVICE_NAME).await;
+    let state = Arc::new(server::State { denoiser: OnceLock::new(), drain: Drain::new(&shutdown), config: config.clone() });
+    let routes = Routes::new(health_svc).add_service(DenoiserServer::new(server::Service(state.clone())));
+    let grpc = GrpcServer::new(routes, health, &config.server);
+    let stop = shutdown.child_token();
+    if let Some(l) = opts.metrics_listener {
+        tokio::spawn(vidmesh_runtime::metrics::serve(l, opts.registry.clone(), stop.clone()));
+    }
+    let (registry, env, gate) = (opts.registry, opts.env, opts.load_gate);
+    let load = async move {
+        gate.await;
+        let denoiser = tokio::task::spawn_blocking(move || {
+            let onnx = Onnx::init(&config.onnxruntime, &env)?;
+            engine::Denoiser::load(&config, &onnx, &registry)
+        })
+        .await
+        .map_err(|e| Error::Inference(format!("loader panicked: {e}")))??;
+        let m = &denoiser.manifest.model;
+        tracing::info!(model = %m.name, version = %m.version, "denoiser loaded and warmed up");
+        let _ = state.denoiser.set(denoiser);
+        Ok(())
+    };
+    let result = grpc.serve_loading(listener, shutdown, load).await;
+    stop.cancel();
+    result.map_err(|e| match e {
+        LoadOrServe::Load(e) => e,
+        LoadOrServe::Serve(e) => Error::Inference(e.to_string()),
+    })
+}

@@ -1,0 +1,203 @@
+//! The gRPC face of the denoiser: validates a request against the bundle's manifest, converts it to an engine
+//! request, and turns engine events into the `DenoiseEvent` stream. Dropping the stream drops the engine's event
+//! receiver, which is how the model thread learns the client is gone.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt as _, stream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+use vidmesh_proto::denoiser::v1::{
+    Accepted, Completed, DenoiseEvent, DenoiseRequest, Preview, Progress, denoise_event::Event as Ev,
+    denoiser_server::Denoiser as DenoiserRpc,
+};
+use vidmesh_runtime::tensor::DEFAULT_CHUNK_BYTES;
+use vidmesh_runtime::{Drain, TensorF32};
+
+use crate::config::Config;
+use crate::engine::scheduler::Kind;
+use crate::engine::{self, Denoiser, Event};
+use crate::error::Error;
+
+/// Shared by the handlers and the loader.
+pub struct State {
+    /// Set once the model is loaded and warm.
+    pub denoiser: OnceLock<Denoiser>,
+    /// Refuses new work once shutdown starts.
+    pub drain: Drain,
+    /// The service configuration.
+    pub config: Config,
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct Service(pub Arc<State>);
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<DenoiseEvent, Status>> + Send>>;
+
+/// Parses the `grpc-timeout` header (e.g. `250m`, `3S`) into a duration.
+pub fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn bad(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+/// Checks `req` against the manifest and limits; returns the engine request and its latent shape.
+pub fn validate(d: &Denoiser, cfg: &Config, req: &DenoiseRequest, deadline: Option<Instant>) -> Result<engine::Request, Error> {
+    let m = &d.manifest;
+    if !req.model.is_empty() && req.model != m.model.name {
+        return Err(Error::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() });
+    }
+    let v = &m.video;
+    let frames = if req.frames == 0 { v.default_frames } else { req.frames };
+    if !v.frames.contains(&frames) {
+        return Err(bad(format!("frames {frames} is not supported by {}; use one of {:?}", m.model.name, v.frames)));
+    }
+    let (h, w) = match (req.height, req.width) {
+        (0, 0) => (v.default_height, v.default_width),
+        (h, w) => (h, w),
+    };
+    if !v.sizes.contains(&[h, w]) {
+        return Err(bad(format!("size {h}x{w} (height x width) is not supported; use one of {:?}", v.sizes)));
+    }
+    let steps = if req.steps == 0 { m.scheduler.steps } else { req.steps };
+    if steps > cfg.max_steps {
+        return Err(bad(format!("steps {steps} exceeds the limit of {}", cfg.max_steps)));
+    }
+    let guidance = req.guidance.unwrap_or(m.scheduler.guidance);
+    if !guidance.is_finite() || guidance.abs() > cfg.max_guidance {
+        return Err(bad(format!("guidance {guidance} must be finite and at most {} in magnitude", cfg.max_guidance)));
+    }
+    let shift = req.shift.unwrap_or(m.scheduler.shift);
+    if !(shift.is_finite() && shift > 0.0 && shift <= 100.0) {
+        return Err(bad(format!("shift {shift} must be in (0, 100]")));
+    }
+    let name = if req.scheduler.is_empty() { m.scheduler.kind.as_str() } else { req.scheduler.as_str() };
+    let kind = Kind::parse(name)
+        .ok_or_else(|| bad(format!("scheduler {name:?} is unknown; use one of {:?}", Kind::NAMES)))?;
+    let (max_tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);
+    let states = |field: &str, t| -> Result<Vec<f32>, Error> {
+        let t = TensorF32::from_proto(field, t)?;
+        match t.shape[..] {
+            [l, h] if h == hidden && l <= max_tokens => Ok(t.data),
+            _ => Err(bad(format!(
+                "{field} has shape {:?}; expected [tokens <= {max_tokens}, {hidden}] from the text-encoder",
+                t.shape
+            ))),
+        }
+    };
+    let prompt = states("prompt_states", req.prompt_states.as_ref())?;
+    let negative = match (&req.negative_states, guidance == 1.0) {
+        (Some(t), _) => Some(states("negative_states", Some(t))?),
+        (None, true) => None,
+        (None, false) => {
+            return Err(bad("negative_states is required when guidance != 1 (encode \"\" for plain CFG)".into()));
+        }
+    };
+    let latent_shape = m.latent_shape(frames, h, w);
+    let init = match &req.init_latents {
+        None if req.strength != 0.0 => return Err(bad("strength is set but init_latents is missing".into())),
+        None => None,
+        Some(t) => {
+            let t = TensorF32::from_proto("init_latents", Some(t))?;
+            if t.shape != latent_shape {
+                return Err(bad(format!("init_latents has shape {:?}; this request needs {latent_shape:?}", t.shape)));
+            }
+            if !(req.strength > 0.0 && req.strength <= 1.0) {
+                return Err(bad(format!("strength {} must be in (0, 1] with init_latents", req.strength)));
+            }
+            Some((t.data, req.strength))
+        }
+    };
+    if req.preview_every > steps {
+        return Err(bad(format!("preview_every {} exceeds steps {steps}", req.preview_every)));
+    }
+    Ok(engine::Request {
+        latent_shape,
+        prompt,
+        negative,
+        seed: req.seed,
+        steps,
+        guidance,
+        shift,
+        kind,
+        init,
+        preview_every: req.preview_every,
+        deadline,
+    })
+}
+
+fn to_proto(ev: Event, shape: [usize; 4], model: &(String, String)) -> Vec<Result<DenoiseEvent, Status>> {
+    let wrap = |e: Ev| Ok(DenoiseEvent { event: Some(e) });
+    match ev {
+        Event::Progress { step, total, sigma, elapsed, eta, batch_requests } => vec![wrap(Ev::Progress(Progress {
+            step,
+            total,
+            sigma,
+            elapsed_ms: elapsed.as_millis() as u64,
+            eta_ms: eta.as_millis() as u64,
+            batch_requests,
+        }))],
+        Event::Preview { step, x0 } => {
+            vec![wrap(Ev::Preview(Preview { step, x0: Some(TensorF32::new(shape.to_vec(), x0).to_proto()) }))]
+        }
+        Event::Done { latents, steps, elapsed } => {
+            let mut out: Vec<_> = TensorF32::new(shape.to_vec(), latents)
+                .to_chunks(DEFAULT_CHUNK_BYTES)
+                .into_iter()
+                .map(|c| wrap(Ev::Latents(c)))
+                .collect();
+            out.push(wrap(Ev::Completed(Completed {
+                steps,
+                elapsed_ms: elapsed.as_millis() as u64,
+                model: model.0.clone(),
+                model_version: model.1.clone(),
+            })));
+            out
+        }
+        Event::Failed(e) => vec![Err(e.into())],
+    }
+}
+
+#[tonic::async_trait]
+impl DenoiserRpc for Service {
+    type DenoiseStream = EventStream;
+
+    async fn denoise(&self, request: Request<DenoiseRequest>) -> Result<Response<EventStream>, Status> {
+        if self.0.drain.draining() {
+            return Err(Error::Draining.into());
+        }
+        let d = self.0.denoiser.get().ok_or(Error::NotReady)?;
+        let deadline = grpc_timeout(request.metadata()).map(|t| Instant::now() + t);
+        let req = validate(d, &self.0.config, request.get_ref(), deadline)?;
+        let shape = req.latent_shape;
+        let total = req.init.as_ref().map_or(req.steps, |(_, s)| {
+            ((req.steps as f32) * s).round().clamp(1.0, req.steps as f32) as u32
+        });
+        let rx = d.submit(req)?;
+        let model = (d.manifest.model.name.clone(), d.manifest.model.version.clone());
+        let accepted = DenoiseEvent {
+            event: Some(Ev::Accepted(Accepted {
+                total_steps: total,
+                latent_shape: shape.iter().map(|&x| x as u64).collect(),
+            })),
+        };
+        let events = UnboundedReceiverStream::new(rx).flat_map(move |ev| stream::iter(to_proto(ev, shape, &model)));
+        Ok(Response::new(Box::pin(stream::once(async move { Ok(accepted) }).chain(events))))
+    }
+}

@@ -1,0 +1,100 @@
+//! text-encoder configuration: defaults → file → `VIDMESH__…` environment (see vidmesh_runtime::config).
+
+use serde::{Deserialize, Serialize};
+use vidmesh_model::OnnxConfig;
+use vidmesh_runtime::{ServerConfig, TelemetryConfig};
+
+/// What to do with a prompt longer than the model's `max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Truncation {
+    /// Keep the first tokens (the end-of-text token stays) and report `truncated = true`.
+    Truncate,
+    /// Refuse with INVALID_ARGUMENT.
+    Reject,
+}
+
+/// The whole service configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listen addresses and drain.
+    pub server: ServerConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// ONNX Runtime library and execution provider.
+    pub onnxruntime: OnnxConfig,
+    /// Which bundle to serve.
+    pub model: ModelConfig,
+    /// Micro-batching of concurrent requests.
+    pub batching: BatchingConfig,
+    /// Embedding cache entries (prompts); 0 disables the cache except for the always-hot empty prompt.
+    pub cache_capacity: usize,
+    /// Default policy for prompts longer than max_tokens (a request may override it).
+    pub truncation: Truncation,
+    /// Most prompts one request may carry.
+    pub max_prompts_per_request: usize,
+    /// Longest prompt accepted, in UTF-8 bytes (refused before tokenizing).
+    pub max_prompt_bytes: usize,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Bundle directory (holding model.toml).
+    pub bundle: String,
+    /// Expected model name; empty = whatever the bundle holds. A different name refuses to start.
+    pub name: String,
+}
+
+/// `[batching]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most prompts in one model run.
+    pub max_batch: usize,
+    /// How long the first prompt of a batch waits for company, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Prompts waiting for the model beyond which requests are refused with RESOURCE_EXHAUSTED.
+    pub queue_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            onnxruntime: OnnxConfig::default(),
+            model: ModelConfig::default(),
+            batching: BatchingConfig::default(),
+            cache_capacity: 4096,
+            truncation: Truncation::Truncate,
+            max_prompts_per_request: 64,
+            max_prompt_bytes: 4096,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { bundle: "models/vidmesh-tiny".into(), name: String::new() }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { max_batch: 32, max_wait_ms: 2, queue_capacity: 1024 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_deserialize() {
+        let c: Config = vidmesh_runtime::config::load(None, &Default::default()).unwrap();
+        assert_eq!(c, Config::default());
+    }
+}

@@ -1,0 +1,136 @@
+//! The model thread: one OS thread owns the ONNX session and runs micro-batches. Jobs arrive on a bounded
+//! channel; the first job of a batch waits at most `max_wait` for others, up to `max_batch`. Rows are padded to the
+//! batch's longest prompt with attention mask 0, and each job gets back exactly its own rows (padding never leaks:
+//! the encoder masks padded keys, so a prompt's states do not depend on its batch-mates beyond float rounding).
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use ort::session::Session;
+use prometheus::{Histogram, IntGauge};
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+
+/// States of one prompt: [tokens, hidden] row-major.
+pub type States = Vec<f32>;
+
+struct Job {
+    ids: Vec<i64>,
+    reply: oneshot::Sender<Result<States, String>>,
+}
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most prompts per run.
+    pub max_batch: usize,
+    /// Longest wait for company.
+    pub max_wait: Duration,
+    /// Bounded queue length.
+    pub capacity: usize,
+}
+
+/// Metrics the model thread keeps.
+#[derive(Clone)]
+pub struct BatchMetrics {
+    /// Prompts per model run.
+    pub batch_size: Histogram,
+    /// Seconds per model run.
+    pub run_seconds: Histogram,
+    /// Prompts waiting.
+    pub queue_depth: IntGauge,
+}
+
+/// Handle to the model thread.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: SyncSender<Job>,
+    metrics: BatchMetrics,
+}
+
+impl Batcher {
+    /// Starts the model thread around `session`.
+    pub fn spawn(session: Session, hidden: usize, limits: Limits, metrics: BatchMetrics) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel(limits.capacity.max(1));
+        let m = metrics.clone();
+        std::thread::Builder::new()
+            .name("text-encoder-model".into())
+            .spawn(move || run(session, rx, hidden, limits, m))?;
+        Ok(Self { tx, metrics })
+    }
+
+    /// Queues one prompt's ids; resolves with its states.
+    pub async fn encode(&self, ids: Vec<i64>) -> Result<States, Error> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { ids, reply }) {
+            Ok(()) => self.metrics.queue_depth.inc(),
+            Err(TrySendError::Full(_)) => {
+                return Err(Error::Overloaded {
+                    queued: self.metrics.queue_depth.get().max(0) as usize,
+                    retry_after: Duration::from_millis(200),
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(Error::Inference("model thread stopped".into())),
+        }
+        rx.await.map_err(|_| Error::Inference("model thread dropped the job".into()))?.map_err(Error::Inference)
+    }
+}
+
+fn run(mut session: Session, rx: Receiver<Job>, hidden: usize, limits: Limits, m: BatchMetrics) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + limits.max_wait;
+        while jobs.len() < limits.max_batch {
+            let now = Instant::now();
+            let Some(left) = deadline.checked_duration_since(now) else { break };
+            match rx.recv_timeout(left) {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        m.queue_depth.sub(jobs.len() as i64);
+        m.batch_size.observe(jobs.len() as f64);
+        let timer = m.run_seconds.start_timer();
+        let result = run_batch(&mut session, &jobs, hidden);
+        timer.observe_duration();
+        match result {
+            Ok(rows) => {
+                for (job, states) in jobs.into_iter().zip(rows) {
+                    let _ = job.reply.send(Ok(states));
+                }
+            }
+            Err(e) => {
+                tracing::error!("text encoder run failed: {e}");
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn run_batch(session: &mut Session, jobs: &[Job], hidden: usize) -> Result<Vec<States>, String> {
+    let b = jobs.len();
+    let l = jobs.iter().map(|j| j.ids.len()).max().unwrap_or(1);
+    let mut ids = vec![0i64; b * l];
+    let mut mask = vec![0i64; b * l];
+    for (i, job) in jobs.iter().enumerate() {
+        ids[i * l..i * l + job.ids.len()].copy_from_slice(&job.ids);
+        mask[i * l..i * l + job.ids.len()].fill(1);
+    }
+    let ids = ort::value::Tensor::from_array(([b, l], ids)).map_err(|e| e.to_string())?;
+    let mask = ort::value::Tensor::from_array(([b, l], mask)).map_err(|e| e.to_string())?;
+    let outputs = session
+        .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+        .map_err(|e| e.to_string())?;
+    let (shape, data) = outputs["hidden_states"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != l || shape[2] as usize != hidden {
+        return Err(format!("hidden_states has shape {shape:?}, expected [{b}, {l}, {hidden}]"));
+    }
+    Ok(jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| data[i * l * hidden..(i * l + job.ids.len()) * hidden].to_vec())
+        .collect())
+}

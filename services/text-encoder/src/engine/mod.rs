@@ -1,0 +1,148 @@
+//! The text-encoder hot path, free of gRPC: tokenize, look up the embedding cache, send misses to the model
+//! thread (micro-batched with every other request's), fill the cache.
+//!
+//! Invariants: results come back in prompt order; the empty prompt (CFG's unconditional text) is computed at
+//! warm-up and never evicted; a cached result is byte-identical to a fresh one of the same prompt run alone.
+
+pub mod batcher;
+pub mod tokenize;
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lru::LruCache;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use vidmesh_model::{Bundle, Onnx, Part};
+
+use crate::config::Config;
+use crate::error::Error;
+use batcher::{BatchMetrics, Batcher, Limits};
+use tokenize::Tokenizer;
+
+/// One prompt's encoding.
+#[derive(Debug, PartialEq)]
+pub struct Encoded {
+    /// Token ids, special tokens included.
+    pub ids: Vec<i64>,
+    /// Hidden states [ids.len(), hidden] row-major.
+    pub states: Vec<f32>,
+    /// Whether the prompt was cut to max_tokens.
+    pub truncated: bool,
+    /// Token count before cutting.
+    pub original_tokens: usize,
+}
+
+/// A result and whether it came from the cache.
+pub type Hit = (Arc<Encoded>, bool);
+
+/// The loaded model behind the service.
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    batcher: Batcher,
+    cache: Option<Mutex<LruCache<String, Arc<Encoded>>>>,
+    empty: Arc<Encoded>,
+    /// Width of the hidden states.
+    pub hidden: usize,
+    /// Model name.
+    pub model: String,
+    /// Bundle version.
+    pub version: String,
+    prompts: IntCounterVec,
+}
+
+fn metric<T>(r: Result<T, prometheus::Error>) -> Result<T, Error> {
+    r.map_err(|e| Error::Inference(format!("metrics: {e}")))
+}
+
+impl Encoder {
+    /// Opens the bundle (sha256-checked), starts the model thread and warms up with the empty prompt.
+    /// Blocking: call from a blocking thread.
+    pub fn load(config: &Config, onnx: &Onnx, registry: &Registry) -> Result<Self, Error> {
+        let bundle = Bundle::open(std::path::Path::new(&config.model.bundle), &[Part::TextEncoder])?;
+        bundle.expect_name(&config.model.name)?;
+        let spec = &bundle.manifest.text_encoder;
+        let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.max_tokens)?;
+        let session = onnx.session(&bundle.path(&spec.component.file))?;
+        let buckets = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+        let metrics = BatchMetrics {
+            batch_size: metric(Histogram::with_opts(
+                HistogramOpts::new("text_encoder_batch_size", "Prompts per text-encoder model run").buckets(buckets),
+            ))?,
+            run_seconds: metric(Histogram::with_opts(HistogramOpts::new(
+                "text_encoder_run_seconds",
+                "Seconds per text-encoder model run",
+            )))?,
+            queue_depth: metric(IntGauge::new("text_encoder_queue_depth", "Prompts waiting for the model"))?,
+        };
+        let prompts = metric(IntCounterVec::new(
+            Opts::new("text_encoder_prompts_total", "Prompts encoded, by cache outcome"),
+            &["cache"],
+        ))?;
+        metric(registry.register(Box::new(metrics.batch_size.clone())))?;
+        metric(registry.register(Box::new(metrics.run_seconds.clone())))?;
+        metric(registry.register(Box::new(metrics.queue_depth.clone())))?;
+        metric(registry.register(Box::new(prompts.clone())))?;
+        let b = &config.batching;
+        let limits = Limits {
+            max_batch: b.max_batch.max(1),
+            max_wait: Duration::from_millis(b.max_wait_ms),
+            capacity: b.queue_capacity,
+        };
+        let batcher = Batcher::spawn(session, spec.hidden_size, limits, metrics)
+            .map_err(|e| Error::Inference(format!("cannot start the model thread: {e}")))?;
+        let ids = tokenizer.tokenize(0, "", false)?.ids;
+        let states = futures::executor::block_on(batcher.encode(ids.clone()))?;
+        let original_tokens = ids.len();
+        let empty = Arc::new(Encoded { ids, states, truncated: false, original_tokens });
+        let cache = NonZeroUsize::new(config.cache_capacity).map(|n| Mutex::new(LruCache::new(n)));
+        Ok(Self {
+            tokenizer,
+            batcher,
+            cache,
+            empty,
+            hidden: spec.hidden_size,
+            model: bundle.manifest.model.name.clone(),
+            version: bundle.manifest.model.version.clone(),
+            prompts,
+        })
+    }
+
+    fn cached(&self, prompt: &str) -> Option<Arc<Encoded>> {
+        if prompt.is_empty() {
+            return Some(self.empty.clone());
+        }
+        let cache = self.cache.as_ref()?;
+        cache.lock().ok()?.get(prompt).cloned()
+    }
+
+    /// Encodes `prompts` in order. `reject_long` refuses prompts over max_tokens instead of truncating them.
+    pub async fn encode(&self, prompts: &[String], reject_long: bool) -> Result<Vec<Hit>, Error> {
+        let tokens = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.tokenizer.tokenize(i, p, reject_long))
+            .collect::<Result<Vec<_>, _>>()?;
+        let jobs = prompts.iter().zip(tokens).map(|(prompt, tok)| async move {
+            if let Some(hit) = self.cached(prompt) {
+                self.prompts.with_label_values(&["hit"]).inc();
+                return Ok((hit, true));
+            }
+            self.prompts.with_label_values(&["miss"]).inc();
+            let states = self.batcher.encode(tok.ids.clone()).await?;
+            let enc = Arc::new(Encoded {
+                ids: tok.ids,
+                states,
+                truncated: tok.truncated,
+                original_tokens: tok.original,
+            });
+            if let Some(cache) = &self.cache
+                && let Ok(mut c) = cache.lock()
+            {
+                c.push(prompt.clone(), enc.clone());
+            }
+            Ok((enc, false))
+        });
+        futures::future::try_join_all(jobs).await
+    }
+}
