@@ -89,7 +89,8 @@ impl Bundle {
     pub fn manifest_only(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("model.toml");
         let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-        let manifest = Manifest::parse(&text).map_err(|message| ModelError::Manifest { path: path.clone(), message })?;
+        let manifest =
+            Manifest::parse(&text).map_err(|message| ModelError::Manifest { path: path.clone(), message })?;
         manifest.validate().map_err(|message| ModelError::Manifest { path, message })?;
         Ok(Self { dir: dir.to_path_buf(), manifest })
     }

@@ -10,5 +10,7 @@ mod manifest;
 mod onnx;
 
 pub use bundle::{Bundle, ModelError, Part, sha256_file};
-pub use manifest::{Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, SchedulerSpec, TextEncoderSpec, VaeSpec, VideoSpec};
+pub use manifest::{
+    Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, SchedulerSpec, TextEncoderSpec, VaeSpec, VideoSpec,
+};
 pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};

@@ -203,12 +203,12 @@ impl Manifest {
             return Err("vae.latent_scale must be finite and non-zero, vae.latent_shift finite".into());
         }
         for &f in &v.frames {
-            if f == 0 || f as usize % (tc * p[0]) != 0 {
+            if f == 0 || !(f as usize).is_multiple_of(tc * p[0]) {
                 return Err(format!("video.frames {f} is not a positive multiple of {}", tc * p[0]));
             }
         }
         for &[h, w] in &v.sizes {
-            if h == 0 || w == 0 || h as usize % (sc * p[1]) != 0 || w as usize % (sc * p[2]) != 0 {
+            if h == 0 || w == 0 || !(h as usize).is_multiple_of(sc * p[1]) || !(w as usize).is_multiple_of(sc * p[2]) {
                 return Err(format!("video.sizes [{h}, {w}] is not a positive multiple of the latent patch grid"));
             }
         }
@@ -227,7 +227,11 @@ impl Manifest {
         if self.dit.prediction != "flow_velocity" {
             return Err(format!("dit.prediction {:?}: this build serves flow_velocity models", self.dit.prediction));
         }
-        if self.scheduler.steps == 0 || !(self.scheduler.shift > 0.0) || !self.scheduler.guidance.is_finite() {
+        if self.scheduler.steps == 0
+            || self.scheduler.shift.is_nan()
+            || self.scheduler.shift <= 0.0
+            || !self.scheduler.guidance.is_finite()
+        {
             return Err("scheduler.steps must be > 0, shift > 0 and guidance finite".into());
         }
         if self.noise.rng != "philox4x32-10-boxmuller" {

@@ -46,10 +46,7 @@ where
             .try_parsing(true)
             .source(Some(vars)),
     );
-    builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError(e.to_string()))
+    builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))
 }
 
 /// Where and how a service listens, shared by every service's config under `[server]`.

@@ -19,9 +19,9 @@ fn render(registry: &Registry) -> Response<Full<Bytes>> {
         Ok(()) => Response::builder()
             .header(hyper::header::CONTENT_TYPE, encoder.format_type())
             .body(Full::new(Bytes::from(buf))),
-        Err(e) => Response::builder()
-            .status(StatusCode::INTERNAL_SERVER_ERROR)
-            .body(Full::new(Bytes::from(e.to_string()))),
+        Err(e) => {
+            Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Full::new(Bytes::from(e.to_string())))
+        }
     }
     .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
@@ -51,9 +51,7 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: Cancella
                 };
                 async move { Ok::<_, Infallible>(resp) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
             {
                 tracing::debug!("metrics connection: {e}");
             }

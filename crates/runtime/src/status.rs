@@ -8,11 +8,8 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 
 /// RESOURCE_EXHAUSTED with a google.rpc.RetryInfo detail and a `retry-after` header (whole seconds, at least 1).
 pub fn resource_exhausted(message: impl Into<String>, retry_after: Duration) -> Status {
-    let mut status = Status::with_error_details(
-        Code::ResourceExhausted,
-        message,
-        ErrorDetails::with_retry_info(Some(retry_after)),
-    );
+    let mut status =
+        Status::with_error_details(Code::ResourceExhausted, message, ErrorDetails::with_retry_info(Some(retry_after)));
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
     if let Ok(v) = secs.to_string().parse() {
         status.metadata_mut().insert("retry-after", v);

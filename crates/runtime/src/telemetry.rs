@@ -110,10 +110,9 @@ struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
 
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(&value),
-        ) {
+        if let (Ok(k), Ok(v)) =
+            (tonic::metadata::MetadataKey::from_bytes(key.as_bytes()), tonic::metadata::MetadataValue::try_from(&value))
+        {
             self.0.insert(k, v);
         }
     }
@@ -122,8 +121,7 @@ impl Injector for MetadataInjector<'_> {
 /// The span of one inbound gRPC call, parented on the caller's W3C `traceparent` header when present.
 /// Used as tonic's `trace_fn` by [`crate::GrpcServer`].
 pub fn server_span(req: &http::Request<()>) -> Span {
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
     let span = tracing::info_span!("grpc.server", otel.name = %req.uri().path(), otel.kind = "server");
     let _ = span.set_parent(parent);
     span

@@ -51,20 +51,15 @@ fn checked_len(name: &str, shape: &[u64]) -> Result<usize, TensorError> {
         if d == 0 {
             return Err(TensorError::Shape(name.into(), shape.to_vec(), "zero-sized dimension".into()));
         }
-        n = usize::try_from(d)
-            .ok()
-            .and_then(|d| n.checked_mul(d))
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| {
-                TensorError::Shape(name.into(), shape.to_vec(), format!("more than {MAX_ELEMENTS} elements"))
-            })?;
+        n = usize::try_from(d).ok().and_then(|d| n.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
+            TensorError::Shape(name.into(), shape.to_vec(), format!("more than {MAX_ELEMENTS} elements"))
+        })?;
     }
     Ok(n)
 }
 
 fn decode_f32(name: &str, bytes: &[u8]) -> Result<Vec<f32>, TensorError> {
-    let data: Vec<f32> =
-        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let data: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
         return Err(TensorError::NonFinite(name.into(), i));
     }

@@ -49,7 +49,9 @@ impl From<Error> for Status {
         match &e {
             Error::UnknownModel { .. } => Status::not_found(e.to_string()),
             Error::InvalidArgument(_) | Error::Tensor(_) => Status::invalid_argument(e.to_string()),
-            Error::Overloaded { retry_after } => vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after),
+            Error::Overloaded { retry_after } => {
+                vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after)
+            }
             Error::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
             Error::NotReady | Error::Draining => Status::unavailable(e.to_string()),
             Error::Model(_) | Error::Inference(_) => vidmesh_runtime::status::internal(&e),

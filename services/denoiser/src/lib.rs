@@ -63,7 +63,8 @@ where
     G: Future<Output = ()> + Send + 'static,
 {
     let (health, health_svc) = Health::new(SERVICE_NAME).await;
-    let state = Arc::new(server::State { denoiser: OnceLock::new(), drain: Drain::new(&shutdown), config: config.clone() });
+    let state =
+        Arc::new(server::State { denoiser: OnceLock::new(), drain: Drain::new(&shutdown), config: config.clone() });
     let routes = Routes::new(health_svc).add_service(DenoiserServer::new(server::Service(state.clone())));
     let grpc = GrpcServer::new(routes, health, &config.server);
     let stop = shutdown.child_token();

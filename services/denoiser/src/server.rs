@@ -58,7 +58,12 @@ fn bad(msg: String) -> Error {
 }
 
 /// Checks `req` against the manifest and limits; returns the engine request and its latent shape.
-pub fn validate(d: &Denoiser, cfg: &Config, req: &DenoiseRequest, deadline: Option<Instant>) -> Result<engine::Request, Error> {
+pub fn validate(
+    d: &Denoiser,
+    cfg: &Config,
+    req: &DenoiseRequest,
+    deadline: Option<Instant>,
+) -> Result<engine::Request, Error> {
     let m = &d.manifest;
     if !req.model.is_empty() && req.model != m.model.name {
         return Err(Error::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() });
@@ -88,8 +93,8 @@ pub fn validate(d: &Denoiser, cfg: &Config, req: &DenoiseRequest, deadline: Opti
         return Err(bad(format!("shift {shift} must be in (0, 100]")));
     }
     let name = if req.scheduler.is_empty() { m.scheduler.kind.as_str() } else { req.scheduler.as_str() };
-    let kind = Kind::parse(name)
-        .ok_or_else(|| bad(format!("scheduler {name:?} is unknown; use one of {:?}", Kind::NAMES)))?;
+    let kind =
+        Kind::parse(name).ok_or_else(|| bad(format!("scheduler {name:?} is unknown; use one of {:?}", Kind::NAMES)))?;
     let (max_tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);
     let states = |field: &str, t| -> Result<Vec<f32>, Error> {
         let t = TensorF32::from_proto(field, t)?;
@@ -186,9 +191,10 @@ impl DenoiserRpc for Service {
         let deadline = grpc_timeout(request.metadata()).map(|t| Instant::now() + t);
         let req = validate(d, &self.0.config, request.get_ref(), deadline)?;
         let shape = req.latent_shape;
-        let total = req.init.as_ref().map_or(req.steps, |(_, s)| {
-            ((req.steps as f32) * s).round().clamp(1.0, req.steps as f32) as u32
-        });
+        let total = req
+            .init
+            .as_ref()
+            .map_or(req.steps, |(_, s)| ((req.steps as f32) * s).round().clamp(1.0, req.steps as f32) as u32);
         let rx = d.submit(req)?;
         let model = (d.manifest.model.name.clone(), d.manifest.model.version.clone());
         let accepted = DenoiseEvent {

@@ -58,7 +58,9 @@ impl From<Error> for Status {
         match &e {
             Error::UnknownModel { .. } => Status::not_found(e.to_string()),
             Error::InvalidArgument(_) | Error::PromptTooLong { .. } => Status::invalid_argument(e.to_string()),
-            Error::Overloaded { retry_after, .. } => vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after),
+            Error::Overloaded { retry_after, .. } => {
+                vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after)
+            }
             Error::NotReady | Error::Draining => Status::unavailable(e.to_string()),
             Error::Model(_) | Error::Tokenizer(_) | Error::Inference(_) => vidmesh_runtime::status::internal(&e),
         }

@@ -57,15 +57,15 @@ impl Service {
             Ok(TruncationPolicy::Reject) => true,
             Ok(TruncationPolicy::Truncate) => false,
             Ok(TruncationPolicy::Unspecified) => cfg.truncation == Truncation::Reject,
-            Err(_) => return Err(Error::InvalidArgument(format!("truncation {} is not a known policy", req.truncation))),
+            Err(_) => {
+                return Err(Error::InvalidArgument(format!("truncation {} is not a known policy", req.truncation)));
+            }
         };
         let hits = enc.encode(&req.prompts, reject).await?;
         let encodings = hits
             .into_iter()
             .map(|(e, cached)| Encoding {
-                hidden_states: Some(
-                    TensorF32::new(vec![e.ids.len(), enc.hidden], e.states.clone()).to_proto(),
-                ),
+                hidden_states: Some(TensorF32::new(vec![e.ids.len(), enc.hidden], e.states.clone()).to_proto()),
                 token_ids: e.ids.clone(),
                 truncated: e.truncated,
                 original_tokens: e.original_tokens as u32,

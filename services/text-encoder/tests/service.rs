@@ -1,4 +1,5 @@
 //! The text-encoder served in-process on 127.0.0.1:0 with the vidmesh-tiny bundle, called by a real gRPC client.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,11 +53,7 @@ async fn start_gated(mut config: Config, gate: oneshot::Receiver<()>) -> Running
 }
 
 async fn wait_serving(health: &mut HealthClient<Channel>) {
-    let mut watch = health
-        .watch(HealthCheckRequest { service: SERVICE_NAME.into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = health.watch(HealthCheckRequest { service: SERVICE_NAME.into() }).await.unwrap().into_inner();
     while let Some(msg) = watch.message().await.unwrap() {
         if msg.status == ServingStatus::Serving as i32 {
             return;
@@ -98,10 +95,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[tokio::test]
 async fn text_states_match_golden_fixtures() {
     let mut r = start(Config::default()).await;
-    let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("models/fixtures/vidmesh-tiny/cases.json")).unwrap(),
-    )
-    .unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("models/fixtures/vidmesh-tiny/cases.json")).unwrap())
+            .unwrap();
     for (i, case) in cases["cases"].as_array().unwrap().iter().enumerate() {
         let fx = fixture(&format!("case{i}"));
         let prompt = case["prompt"].as_str().unwrap();

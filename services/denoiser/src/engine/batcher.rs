@@ -10,7 +10,7 @@
 //! rounding; a dropped client costs at most the step already in flight; every admitted job ends with exactly one
 //! terminal event (Done or Failed) unless its client is gone.
 
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -167,11 +167,8 @@ pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
                 Err(_) => return,
             }
         }
-        loop {
-            match rx.try_recv() {
-                Ok(job) => active.push(job.admitted()),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(job) = rx.try_recv() {
+            active.push(job.admitted());
         }
         let now = Instant::now();
         active.retain(|job| {
@@ -257,7 +254,7 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
         let step = job.step;
         let total = job.schedule.steps() as u32;
         let done = (step + 1) as u32;
-        if job.preview_every > 0 && done % job.preview_every == 0 && (done as usize) < job.schedule.steps() {
+        if job.preview_every > 0 && done.is_multiple_of(job.preview_every) && (done as usize) < job.schedule.steps() {
             let x0 = job.schedule.x0(step, &job.x, &vel);
             let _ = job.events.send(Event::Preview { step: done, x0 });
         }

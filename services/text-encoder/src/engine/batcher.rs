@@ -121,9 +121,7 @@ fn run_batch(session: &mut Session, jobs: &[Job], hidden: usize) -> Result<Vec<S
     }
     let ids = ort::value::Tensor::from_array(([b, l], ids)).map_err(|e| e.to_string())?;
     let mask = ort::value::Tensor::from_array(([b, l], mask)).map_err(|e| e.to_string())?;
-    let outputs = session
-        .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
-        .map_err(|e| e.to_string())?;
+    let outputs = session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask]).map_err(|e| e.to_string())?;
     let (shape, data) = outputs["hidden_states"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
     if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != l || shape[2] as usize != hidden {
         return Err(format!("hidden_states has shape {shape:?}, expected [{b}, {l}, {hidden}]"));

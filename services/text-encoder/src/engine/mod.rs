@@ -130,12 +130,8 @@ impl Encoder {
             }
             self.prompts.with_label_values(&["miss"]).inc();
             let states = self.batcher.encode(tok.ids.clone()).await?;
-            let enc = Arc::new(Encoded {
-                ids: tok.ids,
-                states,
-                truncated: tok.truncated,
-                original_tokens: tok.original,
-            });
+            let enc =
+                Arc::new(Encoded { ids: tok.ids, states, truncated: tok.truncated, original_tokens: tok.original });
             if let Some(cache) = &self.cache
                 && let Ok(mut c) = cache.lock()
             {

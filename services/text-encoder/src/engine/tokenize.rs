@@ -26,8 +26,8 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Loads tokenizer.json.
     pub fn load(path: &Path, max_tokens: usize) -> Result<Self, Error> {
-        let mut inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let mut inner =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
         Ok(Self { inner, max_tokens })

@@ -1,0 +1,88 @@
+//! Opening the committed vidmesh-tiny bundle, and refusing broken or mismatched ones with named reasons.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use vidmesh_model::{Bundle, ModelError, Onnx, OnnxConfig, Part};
+
+fn tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/vidmesh-tiny")
+}
+
+/// A copy of the bundle in a temp dir, with `edit` applied to model.toml.
+fn copy_with(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(tiny()).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let m = dir.path().join("model.toml");
+    std::fs::write(&m, edit(std::fs::read_to_string(&m).unwrap())).unwrap();
+    dir
+}
+
+#[test]
+fn the_committed_bundle_opens_and_verifies() {
+    let b = Bundle::open(&tiny(), &[Part::TextEncoder, Part::Dit, Part::VaeEncoder, Part::VaeDecoder]).unwrap();
+    let m = &b.manifest;
+    assert_eq!(m.model.name, "vidmesh-tiny");
+    assert_eq!(m.latent_shape(16, 64, 64), [8, 4, 16, 16]);
+    assert_eq!(m.latent_shape(32, 64, 96), [8, 8, 16, 24]);
+    b.expect_name("vidmesh-tiny").unwrap();
+    let err = b.expect_name("sora").unwrap_err();
+    assert!(matches!(err, ModelError::Mismatch(_)) && err.to_string().contains("\"sora\""), "{err}");
+}
+
+#[test]
+fn a_tampered_file_is_named() {
+    let dir = copy_with(|s| s);
+    let dit = dir.path().join("dit.onnx");
+    let mut bytes = std::fs::read(&dit).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&dit, bytes).unwrap();
+    Bundle::open(dir.path(), &[Part::TextEncoder]).unwrap(); // only hashes what is asked for
+    let err = Bundle::open(dir.path(), &[Part::Dit]).unwrap_err();
+    assert!(matches!(err, ModelError::Checksum { .. }), "{err}");
+    assert!(err.to_string().contains("dit.onnx"), "{err}");
+}
+
+#[test]
+fn inconsistent_manifests_are_refused_with_the_key() {
+    let cases: [(&str, &str, &str); 5] = [
+        ("frames = [8, 16, 32]", "frames = [8, 16, 30]", "video.frames 30"),
+        ("default_frames = 16", "default_frames = 24", "default_frames"),
+        ("kind = \"flow_match_euler\"", "kind = \"warp_drive\"", "scheduler.kind"),
+        ("schema_version = 1", "schema_version = 2", "schema_version 2"),
+        ("max_tokens = 48", "max_tokens = \"many\"", "max_tokens"),
+    ];
+    for (from, to, needle) in cases {
+        let dir = copy_with(|s| s.replace(from, to));
+        let err = Bundle::open(dir.path(), &[]).unwrap_err();
+        assert!(err.to_string().contains(needle), "{from} -> {to}: {err}");
+    }
+    let err = Bundle::open(Path::new("/nonexistent"), &[]).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/model.toml"), "{err}");
+}
+
+#[test]
+fn a_missing_onnxruntime_library_says_how_to_get_it() {
+    let Err(err) = Onnx::init(&OnnxConfig::default(), &HashMap::new()) else { panic!("no library configured") };
+    assert!(err.to_string().contains("ORT_DYLIB_PATH") && err.to_string().contains("fetch-onnxruntime.sh"), "{err}");
+    let cfg = OnnxConfig { dylib_path: "/nope/libonnxruntime.so".into(), ..Default::default() };
+    let Err(err) = Onnx::init(&cfg, &HashMap::new()) else { panic!("missing file") };
+    assert!(err.to_string().contains("/nope/libonnxruntime.so does not exist"), "{err}");
+}
+
+#[test]
+fn sessions_open_on_the_cpu_provider() {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let onnx = Onnx::init(&OnnxConfig::default(), &env).expect("ORT_DYLIB_PATH must point at libonnxruntime");
+    let b = Bundle::open(&tiny(), &[Part::Dit]).unwrap();
+    let s = onnx.session(&b.path(&b.manifest.dit.component.file)).unwrap();
+    let names: Vec<&str> = s.inputs().iter().map(|i| i.name()).collect();
+    for io in &b.manifest.dit.component.inputs {
+        assert!(names.contains(&io.name.as_str()), "{} not in the graph", io.name);
+    }
+}

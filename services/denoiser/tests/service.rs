@@ -1,0 +1,408 @@
+//! The denoiser served in-process on 127.0.0.1:0 with the vidmesh-tiny bundle, called by a real gRPC client.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use vidmesh_denoiser::{Config, Options, SERVICE_NAME, serve_with};
+use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event::Event as Ev, denoiser_client::DenoiserClient};
+use vidmesh_proto::tensor::v1::{DataType, Tensor};
+use vidmesh_runtime::TensorF32;
+use vidmesh_runtime::tensor::Assembler;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Running {
+    client: DenoiserClient<Channel>,
+    health: HealthClient<Channel>,
+    registry: prometheus::Registry,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), vidmesh_denoiser::Error>>,
+}
+
+async fn start_gated(mut config: Config, gate: oneshot::Receiver<()>) -> Running {
+    config.model.bundle = repo().join("models/vidmesh-tiny").display().to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let registry = prometheus::Registry::new();
+    let shutdown = CancellationToken::new();
+    let opts = Options {
+        env: std::env::vars().collect(),
+        registry: registry.clone(),
+        metrics_listener: None,
+        load_gate: async move {
+            let _ = gate.await;
+        },
+    };
+    let task = tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    Running {
+        client: DenoiserClient::new(channel.clone()),
+        health: HealthClient::new(channel),
+        registry,
+        shutdown,
+        task,
+    }
+}
+
+async fn wait_serving(health: &mut HealthClient<Channel>) {
+    let mut watch = health.watch(HealthCheckRequest { service: SERVICE_NAME.into() }).await.unwrap().into_inner();
+    while let Some(msg) = watch.message().await.unwrap() {
+        if msg.status == ServingStatus::Serving as i32 {
+            return;
+        }
+    }
+    panic!("health stream ended before SERVING");
+}
+
+async fn start(config: Config) -> Running {
+    let (tx, rx) = oneshot::channel();
+    tx.send(()).unwrap();
+    let mut r = start_gated(config, rx).await;
+    wait_serving(&mut r.health).await;
+    r
+}
+
+fn fixture(case: usize) -> safetensors::SafeTensors<'static> {
+    let bytes = std::fs::read(repo().join(format!("models/fixtures/vidmesh-tiny/case{case}.safetensors"))).unwrap();
+    safetensors::SafeTensors::deserialize(Box::leak(bytes.into_boxed_slice())).unwrap()
+}
+
+fn cases() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(repo().join("models/fixtures/vidmesh-tiny/cases.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["cases"].as_array().unwrap().clone()
+}
+
+fn tensor(fx: &safetensors::SafeTensors<'_>, name: &str) -> TensorF32 {
+    let t = fx.tensor(name).unwrap();
+    let data = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    TensorF32::new(t.shape().to_vec(), data)
+}
+
+/// A request for fixture case `i`, with the fixture's own text states.
+fn case_request(i: usize) -> DenoiseRequest {
+    let (c, fx) = (&cases()[i], fixture(i));
+    let n = |k: &str| c[k].as_u64().unwrap() as u32;
+    DenoiseRequest {
+        prompt_states: Some(tensor(&fx, "text_states").to_proto()),
+        negative_states: Some(tensor(&fx, "uncond_text_states").to_proto()),
+        seed: c["seed"].as_str().unwrap().parse().unwrap(),
+        frames: n("frames"),
+        height: n("height"),
+        width: n("width"),
+        steps: n("steps"),
+        guidance: Some(c["guidance"].as_f64().unwrap() as f32),
+        shift: Some(c["shift"].as_f64().unwrap() as f32),
+        ..Default::default()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    events: Vec<Ev>,
+    latents: Option<TensorF32>,
+    error: Option<Status>,
+}
+
+async fn run(client: &mut DenoiserClient<Channel>, req: DenoiseRequest) -> Outcome {
+    let mut out = Outcome::default();
+    let mut stream = match client.denoise(req).await {
+        Ok(s) => s.into_inner(),
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let mut asm = Assembler::new("latents");
+    loop {
+        match stream.message().await {
+            Ok(Some(ev)) => {
+                let ev = ev.event.unwrap();
+                if let Ev::Latents(chunk) = &ev
+                    && let Some(t) = asm.push(chunk.clone()).unwrap()
+                {
+                    out.latents = Some(t);
+                }
+                out.events.push(ev);
+            }
+            Ok(None) => return out,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn metric(r: &Running, name: &str) -> f64 {
+    vidmesh_runtime::metrics::value(&r.registry, name).unwrap_or(0.0)
+}
+
+#[test]
+fn seeded_noise_is_bit_identical_to_the_python_reference() {
+    for i in 0..cases().len() {
+        let fx = fixture(i);
+        let want = tensor(&fx, "init_noise");
+        let seed: u64 = cases()[i]["seed"].as_str().unwrap().parse().unwrap();
+        let got = vidmesh_denoiser::engine::noise::gaussian(seed, want.data.len());
+        assert!(got.iter().zip(&want.data).all(|(a, b)| a.to_bits() == b.to_bits()), "case {i}");
+    }
+}
+
+#[tokio::test]
+async fn latents_match_the_reference_sampler() {
+    let mut r = start(Config::default()).await;
+    for i in 0..cases().len() {
+        let out = run(&mut r.client, case_request(i)).await;
+        assert!(out.error.is_none(), "case {i}: {:?}", out.error);
+        let want = tensor(&fixture(i), "latents_final");
+        let got = out.latents.expect("latents");
+        assert_eq!(got.shape, want.shape);
+        let d = max_diff(&got.data, &want.data);
+        assert!(d <= 1e-3, "case {i}: max abs diff {d}");
+        let steps = cases()[i]["steps"].as_u64().unwrap() as u32;
+        let progress: Vec<u32> =
+            out.events.iter().filter_map(|e| if let Ev::Progress(p) = e { Some(p.step) } else { None }).collect();
+        assert_eq!(progress, (1..=steps).collect::<Vec<_>>());
+        assert!(matches!(out.events.first(), Some(Ev::Accepted(_))));
+        assert!(matches!(out.events.last(), Some(Ev::Completed(c)) if c.steps == steps));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_each_step_and_equal_their_solo_runs() {
+    let r = start(Config::default()).await;
+    let reqs: Vec<DenoiseRequest> =
+        (0..4).map(|k| DenoiseRequest { seed: 100 + k, steps: 20, ..case_request(0) }).collect();
+    let calls = reqs.iter().map(|q| {
+        let (mut c, q) = (r.client.clone(), q.clone());
+        async move { run(&mut c, q).await }
+    });
+    let together = futures::future::join_all(calls).await;
+    let widest = together
+        .iter()
+        .flat_map(|o| &o.events)
+        .filter_map(|e| if let Ev::Progress(p) = e { Some(p.batch_requests) } else { None })
+        .max()
+        .unwrap();
+    assert_eq!(widest, 4, "all four requests shared at least one DiT call");
+    // The metric agrees: fewer DiT calls than request-steps.
+    let calls = metric(&r, "denoiser_batch_requests") - 1.0; // minus the warm-up call
+    assert!(calls < 80.0, "{calls} DiT calls for 4 x 20 steps");
+    for (q, t) in reqs.into_iter().zip(&together) {
+        let solo = run(&mut r.client.clone(), q).await;
+        let d = max_diff(&t.latents.as_ref().unwrap().data, &solo.latents.unwrap().data);
+        assert!(d <= 1e-5, "batched vs solo: {d}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_stream_stops_work_within_one_step() {
+    let mut r = start(Config::default()).await;
+    let before = metric(&r, "denoiser_steps_total");
+    let req = DenoiseRequest { steps: 200, ..case_request(2) };
+    let mut stream = r.client.denoise(req).await.unwrap().into_inner();
+    let mut seen = 0;
+    while seen < 3 {
+        if let Some(Ev::Progress(p)) = stream.message().await.unwrap().unwrap().event {
+            seen = p.step;
+        }
+    }
+    drop(stream);
+    let gone = async {
+        while metric(&r, "denoiser_requests_total") < 2.0 {
+            // warm-up completed + this one cancelled
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), gone).await.expect("cancellation observed");
+    let ran = metric(&r, "denoiser_steps_total") - before;
+    assert!(ran <= f64::from(seen) + 1.0, "{ran} steps ran after cancelling at step {seen}");
+}
+
+#[tokio::test]
+async fn sigterm_drain_finishes_in_flight_work_and_refuses_new_work() {
+    let mut r = start(Config::default()).await;
+    let mut stream = r.client.denoise(DenoiseRequest { steps: 30, ..case_request(0) }).await.unwrap().into_inner();
+    stream.message().await.unwrap(); // accepted
+    r.shutdown.cancel();
+    let refused = r.client.denoise(case_request(0)).await;
+    assert!(refused.is_err(), "new work is refused while draining");
+    let mut completed = false;
+    while let Some(ev) = stream.message().await.unwrap() {
+        completed |= matches!(ev.event, Some(Ev::Completed(_)));
+    }
+    assert!(completed, "the in-flight request finished");
+    tokio::time::timeout(Duration::from_secs(30), r.task).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn health_is_not_serving_until_warm_up() {
+    let (open, gate) = oneshot::channel();
+    let mut r = start_gated(Config::default(), gate).await;
+    let status = r.health.check(HealthCheckRequest { service: SERVICE_NAME.into() }).await.unwrap().into_inner();
+    assert_eq!(status.status, ServingStatus::NotServing as i32);
+    assert_eq!(r.client.denoise(case_request(3)).await.unwrap_err().code(), Code::Unavailable);
+    open.send(()).unwrap();
+    wait_serving(&mut r.health).await;
+    assert_eq!(metric(&r, "denoiser_steps_total"), 1.0, "warm-up ran one step before SERVING");
+    assert!(run(&mut r.client, case_request(3)).await.error.is_none());
+}
+
+fn f32_tensor(shape: &[u64], data: &[f32]) -> Tensor {
+    Tensor {
+        dtype: DataType::Float32 as i32,
+        shape: shape.to_vec(),
+        data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_the_server_stays_up() {
+    let mut r = start(Config::default()).await;
+    let base = case_request(3);
+    let mut nan = vec![0.5f32; 3 * 384];
+    nan[7] = f32::NAN;
+    let cases: Vec<(DenoiseRequest, Code, &str)> = vec![
+        (DenoiseRequest { model: "other".into(), ..base.clone() }, Code::NotFound, "not served here"),
+        (DenoiseRequest { frames: 100_000, ..base.clone() }, Code::InvalidArgument, "frames 100000"),
+        (DenoiseRequest { height: 63, width: 64, ..base.clone() }, Code::InvalidArgument, "size 63x64"),
+        (DenoiseRequest { steps: 100_000, ..base.clone() }, Code::InvalidArgument, "steps 100000"),
+        (DenoiseRequest { guidance: Some(f32::NAN), ..base.clone() }, Code::InvalidArgument, "guidance"),
+        (DenoiseRequest { shift: Some(-1.0), ..base.clone() }, Code::InvalidArgument, "shift"),
+        (DenoiseRequest { scheduler: "magic".into(), ..base.clone() }, Code::InvalidArgument, "scheduler"),
+        (DenoiseRequest { prompt_states: None, ..base.clone() }, Code::InvalidArgument, "prompt_states is missing"),
+        (
+            DenoiseRequest { prompt_states: Some(f32_tensor(&[3, 384], &nan)), ..base.clone() },
+            Code::InvalidArgument,
+            "non-finite",
+        ),
+        (
+            DenoiseRequest { prompt_states: Some(f32_tensor(&[2, 100], &[0.0; 200])), ..base.clone() },
+            Code::InvalidArgument,
+            "expected [tokens <= 48, 384]",
+        ),
+        (
+            DenoiseRequest { prompt_states: Some(f32_tensor(&[49, 384], &vec![0.0; 49 * 384])), ..base.clone() },
+            Code::InvalidArgument,
+            "prompt_states has shape [49, 384]",
+        ),
+        (
+            DenoiseRequest {
+                prompt_states: Some(Tensor { dtype: DataType::Float32 as i32, shape: vec![2, 384], data: vec![0; 7] }),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "bytes",
+        ),
+        (
+            DenoiseRequest {
+                prompt_states: Some(Tensor { dtype: DataType::Int64 as i32, ..base.prompt_states.clone().unwrap() }),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "must be float32",
+        ),
+        (DenoiseRequest { negative_states: None, ..base.clone() }, Code::Ok, ""), // guidance 1: no negative needed
+        (
+            DenoiseRequest { negative_states: None, guidance: Some(4.0), ..base.clone() },
+            Code::InvalidArgument,
+            "negative_states is required",
+        ),
+        (DenoiseRequest { strength: 0.5, ..base.clone() }, Code::InvalidArgument, "init_latents is missing"),
+        (
+            DenoiseRequest { init_latents: Some(f32_tensor(&[8, 1, 1, 1], &[0.0; 8])), strength: 0.5, ..base.clone() },
+            Code::InvalidArgument,
+            "init_latents has shape",
+        ),
+        (DenoiseRequest { preview_every: 99, ..base.clone() }, Code::InvalidArgument, "preview_every"),
+    ];
+    for (req, code, text) in cases {
+        let out = run(&mut r.client, req).await;
+        match (code, out.error) {
+            (Code::Ok, None) => {}
+            (code, Some(e)) => {
+                assert_eq!(e.code(), code, "{}", e.message());
+                assert!(e.message().contains(text), "{:?} lacks {text:?}", e.message());
+            }
+            (code, None) => panic!("expected {code:?} containing {text:?}"),
+        }
+    }
+    assert!(run(&mut r.client, base).await.latents.is_some(), "still serving");
+}
+
+#[tokio::test]
+async fn overload_is_refused_with_retry_info() {
+    let mut config = Config::default();
+    config.batching.max_requests = 1;
+    let mut r = start(config).await;
+    let mut first = r.client.denoise(DenoiseRequest { steps: 200, ..case_request(2) }).await.unwrap().into_inner();
+    first.message().await.unwrap();
+    let err = r.client.denoise(case_request(3)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(vidmesh_runtime::status::retry_after(&err), Some(Duration::from_secs(1)));
+    assert_eq!(err.metadata().get("retry-after").unwrap(), "1");
+    drop(first);
+}
+
+#[tokio::test]
+async fn deadline_is_honoured() {
+    let mut r = start(Config::default()).await;
+    let mut req = tonic::Request::new(DenoiseRequest { steps: 200, ..case_request(2) });
+    req.set_timeout(Duration::from_millis(300));
+    let mut stream = r.client.denoise(req).await.unwrap().into_inner();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("completed despite the deadline"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+}
+
+#[tokio::test]
+async fn previews_and_init_latents() {
+    let mut r = start(Config::default()).await;
+    let plain = run(&mut r.client, DenoiseRequest { steps: 8, ..case_request(0) }).await;
+    let previews = plain.events.iter().filter(|e| matches!(e, Ev::Preview(_))).count();
+    assert_eq!(previews, 0);
+    let with = run(&mut r.client, DenoiseRequest { steps: 8, preview_every: 2, ..case_request(0) }).await;
+    let steps: Vec<u32> =
+        with.events.iter().filter_map(|e| if let Ev::Preview(p) = e { Some(p.step) } else { None }).collect();
+    assert_eq!(steps, vec![2, 4, 6]);
+    assert_eq!(with.latents, plain.latents, "previews do not change the result");
+    // strength 1 starts from pure noise: identical to no init; strength 0.5 runs half the schedule.
+    let init = plain.latents.clone().unwrap();
+    let full = run(
+        &mut r.client,
+        DenoiseRequest { steps: 8, init_latents: Some(init.to_proto()), strength: 1.0, ..case_request(0) },
+    )
+    .await;
+    assert_eq!(full.latents, plain.latents);
+    let half = run(
+        &mut r.client,
+        DenoiseRequest { steps: 8, init_latents: Some(init.to_proto()), strength: 0.5, ..case_request(0) },
+    )
+    .await;
+    assert!(matches!(half.events.first(), Some(Ev::Accepted(a)) if a.total_steps == 4));
+    let other = run(&mut r.client, DenoiseRequest { steps: 8, seed: 9, ..case_request(0) }).await;
+    let mean = |a: &[f32]| a.iter().zip(&init.data).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+    let (near, far) = (mean(&half.latents.unwrap().data), mean(&other.latents.unwrap().data));
+    assert!(near < far, "half-strength result stays nearer its init ({near}) than another seed's video ({far})");
+}
