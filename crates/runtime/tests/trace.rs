@@ -58,12 +58,8 @@ async fn trace_context_is_injected_and_extracted() {
     );
     let span = tracing::info_span!("client");
     span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote)).unwrap();
-    let resp = client
-        .check(HealthCheckRequest { service: trace_id.to_string() })
-        .instrument(span)
-        .await
-        .unwrap()
-        .into_inner();
+    let resp =
+        client.check(HealthCheckRequest { service: trace_id.to_string() }).instrument(span).await.unwrap().into_inner();
     assert_eq!(resp.status, 1);
     // Without the interceptor the server starts a trace of its own.
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();

@@ -1,0 +1,219 @@
+//! vidmesh-bench: measures the first two stages on this machine with the bundled model and prints a markdown
+//! report (docs/benchmarks.md is this output).
+//!
+//!   cargo run --release -p vidmesh-bench -- [--quick] [--out docs/benchmarks.md]
+//!
+//! 1. DiT latency per scheduler step for 1/2/4/8 requests in one call (CFG: two rows per request), straight on
+//!    the ONNX session.
+//! 2. Denoiser throughput over gRPC: N concurrent requests at the default size, with step-level batching
+//!    (max_batch 8) and without (max_batch 1).
+//! 3. Text-encoder latency over gRPC for one prompt per call: cache hits vs misses (cache disabled).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use vidmesh_denoiser::engine::dit::{Dit, DitBatch};
+use vidmesh_model::{Bundle, Onnx, OnnxConfig, Part};
+use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event::Event as Ev, denoiser_client::DenoiserClient};
+use vidmesh_proto::text_encoder::v1::{EncodeRequest, text_encoder_client::TextEncoderClient};
+use vidmesh_runtime::TensorF32;
+
+fn bundle_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/vidmesh-tiny")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn dit_latency(onnx: &Onnx, iters: usize, out: &mut String) -> Result<()> {
+    let b = Bundle::open(&bundle_dir(), &[Part::Dit])?;
+    let m = &b.manifest;
+    let mut dit = Dit::new(onnx.session(&b.path(&m.dit.component.file))?);
+    let shape = m.latent_shape(m.video.default_frames, m.video.default_height, m.video.default_width);
+    let n: usize = shape.iter().product();
+    let (tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);
+    out.push_str(&format!(
+        "\n## DiT step latency ({}x{}x{} video, latents {shape:?}, CFG = 2 rows per request)\n\n",
+        m.video.default_frames, m.video.default_height, m.video.default_width
+    ));
+    out.push_str("| requests per call | rows | median ms | p90 ms | ms per request-step |\n|---|---|---|---|---|\n");
+    for requests in [1usize, 2, 4, 8] {
+        let rows = 2 * requests;
+        let batch = || DitBatch {
+            rows,
+            latent_shape: shape,
+            latents: vidmesh_denoiser::engine::noise::gaussian(7, rows * n),
+            timesteps: vec![500.0; rows],
+            tokens,
+            hidden,
+            states: vec![0.01; rows * tokens * hidden],
+            mask: (0..rows * tokens).map(|i| i64::from(i % tokens < 12)).collect(),
+        };
+        for _ in 0..3 {
+            dit.run(batch()).map_err(anyhow::Error::msg)?;
+        }
+        let mut t: Vec<Duration> = (0..iters)
+            .map(|_| {
+                let b = batch();
+                let s = Instant::now();
+                dit.run(b).map(|_| s.elapsed())
+            })
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?;
+        t.sort();
+        let med = percentile(&t, 0.5);
+        out.push_str(&format!(
+            "| {requests} | {rows} | {} | {} | {} |\n",
+            ms(med),
+            ms(percentile(&t, 0.9)),
+            ms(med / requests as u32)
+        ));
+    }
+    Ok(())
+}
+
+async fn wait_serving(channel: Channel, service: &str) -> Result<()> {
+    let mut watch =
+        HealthClient::new(channel).watch(HealthCheckRequest { service: service.into() }).await?.into_inner();
+    while let Some(msg) = watch.message().await? {
+        if msg.status == 1 {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("{service} never became SERVING")
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?.connect().await?)
+}
+
+async fn denoiser_throughput(env: &HashMap<String, String>, requests: usize, out: &mut String) -> Result<()> {
+    out.push_str(&format!(
+        "\n## Denoiser throughput over gRPC ({requests} concurrent requests, 16x64x64, 30 steps, CFG 5)\n\n"
+    ));
+    out.push_str("| step-level batching | wall s | requests/s | mean requests per DiT call |\n|---|---|---|---|\n");
+    let states = TensorF32::new(vec![12, 384], vec![0.01; 12 * 384]).to_proto();
+    for max_batch in [1usize, 8] {
+        let mut config = vidmesh_denoiser::Config::default();
+        config.model.bundle = bundle_dir().display().to_string();
+        config.batching.max_batch = max_batch;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let registry = prometheus::Registry::new();
+        let shutdown = CancellationToken::new();
+        let opts = vidmesh_denoiser::Options {
+            env: env.clone(),
+            registry: registry.clone(),
+            metrics_listener: None,
+            load_gate: std::future::ready(()),
+        };
+        let task = tokio::spawn(vidmesh_denoiser::serve_with(config, listener, shutdown.clone(), opts));
+        let channel = connect(addr).await?;
+        wait_serving(channel.clone(), vidmesh_denoiser::SERVICE_NAME).await?;
+        let calls_before = vidmesh_runtime::metrics::value(&registry, "denoiser_batch_requests").unwrap_or(0.0);
+        let start = Instant::now();
+        let runs = (0..requests).map(|k| {
+            let mut client = DenoiserClient::new(channel.clone());
+            let req = DenoiseRequest {
+                prompt_states: Some(states.clone()),
+                negative_states: Some(states.clone()),
+                seed: k as u64,
+                ..Default::default()
+            };
+            async move {
+                let mut s = client.denoise(req).await?.into_inner();
+                let mut done = false;
+                while let Some(ev) = s.message().await? {
+                    done |= matches!(ev.event, Some(Ev::Completed(_)));
+                }
+                anyhow::ensure!(done, "stream ended without completion");
+                Ok::<(), anyhow::Error>(())
+            }
+        });
+        futures::future::try_join_all(runs).await?;
+        let wall = start.elapsed();
+        let calls = vidmesh_runtime::metrics::value(&registry, "denoiser_batch_requests").unwrap_or(0.0) - calls_before;
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} |\n",
+            if max_batch > 1 { format!("on (max_batch {max_batch})") } else { "off (max_batch 1)".into() },
+            wall.as_secs_f64(),
+            requests as f64 / wall.as_secs_f64(),
+            (requests * 30) as f64 / calls
+        ));
+        shutdown.cancel();
+        task.await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+async fn text_encoder_latency(env: &HashMap<String, String>, iters: usize, out: &mut String) -> Result<()> {
+    out.push_str("\n## Text-encoder latency over gRPC (one prompt per call, sequential)\n\n");
+    out.push_str("| cache | median ms | p90 ms |\n|---|---|---|\n");
+    for (label, capacity) in [("miss (cache disabled)", 0usize), ("hit", 4096)] {
+        let mut config = vidmesh_text_encoder::Config::default();
+        config.model.bundle = bundle_dir().display().to_string();
+        config.cache_capacity = capacity;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let opts = vidmesh_text_encoder::Options {
+            env: env.clone(),
+            registry: prometheus::Registry::new(),
+            metrics_listener: None,
+            load_gate: std::future::ready(()),
+        };
+        let task = tokio::spawn(vidmesh_text_encoder::serve_with(config, listener, shutdown.clone(), opts));
+        let channel = connect(addr).await?;
+        wait_serving(channel.clone(), vidmesh_text_encoder::SERVICE_NAME).await?;
+        let mut client = TextEncoderClient::new(channel);
+        let prompt = "a large blue square moving up and to the right quickly on a striped white background";
+        let req = || EncodeRequest { prompts: vec![prompt.to_string()], ..Default::default() };
+        client.encode(req()).await?;
+        let mut t = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let s = Instant::now();
+            let resp = client.encode(req()).await?.into_inner();
+            t.push(s.elapsed());
+            anyhow::ensure!(resp.encodings[0].cached == (capacity > 0), "unexpected cache outcome");
+        }
+        t.sort();
+        out.push_str(&format!("| {label} | {} | {} |\n", ms(percentile(&t, 0.5)), ms(percentile(&t, 0.9))));
+        shutdown.cancel();
+        task.await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out_path = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let onnx = Onnx::init(&OnnxConfig::default(), &env).context("loading ONNX Runtime")?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut out = format!(
+        "# vidmesh benchmarks\n\nMachine: {cores} CPU cores, ONNX Runtime CPU provider, bundle vidmesh-tiny. \
+         Reproduce: `cargo run --release -p vidmesh-bench -- --out docs/benchmarks.md` (ORT_DYLIB_PATH from \
+         scripts/fetch-onnxruntime.sh).\n"
+    );
+    dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
+    denoiser_throughput(&env, if quick { 4 } else { 16 }, &mut out).await?;
+    text_encoder_latency(&env, if quick { 20 } else { 200 }, &mut out).await?;
+    print!("{out}");
+    if let Some(p) = out_path {
+        std::fs::write(&p, &out).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
