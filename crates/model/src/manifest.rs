@@ -180,7 +180,7 @@ pub struct Manifest {
 }
 
 /// Scheduler kinds a vidmesh denoiser implements (docs/schedulers.md).
-pub const SCHEDULERS: &[&str] = &["flow_match_euler"];
+pub const SCHEDULERS: &[&str] = &["flow_match_euler", "flow_match_dpmpp_2m", "ddim", "dpmpp_2m"];
 
 impl Manifest {
     /// Parses `model.toml` text.
@@ -224,8 +224,8 @@ impl Manifest {
         if !SCHEDULERS.contains(&self.scheduler.kind.as_str()) {
             return Err(format!("scheduler.kind {:?} is not one of {SCHEDULERS:?}", self.scheduler.kind));
         }
-        if self.dit.prediction != "flow_velocity" {
-            return Err(format!("dit.prediction {:?}: this build serves flow_velocity models", self.dit.prediction));
+        if !["flow_velocity", "epsilon", "v"].contains(&self.dit.prediction.as_str()) {
+            return Err(format!("dit.prediction {:?} is not flow_velocity, epsilon or v", self.dit.prediction));
         }
         if self.scheduler.steps == 0
             || self.scheduler.shift.is_nan()

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -59,7 +58,9 @@ impl GrpcServer {
             .add_service(reflection);
         let health = self.health.clone();
         let signal = shutdown.clone();
-        let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        // TCP_NODELAY: small gRPC frames (progress events, unary replies) must not wait out Nagle + delayed ACK.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serving = router.serve_with_incoming_shutdown(incoming, async move {
             signal.cancelled().await;
             health.not_serving().await;
             tracing::info!("draining: no new calls, waiting for in-flight ones");

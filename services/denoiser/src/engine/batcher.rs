@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::dit::{Dit, DitBatch};
 use super::metrics::Metrics;
-use super::scheduler::{Schedule, guide};
+use super::scheduler::{Scheduler, guide};
 use crate::error::Error;
 
 /// What a job's client receives.
@@ -71,7 +71,7 @@ pub struct Job {
     /// CFG scale.
     pub guidance: f32,
     /// Noise levels.
-    pub schedule: Schedule,
+    pub schedule: Scheduler,
     /// Current latents.
     pub x: Vec<f32>,
     /// Preview period in steps (0 = none).
@@ -132,7 +132,7 @@ pub struct JobParts {
     /// See [`Job`].
     pub guidance: f32,
     /// See [`Job`].
-    pub schedule: Schedule,
+    pub schedule: Scheduler,
     /// See [`Job`].
     pub x: Vec<f32>,
     /// See [`Job`].

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::Error;
 pub use batcher::Event;
 use batcher::{Job, JobParts, LoopParams, new_job};
-use scheduler::{Kind, Schedule};
+use scheduler::{Kind, Prediction, Scheduler};
 
 /// A request after validation (the server checked shapes and ranges against the manifest).
 #[derive(Debug, Clone)]
@@ -60,6 +60,7 @@ pub struct Denoiser {
     /// Collectors.
     pub metrics: metrics::Metrics,
     retry_after: Duration,
+    prediction: Prediction,
 }
 
 impl Denoiser {
@@ -69,6 +70,8 @@ impl Denoiser {
         let bundle = Bundle::open(std::path::Path::new(&config.model.bundle), &[Part::Dit])?;
         bundle.expect_name(&config.model.name)?;
         let m = bundle.manifest.clone();
+        let prediction = Prediction::parse(&m.dit.prediction)
+            .ok_or_else(|| Error::Inference(format!("dit.prediction {:?} is unknown", m.dit.prediction)))?;
         let dit = dit::Dit::new(onnx.session(&bundle.path(&m.dit.component.file))?);
         let metrics = metrics::Metrics::register(registry).map_err(|e| Error::Inference(format!("metrics: {e}")))?;
         let params = LoopParams {
@@ -89,6 +92,7 @@ impl Denoiser {
             manifest: m,
             metrics,
             retry_after: Duration::from_millis(config.batching.retry_after_ms),
+            prediction,
         };
         this.warm_up()?;
         Ok(this)
@@ -106,7 +110,7 @@ impl Denoiser {
             steps: 1,
             guidance: 2.0,
             shift: 1.0,
-            kind: Kind::FlowMatchEuler,
+            kind: Kind::parse(&self.manifest.scheduler.kind).unwrap_or(Kind::FlowMatchEuler),
             init: None,
             preview_every: 0,
             deadline: None,
@@ -132,6 +136,11 @@ impl Denoiser {
         (padded, mask)
     }
 
+    /// The model's prediction type.
+    pub fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
     /// Admits a request; its events arrive on the returned channel (drop it to cancel).
     pub fn submit(&self, req: Request) -> Result<UnboundedReceiver<Event>, Error> {
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
@@ -141,10 +150,10 @@ impl Denoiser {
         let n: usize = req.latent_shape.iter().product();
         let noise = noise::gaussian(req.seed, n);
         let (schedule, x) = match &req.init {
-            None => (Schedule::new(req.kind, req.steps, req.shift, 0), noise),
+            None => (Scheduler::new(req.kind, self.prediction, req.steps, req.shift, 0), noise),
             Some((init, strength)) => {
                 let run = ((req.steps as f32) * strength).round().clamp(1.0, req.steps as f32) as usize;
-                let s = Schedule::new(req.kind, req.steps, req.shift, req.steps as usize - run);
+                let s = Scheduler::new(req.kind, self.prediction, req.steps, req.shift, req.steps as usize - run);
                 let x = s.noised(init, &noise);
                 (s, x)
             }
