@@ -22,6 +22,7 @@ fn repo() -> PathBuf {
 }
 
 struct Running {
+    channel: Channel,
     client: DenoiserClient<Channel>,
     health: HealthClient<Channel>,
     registry: prometheus::Registry,
@@ -46,6 +47,7 @@ async fn start_gated(mut config: Config, gate: oneshot::Receiver<()>) -> Running
     let task = tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     Running {
+        channel: channel.clone(),
         client: DenoiserClient::new(channel.clone()),
         health: HealthClient::new(channel),
         registry,
@@ -261,6 +263,7 @@ async fn health_is_not_serving_until_warm_up() {
     open.send(()).unwrap();
     wait_serving(&mut r.health).await;
     assert_eq!(metric(&r, "denoiser_steps_total"), 1.0, "warm-up ran one step before SERVING");
+    assert_eq!(metric(&r, "denoiser_active_requests"), 0.0, "the warm-up request is gone");
     assert!(run(&mut r.client, case_request(3)).await.error.is_none());
 }
 
@@ -405,4 +408,26 @@ async fn previews_and_init_latents() {
     let mean = |a: &[f32]| a.iter().zip(&init.data).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
     let (near, far) = (mean(&half.latents.unwrap().data), mean(&other.latents.unwrap().data));
     assert!(near < far, "half-strength result stays nearer its init ({near}) than another seed's video ({far})");
+}
+
+#[tokio::test]
+async fn reflection_lists_the_service_and_health() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let r = start(Config::default()).await;
+    let mut client = ServerReflectionClient::new(r.channel.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&SERVICE_NAME.to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 }

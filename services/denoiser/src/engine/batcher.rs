@@ -190,15 +190,20 @@ pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
         picked.truncate(p.max_batch.max(1));
         picked.sort_unstable();
         let finished = step_batch(&mut dit, &mut active, &picked, &p, &m);
-        // Remove finished jobs, highest index first so the others keep their positions.
-        for i in finished.into_iter().rev() {
-            active.swap_remove(i);
+        // Remove finished jobs (highest index first so the others keep their positions) and update the gauge
+        // before their last event goes out, so a client that saw its result never sees itself counted.
+        let done: Vec<(Job, Event)> =
+            finished.into_iter().rev().map(|(i, last)| (active.swap_remove(i), last)).collect();
+        m.active.set(active.len() as i64);
+        for (job, last) in done {
+            let _ = job.events.send(last);
         }
     }
 }
 
-/// One DiT call for `picked` jobs, then a scheduler step for each. Returns the indices of jobs that ended.
-fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParams, m: &Metrics) -> Vec<usize> {
+/// One DiT call for `picked` jobs, then a scheduler step for each. Returns the jobs that ended (ascending
+/// indices) with their terminal event, which the caller sends after removing them.
+fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParams, m: &Metrics) -> Vec<(usize, Event)> {
     let shape = active[picked[0]].latent_shape;
     let n: usize = shape.iter().product();
     let rows: usize = picked.iter().map(|&i| if active[i].uncond.is_some() { 2 } else { 1 }).sum();
@@ -234,11 +239,13 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
         Ok(v) => v,
         Err(e) => {
             tracing::error!("DiT run failed: {e}");
-            for &i in picked {
-                m.outcome("failed");
-                let _ = active[i].events.send(Event::Failed(Error::Inference(e.clone())));
-            }
-            return picked.to_vec();
+            return picked
+                .iter()
+                .map(|&i| {
+                    m.outcome("failed");
+                    (i, Event::Failed(Error::Inference(e.clone())))
+                })
+                .collect();
         }
     };
     let mut finished = Vec::new();
@@ -275,8 +282,7 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
         if job.step == job.schedule.steps() {
             m.outcome("completed");
             let latents = std::mem::take(&mut job.x);
-            let _ = job.events.send(Event::Done { latents, steps: total, elapsed });
-            finished.push(i);
+            finished.push((i, Event::Done { latents, steps: total, elapsed }));
         }
     }
     finished
