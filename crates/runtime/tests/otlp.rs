@@ -13,8 +13,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use vidmesh_runtime::{TelemetryConfig, telemetry};
 
+/// (service.name, span name, trace id) of one received span.
+type Received = (String, String, Vec<u8>);
+
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<(String, String, Vec<u8>)>>>);
+struct Collector(Arc<Mutex<Vec<Received>>>);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
