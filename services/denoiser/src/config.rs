@@ -22,6 +22,8 @@ pub struct Config {
     pub max_steps: u32,
     /// Largest guidance scale accepted (absolute value).
     pub max_guidance: f32,
+    /// Largest request message accepted, in bytes (init latents of long, large videos exceed gRPC's 4 MiB default).
+    pub max_request_bytes: usize,
 }
 
 /// `[model]`.
@@ -57,6 +59,7 @@ impl Default for Config {
             batching: BatchingConfig::default(),
             max_steps: 200,
             max_guidance: 50.0,
+            max_request_bytes: 64 << 20,
         }
     }
 }

@@ -65,7 +65,9 @@ where
     let (health, health_svc) = Health::new(SERVICE_NAME).await;
     let state =
         Arc::new(server::State { denoiser: OnceLock::new(), drain: Drain::new(&shutdown), config: config.clone() });
-    let routes = Routes::new(health_svc).add_service(DenoiserServer::new(server::Service(state.clone())));
+    let routes = Routes::new(health_svc).add_service(
+        DenoiserServer::new(server::Service(state.clone())).max_decoding_message_size(config.max_request_bytes),
+    );
     let grpc = GrpcServer::new(routes, health, &config.server);
     let stop = shutdown.child_token();
     if let Some(l) = opts.metrics_listener {

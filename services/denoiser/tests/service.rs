@@ -431,3 +431,15 @@ async fn reflection_lists_the_service_and_health() {
     assert!(names.contains(&SERVICE_NAME.to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 }
+
+#[tokio::test]
+async fn requests_larger_than_grpcs_default_limit_are_accepted_up_to_the_configured_size() {
+    let mut r = start(Config::default()).await;
+    // 5 MiB of (invalid-shaped) init latents: over gRPC's 4 MiB default, under the 64 MiB configured limit, so the
+    // request reaches validation and gets a precise answer instead of a transport error.
+    let big = f32_tensor(&[8, 4, 16, 16 * 80], &vec![0.0; 8 * 4 * 16 * 16 * 80]);
+    let req = DenoiseRequest { init_latents: Some(big), strength: 0.5, ..case_request(3) };
+    let err = run(&mut r.client, req).await.error.unwrap();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("init_latents has shape"), "{}", err.message());
+}
