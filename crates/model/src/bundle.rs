@@ -141,3 +141,28 @@ impl Bundle {
         Ok(())
     }
 }
+
+/// The `[model]` section every serving stage shares: which bundle it serves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Bundle directory (holding model.toml).
+    pub bundle: String,
+    /// Expected model name; empty = whatever the bundle holds. A different name refuses to start.
+    pub name: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { bundle: "models/vidmesh-tiny".into(), name: String::new() }
+    }
+}
+
+impl ModelConfig {
+    /// Opens the configured bundle, verifying `parts`, and checks its name.
+    pub fn open(&self, parts: &[Part]) -> Result<Bundle, ModelError> {
+        let bundle = Bundle::open(Path::new(&self.bundle), parts)?;
+        bundle.expect_name(&self.name)?;
+        Ok(bundle)
+    }
+}

@@ -9,7 +9,7 @@ mod bundle;
 mod manifest;
 mod onnx;
 
-pub use bundle::{Bundle, ModelError, Part, sha256_file};
+pub use bundle::{Bundle, ModelConfig, ModelError, Part, sha256_file};
 pub use manifest::{
     Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, SchedulerSpec, TextEncoderSpec, VaeSpec, VideoSpec,
 };

@@ -8,6 +8,7 @@ pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -124,10 +124,8 @@ impl GrpcServer {
             loaded = loader => match loaded {
                 Ok(Err(e)) => Err(LoadOrServe::Load(e)),
                 Ok(Ok(())) => Ok(serving.await?),
-                Err(join) => {
-                    tracing::error!("model loader task failed: {join}");
-                    Ok(serving.await?)
-                }
+                // A panicking loader is a bug: surface it rather than serve NOT_SERVING forever.
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
             },
         }
     }

@@ -1,7 +1,7 @@
 //! denoiser configuration: defaults → file → `VIDMESH__…` environment (see vidmesh_runtime::config).
 
 use serde::{Deserialize, Serialize};
-use vidmesh_model::OnnxConfig;
+use vidmesh_model::{ModelConfig, OnnxConfig};
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 
 /// The whole service configuration.
@@ -24,16 +24,6 @@ pub struct Config {
     pub max_guidance: f32,
     /// Largest request message accepted, in bytes (init latents of long, large videos exceed gRPC's 4 MiB default).
     pub max_request_bytes: usize,
-}
-
-/// `[model]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Bundle directory (holding model.toml).
-    pub bundle: String,
-    /// Expected model name; empty = whatever the bundle holds. A different name refuses to start.
-    pub name: String,
 }
 
 /// `[batching]`.
@@ -61,12 +51,6 @@ impl Default for Config {
             max_guidance: 50.0,
             max_request_bytes: 64 << 20,
         }
-    }
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self { bundle: "models/vidmesh-tiny".into(), name: String::new() }
     }
 }
 

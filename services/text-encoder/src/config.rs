@@ -1,7 +1,7 @@
 //! text-encoder configuration: defaults → file → `VIDMESH__…` environment (see vidmesh_runtime::config).
 
 use serde::{Deserialize, Serialize};
-use vidmesh_model::OnnxConfig;
+use vidmesh_model::{ModelConfig, OnnxConfig};
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 
 /// What to do with a prompt longer than the model's `max_tokens`.
@@ -38,16 +38,6 @@ pub struct Config {
     pub max_prompt_bytes: usize,
 }
 
-/// `[model]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Bundle directory (holding model.toml).
-    pub bundle: String,
-    /// Expected model name; empty = whatever the bundle holds. A different name refuses to start.
-    pub name: String,
-}
-
 /// `[batching]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,12 +63,6 @@ impl Default for Config {
             max_prompts_per_request: 64,
             max_prompt_bytes: 4096,
         }
-    }
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self { bundle: "models/vidmesh-tiny".into(), name: String::new() }
     }
 }
 

@@ -18,37 +18,20 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use vidmesh_model::Onnx;
 use vidmesh_proto::text_encoder::v1::text_encoder_server::TextEncoderServer;
-use vidmesh_runtime::{Drain, GrpcServer, Health, LoadOrServe};
+use vidmesh_runtime::{Drain, Health, LoadOrServe};
 
 pub use config::Config;
 pub use error::Error;
+pub use vidmesh_runtime::service::Options;
 
 /// The gRPC service name health reports on.
 pub const SERVICE_NAME: &str = "vidmesh.text_encoder.v1.TextEncoder";
 
-/// Everything [`serve_with`] takes besides the config; tests inject these.
-pub struct Options<G> {
-    /// The process environment (for `ORT_DYLIB_PATH`).
-    pub env: HashMap<String, String>,
-    /// Metrics registry; the service registers its collectors here.
-    pub registry: prometheus::Registry,
-    /// Metrics listener; `None` = no metrics endpoint.
-    pub metrics_listener: Option<TcpListener>,
-    /// Model loading starts when this resolves (production: at once).
-    pub load_gate: G,
-}
-
 /// Serves with the process environment and a metrics endpoint on `config.server.metrics_listen`.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
-    let metrics_listener = TcpListener::bind(config.server.metrics_listen)
+    let opts = Options::from_process(config.server.metrics_listen)
         .await
         .map_err(|e| Error::InvalidArgument(format!("metrics_listen {}: {e}", config.server.metrics_listen)))?;
-    let opts = Options {
-        env: std::env::vars().collect(),
-        registry: prometheus::Registry::new(),
-        metrics_listener: Some(metrics_listener),
-        load_gate: std::future::ready(()),
-    };
     serve_with(config, listener, shutdown, opts).await
 }
 
@@ -66,28 +49,18 @@ where
     let state =
         Arc::new(server::State { encoder: OnceLock::new(), drain: Drain::new(&shutdown), config: config.clone() });
     let routes = Routes::new(health_svc).add_service(TextEncoderServer::new(server::Service(state.clone())));
-    let grpc = GrpcServer::new(routes, health, &config.server);
-    let stop = shutdown.child_token();
-    if let Some(l) = opts.metrics_listener {
-        tokio::spawn(vidmesh_runtime::metrics::serve(l, opts.registry.clone(), stop.clone()));
-    }
-    let (registry, env, gate) = (opts.registry, opts.env, opts.load_gate);
-    let load = async move {
-        gate.await;
-        let encoder = tokio::task::spawn_blocking(move || {
-            let onnx = Onnx::init(&config.onnxruntime, &env)?;
-            engine::Encoder::load(&config, &onnx, &registry)
-        })
-        .await
-        .map_err(|e| Error::Inference(format!("loader panicked: {e}")))??;
-        tracing::info!(model = %encoder.model, version = %encoder.version, "text encoder loaded");
-        let _ = state.encoder.set(encoder);
+    let server_config = config.server.clone();
+    let load = move |env: &HashMap<String, String>, registry: &prometheus::Registry| {
+        let onnx = Onnx::init(&config.onnxruntime, env)?;
+        let loaded = engine::Encoder::load(&config, &onnx, registry)?;
+        tracing::info!(model = %loaded.model, version = %loaded.version, "text encoder loaded and warm");
+        let _ = state.encoder.set(loaded);
         Ok(())
     };
-    let result = grpc.serve_loading(listener, shutdown, load).await;
-    stop.cancel();
-    result.map_err(|e| match e {
-        LoadOrServe::Load(e) => e,
-        LoadOrServe::Serve(e) => Error::Inference(e.to_string()),
+    vidmesh_runtime::service::run(routes, health, &server_config, listener, shutdown, opts, load).await.map_err(|e| {
+        match e {
+            LoadOrServe::Load(e) => e,
+            LoadOrServe::Serve(e) => Error::Inference(e.to_string()),
+        }
     })
 }

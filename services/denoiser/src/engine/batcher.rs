@@ -82,67 +82,25 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
     /// Admission permit, released when the job is dropped.
     pub permit: tokio::sync::OwnedSemaphorePermit,
-    /// Admission time.
+    /// Where the job is in its run.
+    pub clock: Clock,
+}
+
+/// A job's position and timing; starts at admission.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Admission time (elapsed and ETA count from here, queueing included).
     pub admitted: Instant,
     step: usize,
     last_run: Instant,
 }
 
-impl Job {
-    /// Finishes construction at admission.
-    pub fn admitted(mut self) -> Self {
-        self.admitted = Instant::now();
-        self.last_run = self.admitted;
-        self.step = 0;
-        self
+impl Clock {
+    /// A clock at step 0, admitted now.
+    pub fn start() -> Self {
+        let now = Instant::now();
+        Self { admitted: now, step: 0, last_run: now }
     }
-}
-
-/// Fields the server fills; `step`/`last_run` are private to the batcher.
-pub fn new_job(parts: JobParts) -> Job {
-    let now = Instant::now();
-    Job {
-        latent_shape: parts.latent_shape,
-        cond: parts.cond,
-        cond_mask: parts.cond_mask,
-        uncond: parts.uncond,
-        guidance: parts.guidance,
-        schedule: parts.schedule,
-        x: parts.x,
-        preview_every: parts.preview_every,
-        deadline: parts.deadline,
-        events: parts.events,
-        permit: parts.permit,
-        admitted: now,
-        step: 0,
-        last_run: now,
-    }
-}
-
-/// The public parts of a [`Job`].
-pub struct JobParts {
-    /// See [`Job`].
-    pub latent_shape: [usize; 4],
-    /// See [`Job`].
-    pub cond: Vec<f32>,
-    /// See [`Job`].
-    pub cond_mask: Vec<i64>,
-    /// See [`Job`].
-    pub uncond: Option<(Vec<f32>, Vec<i64>)>,
-    /// See [`Job`].
-    pub guidance: f32,
-    /// See [`Job`].
-    pub schedule: Scheduler,
-    /// See [`Job`].
-    pub x: Vec<f32>,
-    /// See [`Job`].
-    pub preview_every: u32,
-    /// See [`Job`].
-    pub deadline: Option<Instant>,
-    /// See [`Job`].
-    pub events: UnboundedSender<Event>,
-    /// See [`Job`].
-    pub permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Static parameters of the loop.
@@ -163,12 +121,12 @@ pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
     loop {
         if active.is_empty() {
             match rx.recv() {
-                Ok(job) => active.push(job.admitted()),
+                Ok(job) => active.push(job),
                 Err(_) => return,
             }
         }
         while let Ok(job) = rx.try_recv() {
-            active.push(job.admitted());
+            active.push(job);
         }
         let now = Instant::now();
         active.retain(|job| {
@@ -184,9 +142,9 @@ pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
             true
         });
         m.active.set(active.len() as i64);
-        let Some(bucket) = active.iter().min_by_key(|j| j.last_run).map(|j| j.latent_shape) else { continue };
+        let Some(bucket) = active.iter().min_by_key(|j| j.clock.last_run).map(|j| j.latent_shape) else { continue };
         let mut picked: Vec<usize> = (0..active.len()).filter(|&i| active[i].latent_shape == bucket).collect();
-        picked.sort_by_key(|&i| active[i].last_run);
+        picked.sort_by_key(|&i| active[i].clock.last_run);
         picked.truncate(p.max_batch.max(1));
         picked.sort_unstable();
         let finished = step_batch(&mut dit, &mut active, &picked, &p, &m);
@@ -219,7 +177,7 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
     };
     for &i in picked {
         let job = &active[i];
-        let t = job.schedule.timestep(job.step, p.timestep_scale);
+        let t = job.schedule.timestep(job.clock.step, p.timestep_scale);
         batch.latents.extend_from_slice(&job.x);
         batch.timesteps.push(t);
         batch.states.extend_from_slice(&job.cond);
@@ -258,7 +216,7 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
             guide(&mut vel, &v[row * n..(row + 1) * n], job.guidance);
             row += 1;
         }
-        let step = job.step;
+        let step = job.clock.step;
         let total = job.schedule.steps() as u32;
         let done = (step + 1) as u32;
         if job.preview_every > 0 && done.is_multiple_of(job.preview_every) && (done as usize) < job.schedule.steps() {
@@ -266,20 +224,20 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
             let _ = job.events.send(Event::Preview { step: done, x0 });
         }
         job.schedule.step(step, &mut job.x, &vel);
-        job.step += 1;
-        job.last_run = Instant::now();
+        job.clock.step += 1;
+        job.clock.last_run = Instant::now();
         m.steps.inc();
-        let elapsed = job.admitted.elapsed();
+        let elapsed = job.clock.admitted.elapsed();
         let eta = elapsed.mul_f64(f64::from(total - done) / f64::from(done));
         let _ = job.events.send(Event::Progress {
             step: done,
             total,
-            sigma: job.schedule.sigmas[job.step],
+            sigma: job.schedule.sigmas[job.clock.step],
             elapsed,
             eta,
             batch_requests: picked.len() as u32,
         });
-        if job.step == job.schedule.steps() {
+        if job.clock.step == job.schedule.steps() {
             m.outcome("completed");
             let latents = std::mem::take(&mut job.x);
             finished.push((i, Event::Done { latents, steps: total, elapsed }));

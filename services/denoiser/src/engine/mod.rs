@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use vidmesh_model::{Bundle, Manifest, Onnx, Part};
+use vidmesh_model::{Manifest, Onnx, Part};
 
 use crate::config::Config;
 use crate::error::Error;
 pub use batcher::Event;
-use batcher::{Job, JobParts, LoopParams, new_job};
+use batcher::{Clock, Job, LoopParams};
 use scheduler::{Kind, Prediction, Scheduler};
 
 /// A request after validation (the server checked shapes and ranges against the manifest).
@@ -67,8 +67,7 @@ impl Denoiser {
     /// Opens the bundle (sha256-checked), starts the model thread and warms it up with one step at the default
     /// size. Blocking: call from a blocking thread.
     pub fn load(config: &Config, onnx: &Onnx, registry: &prometheus::Registry) -> Result<Self, Error> {
-        let bundle = Bundle::open(std::path::Path::new(&config.model.bundle), &[Part::Dit])?;
-        bundle.expect_name(&config.model.name)?;
+        let bundle = config.model.open(&[Part::Dit])?;
         let m = bundle.manifest.clone();
         let prediction = Prediction::parse(&m.dit.prediction)
             .ok_or_else(|| Error::Inference(format!("dit.prediction {:?} is unknown", m.dit.prediction)))?;
@@ -161,7 +160,7 @@ impl Denoiser {
         let (cond, cond_mask) = self.pad(&req.prompt);
         let uncond = if req.guidance == 1.0 { None } else { req.negative.as_deref().map(|s| self.pad(s)) };
         let (events, rx) = unbounded_channel();
-        let job = new_job(JobParts {
+        let job = Job {
             latent_shape: req.latent_shape,
             cond,
             cond_mask,
@@ -173,7 +172,8 @@ impl Denoiser {
             deadline: req.deadline,
             events,
             permit,
-        });
+            clock: Clock::start(),
+        };
         match self.tx.try_send(job) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(Error::Overloaded { retry_after: self.retry_after }),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lru::LruCache;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
-use vidmesh_model::{Bundle, Onnx, Part};
+use vidmesh_model::{Onnx, Part};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -59,8 +59,7 @@ impl Encoder {
     /// Opens the bundle (sha256-checked), starts the model thread and warms up with the empty prompt.
     /// Blocking: call from a blocking thread.
     pub fn load(config: &Config, onnx: &Onnx, registry: &Registry) -> Result<Self, Error> {
-        let bundle = Bundle::open(std::path::Path::new(&config.model.bundle), &[Part::TextEncoder])?;
-        bundle.expect_name(&config.model.name)?;
+        let bundle = config.model.open(&[Part::TextEncoder])?;
         let spec = &bundle.manifest.text_encoder;
         let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.max_tokens)?;
         let session = onnx.session(&bundle.path(&spec.component.file))?;
