@@ -110,7 +110,14 @@ impl Onnx {
         }
         if self.config.execution_provider == ExecutionProvider::Cuda {
             let cuda = ort::ep::CUDA::default().with_device_id(self.config.device_id).build().error_on_failure();
-            builder = builder.with_execution_providers([cuda]).map_err(|e| ort_err(e.into()))?;
+            builder = builder.with_execution_providers([cuda]).map_err(|e| {
+                ModelError::Ort(format!(
+                    "execution_provider = \"cuda\" but CUDA could not be registered for {} ({e}); use the GPU build \
+                     of ONNX Runtime (scripts/fetch-onnxruntime.sh --gpu) on a machine with an NVIDIA GPU, or set \
+                     execution_provider = \"cpu\"",
+                    file.display()
+                ))
+            })?;
         }
         builder.commit_from_file(file).map_err(ort_err)
     }

@@ -86,3 +86,15 @@ fn sessions_open_on_the_cpu_provider() {
         assert!(names.contains(&io.name.as_str()), "{} not in the graph", io.name);
     }
 }
+
+#[test]
+fn cuda_requested_without_cuda_is_an_error_not_a_silent_cpu_fallback() {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let cfg = OnnxConfig { execution_provider: vidmesh_model::ExecutionProvider::Cuda, ..Default::default() };
+    let onnx = Onnx::init(&cfg, &env).expect("ORT_DYLIB_PATH must point at libonnxruntime");
+    let b = Bundle::open(&tiny(), &[Part::Dit]).unwrap();
+    let Err(err) = onnx.session(&b.path(&b.manifest.dit.component.file)) else {
+        panic!("the CPU-only library must refuse the CUDA provider")
+    };
+    assert!(err.to_string().contains("execution_provider = \"cuda\"") && err.to_string().contains("--gpu"), "{err}");
+}
