@@ -1,0 +1,96 @@
+//! Video files for vidmesh: RGB frames ⇄ MP4 (H.264 in yuv420p, `moov` before `mdat` so browsers start playing
+//! before the download ends), plus PNG/JPEG thumbnails and spritesheets. Pure Rust and bundled C (openh264); no
+//! ffmpeg at run time.
+//!
+//! Invariants: a [`Video`] always holds `frames.len() ≥ 1` frames of exactly `width × height × 3` bytes; encoding
+//! refuses odd or oversized dimensions and non-finite or non-positive fps before any work; decoding never panics
+//! on hostile bytes (truncated files, non-MP4 data, missing tracks) — it returns a [`VideoError`].
+
+mod decode;
+mod encode;
+mod still;
+
+pub use decode::decode_mp4;
+pub use encode::{EncodeOptions, encode_mp4};
+pub use still::{spritesheet, thumbnail_jpeg, thumbnail_png};
+
+/// Largest width or height accepted (H.264 level 5.2 allows 4096 × 2304 at most in practice).
+pub const MAX_DIMENSION: usize = 4096;
+
+/// Why a video could not be made or read. Messages say what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum VideoError {
+    /// The frames or options are not encodable.
+    #[error("invalid video: {0}")]
+    Invalid(String),
+    /// The bytes are not a readable H.264 MP4.
+    #[error("not a readable H.264 MP4: {0}")]
+    Unreadable(String),
+    /// The codec failed.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// Image encoding failed.
+    #[error("image: {0}")]
+    Image(String),
+}
+
+/// RGB8 frames at a frame rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Video {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Frames per second.
+    pub fps: f64,
+    /// Frames, each `width * height * 3` bytes, row-major RGB.
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Video {
+    /// Checks the invariants (see the crate docs).
+    pub fn validate(&self) -> Result<(), VideoError> {
+        let bad = |m: String| Err(VideoError::Invalid(m));
+        if self.frames.is_empty() {
+            return bad("no frames".into());
+        }
+        if self.width == 0 || self.height == 0 || self.width > MAX_DIMENSION || self.height > MAX_DIMENSION {
+            return bad(format!("{}x{} is outside 1..={MAX_DIMENSION} per side", self.width, self.height));
+        }
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
+            return bad(format!("{}x{}: yuv420p needs even width and height", self.width, self.height));
+        }
+        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 240.0) {
+            return bad(format!("fps {} must be in (0, 240]", self.fps));
+        }
+        let n = self.width * self.height * 3;
+        if let Some(i) = self.frames.iter().position(|f| f.len() != n) {
+            return bad(format!("frame {i} has {} bytes, expected {n}", self.frames[i].len()));
+        }
+        Ok(())
+    }
+
+    /// Duration in seconds.
+    pub fn duration(&self) -> f64 {
+        self.frames.len() as f64 / self.fps
+    }
+}
+
+/// Peak signal-to-noise ratio between two equally sized byte buffers, in dB (infinite when identical).
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "psnr of buffers of different sizes");
+    let mse = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / a.len() as f64;
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+}
+
+/// PSNR of the BT.601 luma of two RGB buffers, in dB. Luma is coded at full resolution, so this measures the
+/// codec; RGB PSNR also counts yuv420p's halved chroma resolution, which costs sharp saturated edges several dB
+/// whatever the quantiser.
+pub fn luma_psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "psnr of buffers of different sizes");
+    let luma = |p: &[u8]| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
+    let n = a.len() / 3;
+    let mse =
+        a.chunks_exact(3).zip(b.chunks_exact(3)).map(|(x, y)| (luma(x) - luma(y)).powi(2)).sum::<f64>() / n as f64;
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+}
