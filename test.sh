@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Every test of the repository. This is the README's test command; .ci/run calls it on a fresh machine.
-# Rust: format, lints (warnings are errors), all tests against the real vidmesh-tiny bundle on ONNX Runtime.
+# Set-up (first run only, cached after): libonnxruntime from the onnxruntime wheel, Garage (a real S3 server, built
+# with cargo, ~7 min), Debian's ffmpeg (ffprobe checks the MP4 files).
+# Then Rust: format, lints (warnings are errors), all tests against the real vidmesh-tiny bundle on ONNX Runtime;
 # Python: the model bundle's manifest, noise, world, fixtures and generate command (models/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(scripts/fetch-onnxruntime.sh)}"
-export ORT_DYLIB_PATH
+GARAGE_BIN="${GARAGE_BIN:-$(scripts/install-garage.sh)}"
+export ORT_DYLIB_PATH GARAGE_BIN
+if ! command -v ffprobe >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  echo "installing ffmpeg (ffprobe) from Debian" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null; }
+fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
