@@ -2,10 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-const FILES: [&str; 3] = [
+const FILES: [&str; 4] = [
     "vidmesh/tensor/v1/tensor.proto",
     "vidmesh/text_encoder/v1/text_encoder.proto",
     "vidmesh/denoiser/v1/denoiser.proto",
+    "vidmesh/decoder/v1/decoder.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -25,5 +25,13 @@ pub mod denoiser {
     }
 }
 
+/// `vidmesh.decoder.v1`: the decoder service.
+pub mod decoder {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("vidmesh.decoder.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every vidmesh proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vidmesh_descriptor");

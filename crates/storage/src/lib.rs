@@ -72,3 +72,32 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// `[storage]` section of a service's config.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` (a directory; the embedded default) or `s3`.
+    pub backend: String,
+    /// Root directory of the local backend.
+    pub local_root: String,
+    /// The S3 backend.
+    pub s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { backend: "local".into(), local_root: "vidmesh-data".into(), s3: S3Config::default() }
+    }
+}
+
+impl StorageConfig {
+    /// Opens the configured backend.
+    pub async fn open(&self) -> Result<std::sync::Arc<dyn Storage>, StorageError> {
+        match self.backend.as_str() {
+            "local" => Ok(std::sync::Arc::new(LocalStorage::new(&self.local_root)?)),
+            "s3" => Ok(std::sync::Arc::new(S3Storage::new(self.s3.clone()).await?)),
+            other => Err(StorageError::Config(format!("storage.backend {other:?} is not \"local\" or \"s3\""))),
+        }
+    }
+}

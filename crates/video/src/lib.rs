@@ -11,8 +11,8 @@ mod encode;
 mod still;
 
 pub use decode::decode_mp4;
-pub use encode::{EncodeOptions, encode_mp4};
-pub use still::{spritesheet, thumbnail_jpeg, thumbnail_png};
+pub use encode::{EncodeOptions, Mp4Writer, encode_mp4};
+pub use still::{png_frame, spritesheet, thumbnail_jpeg, thumbnail_png};
 
 /// Largest width or height accepted (H.264 level 5.2 allows 4096 × 2304 at most in practice).
 pub const MAX_DIMENSION: usize = 4096;

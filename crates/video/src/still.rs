@@ -55,3 +55,10 @@ pub fn spritesheet(video: &Video, columns: usize, rows: usize) -> Result<Vec<u8>
     }
     encode(&sheet, ImageFormat::Png)
 }
+
+/// PNG of one RGB frame of `width × height`.
+pub fn png_frame(width: usize, height: usize, rgb: &[u8]) -> Result<Vec<u8>, VideoError> {
+    let img = RgbImage::from_raw(width as u32, height as u32, rgb.to_vec())
+        .ok_or_else(|| VideoError::Invalid(format!("{} bytes do not make a {width}x{height} RGB frame", rgb.len())))?;
+    encode(&img, ImageFormat::Png)
+}

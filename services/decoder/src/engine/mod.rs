@@ -1,0 +1,158 @@
+//! The decoder's hot path, free of gRPC: latents → VAE decode in temporal chunks → 8-bit frames → streaming MP4
+//! encode + PNG thumbnail → storage.
+//!
+//! Invariants: latents are unscaled once (`z = x / latent_scale + latent_shift`); the VAE runs on
+//! `chunk_latent_frames` latent frames at a time and every chunk's frames go straight into the MP4 writer, so
+//! peak memory depends on the chunk and the frame size, not on the video's length (the bundle declares
+//! `decode_chunk_independent`, so chunking is exact). Frames are quantised as the reference does:
+//! clamp to [-1, 1], then round((x + 1) · 127.5) half to even.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ort::session::Session;
+use tokio::sync::Semaphore;
+use vidmesh_model::{Manifest, Onnx, Part};
+use vidmesh_runtime::TensorF32;
+use vidmesh_storage::{ObjectRef, Storage};
+use vidmesh_video::{EncodeOptions, Mp4Writer};
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// A decoded, stored video.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The MP4.
+    pub video: ObjectRef,
+    /// The PNG thumbnail.
+    pub thumbnail: ObjectRef,
+    /// Width.
+    pub width: usize,
+    /// Height.
+    pub height: usize,
+    /// Frames.
+    pub frames: usize,
+    /// Frame rate.
+    pub fps: u32,
+}
+
+/// The loaded VAE decoder and where results go.
+pub struct Decoder {
+    vae: Arc<Mutex<Session>>,
+    storage: Arc<dyn Storage>,
+    /// The bundle's manifest.
+    pub manifest: Manifest,
+    chunk: usize,
+    encode: EncodeOptions,
+    permits: Arc<Semaphore>,
+}
+
+/// 8-bit RGB frames [T][H·W·3] from one sample's decoder output [3, T, H, W] in [-1, 1].
+pub fn frames_u8(video: &[f32], t: usize, h: usize, w: usize) -> Vec<Vec<u8>> {
+    let plane = t * h * w;
+    (0..t)
+        .map(|f| {
+            let mut rgb = vec![0u8; h * w * 3];
+            for c in 0..3 {
+                let src = &video[c * plane + f * h * w..c * plane + (f + 1) * h * w];
+                for (i, v) in src.iter().enumerate() {
+                    rgb[i * 3 + c] = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round_ties_even() as u8;
+                }
+            }
+            rgb
+        })
+        .collect()
+}
+
+impl Decoder {
+    /// Opens the bundle's VAE decoder (sha256-checked) and the storage, and decodes one chunk to warm up.
+    pub async fn load(config: &Config, onnx: &Onnx) -> Result<Self, Error> {
+        let bundle = config.model.open(&[Part::VaeDecoder])?;
+        let session = onnx.session(&bundle.path(&bundle.manifest.vae.decoder.file))?;
+        if !bundle.manifest.vae.decode_chunk_independent && config.chunk_latent_frames > 0 {
+            tracing::warn!("bundle does not declare decode_chunk_independent; chunked decoding may show seams");
+        }
+        if config.qp_min > config.qp_max || config.qp_max > 51 {
+            return Err(Error::InvalidArgument(format!("qp range {}..{} is invalid", config.qp_min, config.qp_max)));
+        }
+        let this = Self {
+            vae: Arc::new(Mutex::new(session)),
+            storage: config.storage.open().await?,
+            manifest: bundle.manifest,
+            chunk: config.chunk_latent_frames.max(1),
+            encode: EncodeOptions { qp: (config.qp_min, config.qp_max), ..Default::default() },
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+        };
+        let v = &this.manifest.video;
+        let [c, _, h, w] = this.manifest.latent_shape(v.default_frames, v.default_height, v.default_width);
+        this.vae_chunk(vec![0.0; c * h * w], [c, 1, h, w]).await?;
+        Ok(this)
+    }
+
+    async fn vae_chunk(&self, z: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>, Error> {
+        let vae = self.vae.clone();
+        tokio::task::spawn_blocking(move || {
+            let [c, t, h, w] = shape;
+            let input = ort::value::Tensor::from_array(([1, c, t, h, w], z)).map_err(|e| e.to_string())?;
+            let mut session = vae.lock().map_err(|_| "VAE session lock poisoned".to_string())?;
+            let outputs = session.run(ort::inputs!["latents" => input]).map_err(|e| e.to_string())?;
+            let (_, video) = outputs["video"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+            Ok::<_, String>(video.to_vec())
+        })
+        .await
+        .map_err(|e| Error::Inference(e.to_string()))?
+        .map_err(Error::Inference)
+    }
+
+    /// Refuses at once when `max_concurrent` decodes are running.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded { retry_after: std::time::Duration::from_secs(1) })
+    }
+
+    /// Decodes `latents` ([C, T', h, w], scaled), encodes and stores them under `prefix`; `progress(done, total)`
+    /// is called after every chunk.
+    pub async fn decode(
+        &self,
+        latents: &TensorF32,
+        fps: u32,
+        prefix: &str,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Stored, Error> {
+        let m = &self.manifest;
+        let [c, t, h, w] = [latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3]];
+        let (tc, sc) = (m.vae.temporal_compression, m.vae.spatial_compression);
+        let (frames, height, width) = (t * tc, h * sc, w * sc);
+        let (scale, shift) = (m.vae.latent_scale as f32, m.vae.latent_shift as f32);
+        let mut writer = Mp4Writer::new(width, height, f64::from(fps), &self.encode)?;
+        let mut thumb = None;
+        let per_frame = h * w;
+        for t0 in (0..t).step_by(self.chunk) {
+            let n = self.chunk.min(t - t0);
+            let mut z = Vec::with_capacity(c * n * per_frame);
+            for ch in 0..c {
+                let base = (ch * t + t0) * per_frame;
+                z.extend(latents.data[base..base + n * per_frame].iter().map(|x| x / scale + shift));
+            }
+            let video = self.vae_chunk(z, [c, n, h, w]).await?;
+            for (i, f) in frames_u8(&video, n * tc, height, width).into_iter().enumerate() {
+                if t0 * tc + i == frames / 2 {
+                    thumb = Some(f.clone());
+                }
+                writer.push(&f)?;
+            }
+            progress((t0 + n) * tc, frames);
+        }
+        let mp4 = tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(|e| Error::Inference(e.to_string()))??;
+        let thumb = thumb.ok_or_else(|| Error::Inference("no middle frame".into()))?;
+        let png = vidmesh_video::png_frame(width, height, &thumb)?;
+        let video = self.storage.put(&format!("{prefix}/video.mp4"), Bytes::from(mp4), "video/mp4").await?;
+        let thumbnail = self.storage.put(&format!("{prefix}/thumbnail.png"), Bytes::from(png), "image/png").await?;
+        Ok(Stored { video, thumbnail, width, height, frames, fps })
+    }
+}

@@ -1,0 +1,121 @@
+//! The gRPC face of the decoder: validates latents against the manifest, runs the engine, streams progress.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use futures::Stream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+use vidmesh_proto::decoder::v1::{
+    DecodeEvent, DecodeProgress, DecodeRequest, StoredObject, VideoRef, decode_event::Event as Ev,
+    decoder_server::Decoder as DecoderRpc,
+};
+use vidmesh_runtime::{Drain, TensorF32};
+use vidmesh_storage::{ObjectRef, validate_key};
+
+use crate::config::Config;
+use crate::engine::{Decoder, Stored};
+use crate::error::Error;
+
+/// Shared by the handlers and the loader.
+pub struct State {
+    /// Set once the model is loaded and warm.
+    pub decoder: OnceLock<Decoder>,
+    /// Refuses new work once shutdown starts.
+    pub drain: Drain,
+    /// The service configuration.
+    pub config: Config,
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct Service(pub Arc<State>);
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<DecodeEvent, Status>> + Send>>;
+
+fn bad(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+/// Checks the request against the manifest; returns the latents and fps.
+pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32), Error> {
+    let m = &d.manifest;
+    if !req.model.is_empty() && req.model != m.model.name {
+        return Err(Error::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() });
+    }
+    let latents = TensorF32::from_proto("latents", req.latents.as_ref())?;
+    let (tc, sc) = (m.vae.temporal_compression, m.vae.spatial_compression);
+    let ok_shape = match latents.shape[..] {
+        [c, t, h, w] => {
+            c == m.vae.latent_channels
+                && m.video.frames.contains(&((t * tc) as u32))
+                && m.video.sizes.contains(&[(h * sc) as u32, (w * sc) as u32])
+        }
+        _ => false,
+    };
+    if !ok_shape {
+        return Err(bad(format!(
+            "latents has shape {:?}; expected [{}, frames/{tc}, height/{sc}, width/{sc}] for frames in {:?} and \
+             sizes in {:?}",
+            latents.shape, m.vae.latent_channels, m.video.frames, m.video.sizes
+        )));
+    }
+    let fps = if req.fps == 0 { m.video.default_fps } else { req.fps };
+    if !m.video.fps.contains(&fps) {
+        return Err(bad(format!("fps {fps} is not supported; use one of {:?}", m.video.fps)));
+    }
+    if req.output_prefix.is_empty() {
+        return Err(bad("output_prefix is empty (e.g. \"jobs/<id>\")".into()));
+    }
+    validate_key(&req.output_prefix).map_err(|e| bad(format!("output_prefix: {e}")))?;
+    Ok((latents, fps))
+}
+
+fn object(o: &ObjectRef, content_type: &str) -> StoredObject {
+    StoredObject { uri: o.uri.clone(), sha256: o.sha256.clone(), bytes: o.bytes, content_type: content_type.into() }
+}
+
+fn video_ref(s: &Stored) -> VideoRef {
+    VideoRef {
+        video: Some(object(&s.video, "video/mp4")),
+        thumbnail: Some(object(&s.thumbnail, "image/png")),
+        width: s.width as u32,
+        height: s.height as u32,
+        frames: s.frames as u32,
+        fps: s.fps,
+        duration_seconds: s.frames as f64 / f64::from(s.fps),
+    }
+}
+
+#[tonic::async_trait]
+impl DecoderRpc for Service {
+    type DecodeStream = EventStream;
+
+    async fn decode(&self, request: Request<DecodeRequest>) -> Result<Response<EventStream>, Status> {
+        if self.0.drain.draining() {
+            return Err(Error::Draining.into());
+        }
+        let d = self.0.decoder.get().ok_or(Error::NotReady)?;
+        let req = request.into_inner();
+        let (latents, fps) = validate(d, &req)?;
+        let permit = d.admit()?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = self.0.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(d) = state.decoder.get() else { return };
+            let progress_tx = tx.clone();
+            let result = d
+                .decode(&latents, fps, &req.output_prefix, |done, total| {
+                    let p = DecodeProgress { frames_done: done as u32, frames_total: total as u32 };
+                    let _ = progress_tx.send(Ok(DecodeEvent { event: Some(Ev::Progress(p)) }));
+                })
+                .await;
+            let _ = tx.send(match result {
+                Ok(s) => Ok(DecodeEvent { event: Some(Ev::Completed(video_ref(&s))) }),
+                Err(e) => Err(e.into()),
+            });
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,145 @@
+//! The decoder served in-process on 127.0.0.1:0 with the vidmesh-tiny bundle and local storage in a temp dir.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use vidmesh_decoder::{Config, Options, SERVICE_NAME, serve_with};
+use vidmesh_proto::decoder::v1::{DecodeRequest, VideoRef, decode_event::Event as Ev, decoder_client::DecoderClient};
+use vidmesh_runtime::TensorF32;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(case: usize, name: &str) -> TensorF32 {
+    let bytes = std::fs::read(repo().join(format!("models/fixtures/vidmesh-tiny/case{case}.safetensors"))).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    TensorF32::new(
+        t.shape().to_vec(),
+        t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+    )
+}
+
+async fn start(chunk: usize, root: &std::path::Path) -> (DecoderClient<Channel>, CancellationToken) {
+    let mut config = Config::default();
+    config.model.bundle = repo().join("models/vidmesh-tiny").display().to_string();
+    config.storage.local_root = root.display().to_string();
+    config.chunk_latent_frames = chunk;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let opts = Options {
+        env: std::env::vars().collect(),
+        registry: prometheus::Registry::new(),
+        metrics_listener: None,
+        load_gate: std::future::ready(()),
+    };
+    tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest { service: SERVICE_NAME.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    while watch.message().await.unwrap().unwrap().status != 1 {}
+    (DecoderClient::new(channel), shutdown)
+}
+
+async fn decode(
+    client: &mut DecoderClient<Channel>,
+    req: DecodeRequest,
+) -> Result<(Vec<u32>, VideoRef), tonic::Status> {
+    let mut stream = client.decode(req).await?.into_inner();
+    let mut progress = vec![];
+    while let Some(ev) = stream.message().await? {
+        match ev.event.unwrap() {
+            Ev::Progress(p) => progress.push(p.frames_done),
+            Ev::Completed(v) => return Ok((progress, v)),
+            Ev::Encoding(_) => {}
+        }
+    }
+    panic!("stream ended without a result")
+}
+
+fn req(latents: &TensorF32, prefix: &str) -> DecodeRequest {
+    DecodeRequest { latents: Some(latents.to_proto()), output_prefix: prefix.into(), ..Default::default() }
+}
+
+fn path_of(uri: &str) -> PathBuf {
+    PathBuf::from(uri.strip_prefix("file://").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latents_become_a_stored_mp4_matching_the_reference_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut client, _stop) = start(1, dir.path()).await;
+    for case in [0usize, 2] {
+        let latents = fixture(case, "latents_final");
+        let (progress, v) = decode(&mut client, req(&latents, &format!("jobs/case{case}"))).await.unwrap();
+        let frames = latents.shape[1] * 4;
+        assert_eq!(progress, (1..=latents.shape[1]).map(|k| (k * 4) as u32).collect::<Vec<_>>(), "one event per chunk");
+        assert_eq!((v.frames as usize, v.fps, v.width as usize), (frames, 8, latents.shape[3] * 4));
+        assert!((v.duration_seconds - frames as f64 / 8.0).abs() < 1e-9);
+        let stored = v.video.unwrap();
+        let mp4 = std::fs::read(path_of(&stored.uri)).unwrap();
+        assert_eq!((mp4.len() as u64, vidmesh_storage::sha256_hex(&mp4)), (stored.bytes, stored.sha256));
+        let thumb = v.thumbnail.unwrap();
+        assert!(image_header(&std::fs::read(path_of(&thumb.uri)).unwrap()));
+
+        // The reference frames: the Python sampler's decoded video, quantised the same way.
+        let want = fixture(case, "video");
+        let (t, h, w) = (want.shape[1], want.shape[2], want.shape[3]);
+        let want = vidmesh_decoder::engine::frames_u8(&want.data, t, h, w);
+        let got = vidmesh_video::decode_mp4(&mp4).unwrap();
+        assert_eq!(got.frames.len(), frames);
+        let worst =
+            want.iter().zip(&got.frames).map(|(a, b)| vidmesh_video::luma_psnr(a, b)).fold(f64::INFINITY, f64::min);
+        assert!(worst >= 38.0, "case {case}: worst luma PSNR {worst:.1} dB against the reference frames");
+    }
+}
+
+fn image_header(b: &[u8]) -> bool {
+    b.starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_decoding_is_exact() {
+    let latents = fixture(2, "latents_final");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut one, _s1) = start(1, a.path()).await;
+    let (mut all, _s2) = start(64, b.path()).await;
+    let (_, x) = decode(&mut one, req(&latents, "v")).await.unwrap();
+    let (_, y) = decode(&mut all, req(&latents, "v")).await.unwrap();
+    assert_eq!(x.video.unwrap().sha256, y.video.unwrap().sha256, "chunk size 1 and whole-video decode agree");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut client, _stop) = start(2, dir.path()).await;
+    let good = fixture(3, "latents_final");
+    let wrong = TensorF32::new(vec![8, 3, 16, 16], vec![0.0; 8 * 3 * 256]);
+    let mut nan = good.clone();
+    nan.data[5] = f32::NAN;
+    let cases = [
+        (req(&wrong, "x"), "latents has shape [8, 3, 16, 16]"),
+        (req(&nan, "x"), "non-finite"),
+        (req(&good, "../escape"), "output_prefix"),
+        (req(&good, ""), "output_prefix is empty"),
+        (DecodeRequest { fps: 1000, ..req(&good, "x") }, "fps 1000"),
+        (DecodeRequest { latents: None, ..req(&good, "x") }, "latents is missing"),
+    ];
+    for (r, text) in cases {
+        let err = decode(&mut client, r).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains(text), "{:?} lacks {text:?}", err.message());
+    }
+    assert!(!dir.path().join("../escape").exists());
+    decode(&mut client, req(&good, "still/up")).await.unwrap();
+}
