@@ -195,6 +195,24 @@ async fn text_encoder_latency(env: &HashMap<String, String>, iters: usize, out: 
     Ok(())
 }
 
+/// Runs the decoder_memory binary (next to this one) once per size: peak RSS is a per-process high-water mark.
+fn decoder_memory(out: &mut String) -> Result<()> {
+    let exe = std::env::current_exe()?.with_file_name("decoder_memory");
+    out.push_str("\n## Decoder peak memory (VAE in chunks of 2 latent frames → MP4 → local storage, 64x64)\n\n");
+    out.push_str("| frames | peak RSS MiB | after model load MiB |\n|---|---|---|\n");
+    for frames in [16usize, 64, 256] {
+        let o = std::process::Command::new(&exe).arg(frames.to_string()).output().context("running decoder_memory")?;
+        anyhow::ensure!(o.status.success(), "decoder_memory failed: {}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let field = |k: &str| -> Result<f64> {
+            let v = text.split_whitespace().find_map(|w| w.strip_prefix(k)).context("decoder_memory output")?;
+            Ok(v.parse::<f64>()? / 1024.0)
+        };
+        out.push_str(&format!("| {frames} | {:.1} | {:.1} |\n", field("peak_rss_kib=")?, field("after_load_kib=")?));
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -211,6 +229,7 @@ async fn main() -> Result<()> {
     dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
     denoiser_throughput(&env, if quick { 4 } else { 16 }, &mut out).await?;
     text_encoder_latency(&env, if quick { 20 } else { 200 }, &mut out).await?;
+    decoder_memory(&mut out)?;
     print!("{out}");
     if let Some(p) = out_path {
         std::fs::write(&p, &out).with_context(|| format!("writing {}", p.display()))?;

@@ -1,0 +1,35 @@
+//! Peak memory of one decode: `decoder_memory <frames> [chunk_latent_frames]` decodes seeded latents of a
+//! `frames`×64×64 video through the decoder engine (VAE in temporal chunks → MP4 → local storage in a temp dir)
+//! and prints `frames=<n> chunk=<k> peak_rss_kib=<VmHWM>`. Run once per process: VmHWM is a high-water mark.
+
+use anyhow::{Context as _, Result};
+use vidmesh_model::{Onnx, OnnxConfig};
+use vidmesh_runtime::TensorF32;
+
+fn vm_hwm_kib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
+    Ok(line.split_whitespace().nth(1).context("VmHWM value")?.parse()?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let frames: usize = args.get(1).context("usage: decoder_memory <frames> [chunk]")?.parse()?;
+    let chunk: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(2);
+    let env = std::env::vars().collect();
+    let onnx = Onnx::init(&OnnxConfig::default(), &env)?;
+    let dir = tempfile::tempdir()?;
+    let mut config = vidmesh_decoder::Config::default();
+    config.model.bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/vidmesh-tiny").into();
+    config.storage.local_root = dir.path().display().to_string();
+    config.chunk_latent_frames = chunk;
+    let decoder = vidmesh_decoder::engine::Decoder::load(&config, &onnx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shape = vec![8, frames / 4, 16, 16];
+    let n = shape.iter().product();
+    let latents = TensorF32::new(shape, vidmesh_denoiser::engine::noise::gaussian(1, n));
+    let before = vm_hwm_kib()?;
+    decoder.decode(&latents, 8, "bench", |_, _| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("frames={frames} chunk={chunk} peak_rss_kib={} after_load_kib={before}", vm_hwm_kib()?);
+    Ok(())
+}
