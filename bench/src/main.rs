@@ -227,7 +227,7 @@ async fn main() -> Result<()> {
          scripts/fetch-onnxruntime.sh).\n"
     );
     dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
-    denoiser_throughput(&env, if quick { 4 } else { 16 }, &mut out).await?;
+    denoiser_throughput(&env, if quick { 4 } else { 64 }, &mut out).await?;
     text_encoder_latency(&env, if quick { 20 } else { 200 }, &mut out).await?;
     decoder_memory(&mut out)?;
     print!("{out}");
