@@ -60,6 +60,22 @@ pub enum Part {
     VaeDecoder,
 }
 
+/// (file, sha256) of every file the given parts use.
+pub(crate) fn files_of(m: &Manifest, parts: &[Part]) -> Vec<(String, String)> {
+    parts
+        .iter()
+        .flat_map(|p| match p {
+            Part::TextEncoder => vec![
+                (m.text_encoder.component.file.clone(), m.text_encoder.component.sha256.clone()),
+                (m.text_encoder.tokenizer.clone(), m.text_encoder.tokenizer_sha256.clone()),
+            ],
+            Part::Dit => vec![(m.dit.component.file.clone(), m.dit.component.sha256.clone())],
+            Part::VaeEncoder => vec![(m.vae.encoder.file.clone(), m.vae.encoder.sha256.clone())],
+            Part::VaeDecoder => vec![(m.vae.decoder.file.clone(), m.vae.decoder.sha256.clone())],
+        })
+        .collect()
+}
+
 /// A validated bundle on local disk.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -109,19 +125,7 @@ impl Bundle {
     }
 
     fn files(&self, parts: &[Part]) -> Vec<(String, String)> {
-        let m = &self.manifest;
-        parts
-            .iter()
-            .flat_map(|p| match p {
-                Part::TextEncoder => vec![
-                    (m.text_encoder.component.file.clone(), m.text_encoder.component.sha256.clone()),
-                    (m.text_encoder.tokenizer.clone(), m.text_encoder.tokenizer_sha256.clone()),
-                ],
-                Part::Dit => vec![(m.dit.component.file.clone(), m.dit.component.sha256.clone())],
-                Part::VaeEncoder => vec![(m.vae.encoder.file.clone(), m.vae.encoder.sha256.clone())],
-                Part::VaeDecoder => vec![(m.vae.decoder.file.clone(), m.vae.decoder.sha256.clone())],
-            })
-            .collect()
+        files_of(&self.manifest, parts)
     }
 
     /// Absolute path of a file named in the manifest.
@@ -146,22 +150,48 @@ impl Bundle {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Bundle directory (holding model.toml).
+    /// Bundle: a directory holding model.toml, or `s3://bucket/prefix` (downloaded into `cache_dir`).
     pub bundle: String,
     /// Expected model name; empty = whatever the bundle holds. A different name refuses to start.
     pub name: String,
+    /// Where `s3://` bundles are downloaded (an emptyDir or a node-local volume in Kubernetes).
+    pub cache_dir: String,
+    /// Endpoint, region and credentials for `s3://` bundles (the bucket comes from the URI).
+    pub s3: vidmesh_storage::S3Config,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { bundle: "models/vidmesh-tiny".into(), name: String::new() }
+        Self {
+            bundle: "models/vidmesh-tiny".into(),
+            name: String::new(),
+            cache_dir: std::env::temp_dir().join("vidmesh-bundles").display().to_string(),
+            s3: vidmesh_storage::S3Config::default(),
+        }
     }
 }
 
 impl ModelConfig {
-    /// Opens the configured bundle, verifying `parts`, and checks its name.
+    /// Opens the configured bundle (downloading it first when it is an `s3://` URI), verifying `parts`, and checks
+    /// its name. Blocking; callable from any thread, async context included (the download runs on a thread and
+    /// runtime of its own).
     pub fn open(&self, parts: &[Part]) -> Result<Bundle, ModelError> {
-        let bundle = Bundle::open(Path::new(&self.bundle), parts)?;
+        let dir = if self.bundle.starts_with("s3://") {
+            let (uri, s3, cache) = (self.bundle.clone(), self.s3.clone(), PathBuf::from(&self.cache_dir));
+            let parts = parts.to_vec();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| ModelError::Mismatch(format!("runtime for the bundle download: {e}")))?
+                    .block_on(crate::fetch::fetch_s3(&uri, &s3, &cache, &parts))
+            })
+            .join()
+            .map_err(|_| ModelError::Mismatch("bundle download thread panicked".into()))??
+        } else {
+            PathBuf::from(&self.bundle)
+        };
+        let bundle = Bundle::open(&dir, parts)?;
         bundle.expect_name(&self.name)?;
         Ok(bundle)
     }

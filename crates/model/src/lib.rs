@@ -6,10 +6,12 @@
 //! loads libonnxruntime once per process and never falls back to the CPU silently when CUDA was asked for.
 
 mod bundle;
+mod fetch;
 mod manifest;
 mod onnx;
 
 pub use bundle::{Bundle, ModelConfig, ModelError, Part, sha256_file};
+pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{
     Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, SchedulerSpec, TextEncoderSpec, VaeSpec, VideoSpec,
 };

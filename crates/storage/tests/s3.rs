@@ -3,106 +3,11 @@
 //! (scripts/install-garage.sh, run by .ci/run) or PATH.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::process::{Child, Command};
 use vidmesh_storage::{S3Config, S3Storage, Storage, StorageError, sha256_hex};
-
-fn garage_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("GARAGE_BIN") {
-        return p.into();
-    }
-    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/vidmesh/garage/bin/garage");
-    if cached.exists() { cached } else { "garage".into() }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Garage {
-    _dir: tempfile::TempDir,
-    _server: Child,
-    config: S3Config,
-}
-
-async fn garage(cfg: &std::path::Path, args: &[&str]) -> String {
-    let out =
-        Command::new(garage_bin()).arg("-c").arg(cfg).args(args).output().await.unwrap_or_else(|e| {
-            panic!("cannot run {}: {e} (scripts/install-garage.sh builds it)", garage_bin().display())
-        });
-    assert!(out.status.success(), "garage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn start_garage() -> Garage {
-    let dir = tempfile::tempdir().unwrap();
-    let (rpc, s3, admin) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("garage.toml");
-    let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
-    std::fs::write(
-        &cfg,
-        format!(
-            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
-             rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
-             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\nroot_domain = \".s3.garage.localhost\"\n\
-             [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
-            d = dir.path().display()
-        ),
-    )
-    .unwrap();
-    let server = Command::new(garage_bin())
-        .arg("-c")
-        .arg(&cfg)
-        .arg("server")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {}: {e} (scripts/install-garage.sh builds it)", garage_bin().display())
-        });
-    // Wait for the node to answer (a readiness poll on the real condition, bounded).
-    let node = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let out = Command::new(garage_bin()).arg("-c").arg(&cfg).arg("status").output().await.unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success()
-                && let Some(line) = text.lines().skip_while(|l| !l.contains("HEALTHY NODES")).nth(2)
-                && let Some(id) = line.split_whitespace().next()
-            {
-                return id.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("garage became healthy");
-    garage(&cfg, &["layout", "assign", "-z", "dc1", "-c", "1G", &node]).await;
-    garage(&cfg, &["layout", "apply", "--version", "1"]).await;
-    garage(&cfg, &["bucket", "create", "videos"]).await;
-    let key = garage(&cfg, &["key", "create", "vidmesh-test"]).await;
-    let field = |name: &str| {
-        key.lines().find(|l| l.starts_with(name)).and_then(|l| l.split(':').nth(1)).unwrap().trim().to_string()
-    };
-    let (id, secret_key) = (field("Key ID"), field("Secret key"));
-    garage(&cfg, &["bucket", "allow", "--read", "--write", "--owner", "videos", "--key", "vidmesh-test"]).await;
-    let config = S3Config {
-        bucket: "videos".into(),
-        region: "garage".into(),
-        endpoint: format!("http://127.0.0.1:{s3}"),
-        force_path_style: true,
-        access_key_id: id,
-        secret_access_key: secret_key,
-        prefix: "test/".into(),
-        multipart_threshold: 6 << 20,
-        part_size: 5 << 20,
-    };
-    Garage { _dir: dir, _server: server, config }
-}
+use vidmesh_testkit::start_garage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_round_trip_multipart_and_presigned_urls_against_garage() {

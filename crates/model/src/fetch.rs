@@ -1,0 +1,56 @@
+//! Bundles from object storage: `s3://bucket/prefix` is downloaded into a local cache (only `model.toml` and the
+//! files of the parts a service uses), every file checked against the manifest's sha256; files already cached with
+//! the right hash are not downloaded again. The result is an ordinary local bundle directory.
+
+use std::path::{Path, PathBuf};
+
+use vidmesh_storage::{S3Config, S3Storage, Storage};
+
+use crate::bundle::{ModelError, Part, sha256_file};
+use crate::manifest::Manifest;
+
+fn err(uri: &str, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Mismatch(format!("fetching bundle {uri}: {e}"))
+}
+
+/// Splits `s3://bucket/prefix` into bucket and key prefix (with a trailing `/`, or empty).
+pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return None;
+    }
+    let prefix = prefix.trim_end_matches('/');
+    Some((bucket.to_string(), if prefix.is_empty() { String::new() } else { format!("{prefix}/") }))
+}
+
+/// Downloads the bundle at `uri` into `cache` and returns the local directory.
+pub async fn fetch_s3(uri: &str, s3: &S3Config, cache: &Path, parts: &[Part]) -> Result<PathBuf, ModelError> {
+    let (bucket, prefix) = parse_s3_uri(uri).ok_or_else(|| err(uri, "not an s3://bucket/prefix URI"))?;
+    let storage = S3Storage::new(S3Config { bucket: bucket.clone(), prefix: prefix.clone(), ..s3.clone() })
+        .await
+        .map_err(|e| err(uri, e))?;
+    let dir = cache.join(&bucket).join(prefix.trim_end_matches('/'));
+    std::fs::create_dir_all(&dir).map_err(|e| ModelError::Io { path: dir.clone(), source: e })?;
+    let toml = storage.get("model.toml").await.map_err(|e| err(uri, e))?;
+    let text = std::str::from_utf8(&toml).map_err(|e| err(uri, e))?;
+    let manifest = Manifest::parse(text).map_err(|e| err(uri, format!("model.toml: {e}")))?;
+    for (file, sha) in crate::bundle::files_of(&manifest, parts) {
+        let path = dir.join(&file);
+        if path.exists() && sha256_file(&path).is_ok_and(|h| h.eq_ignore_ascii_case(&sha)) {
+            continue;
+        }
+        let bytes = storage.get(&file).await.map_err(|e| err(uri, e))?;
+        let actual = vidmesh_storage::sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(&sha) {
+            return Err(ModelError::Checksum { path: PathBuf::from(format!("{uri}/{file}")), expected: sha, actual });
+        }
+        let tmp = dir.join(format!(".{file}.part"));
+        std::fs::write(&tmp, &bytes).map_err(|e| ModelError::Io { path: tmp.clone(), source: e })?;
+        std::fs::rename(&tmp, &path).map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
+    }
+    // model.toml last: a directory with a manifest is complete.
+    std::fs::write(dir.join("model.toml"), &toml)
+        .map_err(|e| ModelError::Io { path: dir.join("model.toml"), source: e })?;
+    Ok(dir)
+}
