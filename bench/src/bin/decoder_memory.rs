@@ -29,7 +29,7 @@ async fn main() -> Result<()> {
     let n = shape.iter().product();
     let latents = TensorF32::new(shape, vidmesh_denoiser::engine::noise::gaussian(1, n));
     let before = vm_hwm_kib()?;
-    decoder.decode(&latents, 8, "bench", |_, _| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    decoder.decode(&latents, 8, "bench", &Default::default(), |_, _| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("frames={frames} chunk={chunk} peak_rss_kib={} after_load_kib={before}", vm_hwm_kib()?);
     Ok(())
 }

@@ -96,8 +96,8 @@ impl Signer {
         };
         this.sign_mp4(&probe, "probe.mp4", &claim).map_err(|e| {
             ProvenanceError::Config(format!(
-                "the certificate or key was refused ({e}); C2PA needs a CA-issued leaf (not self-signed) with the \
-                 digitalSignature key usage, an allowed EKU such as emailProtection or documentSigning, and an \
+                "the certificate or key was refused ({e}); C2PA needs a CA-issued leaf (not self-signed) with a subject \
+                 organization (O), the digitalSignature key usage, an allowed EKU such as emailProtection or documentSigning, and an \
                  authority key identifier, plus its ES256 PKCS#8 private key"
             ))
         })?;

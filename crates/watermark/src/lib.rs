@@ -19,7 +19,7 @@ mod detect;
 mod pattern;
 
 pub use detect::{Detection, detect};
-pub use pattern::{Key, Params, embed};
+pub use pattern::{Embedder, Key, Params, embed, psnr_of};
 
 /// Tile side in pixels at the video's own resolution.
 pub const TILE: usize = 64;

@@ -101,28 +101,48 @@ fn mask(y: &[f64], w: usize, h: usize) -> Vec<f64> {
     m.iter().map(|v| (v / mean).clamp(0.5, 2.0)).collect()
 }
 
-/// Embeds the key's watermark into every frame; returns the PSNR (dB) of the change over the whole video.
-pub fn embed(key: &Key, video: &mut Video, params: &Params) -> f64 {
-    let t = tile(key);
-    let (w, h) = (video.width, video.height);
-    let mut se = 0.0;
-    let mut n = 0usize;
-    for frame in &mut video.frames {
+/// Embeds one key's watermark frame by frame (for writers that stream frames).
+pub struct Embedder {
+    tile: Vec<f64>,
+    params: Params,
+}
+
+impl Embedder {
+    /// An embedder for `key`.
+    pub fn new(key: &Key, params: Params) -> Self {
+        Self { tile: tile(key), params }
+    }
+
+    /// Embeds into one RGB frame of `w × h` in place; returns the squared error summed over its samples.
+    pub fn embed_frame(&self, frame: &mut [u8], w: usize, h: usize) -> f64 {
         let m = mask(&luma(frame), w, h);
         let norm = (m.iter().map(|v| v * v).sum::<f64>() / m.len() as f64).sqrt();
+        let mut se = 0.0;
         for j in 0..h {
             for i in 0..w {
-                let d = params.strength * m[j * w + i] / norm * t[(j % TILE) * TILE + i % TILE];
+                let d = self.params.strength * m[j * w + i] / norm * self.tile[(j % TILE) * TILE + i % TILE];
                 for c in 0..3 {
                     let p = &mut frame[(j * w + i) * 3 + c];
                     let v = (f64::from(*p) + d).round().clamp(0.0, 255.0);
                     se += (v - f64::from(*p)).powi(2);
-                    n += 1;
                     *p = v as u8;
                 }
             }
         }
+        se
     }
-    let mse = se / n as f64;
+}
+
+/// PSNR in dB of a summed squared error over `samples` 8-bit samples.
+pub fn psnr_of(se: f64, samples: usize) -> f64 {
+    let mse = se / samples.max(1) as f64;
     if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+}
+
+/// Embeds the key's watermark into every frame; returns the PSNR (dB) of the change over the whole video.
+pub fn embed(key: &Key, video: &mut Video, params: &Params) -> f64 {
+    let e = Embedder::new(key, *params);
+    let (w, h) = (video.width, video.height);
+    let se: f64 = video.frames.iter_mut().map(|f| e.embed_frame(f, w, h)).sum();
+    psnr_of(se, video.frames.len() * w * h * 3)
 }

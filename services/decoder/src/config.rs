@@ -29,6 +29,33 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Largest request message accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Invisible watermark.
+    pub watermark: WatermarkConfig,
+    /// C2PA signing.
+    pub c2pa: C2paConfig,
+}
+
+/// `[watermark]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// 64 hex digits (a 256-bit key, from a Secret in production, e.g. `VIDMESH__WATERMARK__KEY_HEX`); empty = videos
+    /// are not watermarked (a warning is logged at start-up).
+    pub key_hex: String,
+    /// RMS luma change in 8-bit levels; 0 = the default (1.9, ≥ 42 dB PSNR).
+    pub strength: f64,
+}
+
+/// `[c2pa]`: the signing credentials; all empty = videos are not signed (a warning is logged at start-up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct C2paConfig {
+    /// PEM certificate chain (leaf first; CA-issued, c2pa refuses self-signed leaves).
+    pub cert_chain_path: String,
+    /// PEM PKCS#8 ES256 private key of the leaf.
+    pub private_key_path: String,
+    /// PEM trust anchors used to verify each manifest right after signing.
+    pub trust_anchors_path: String,
 }
 
 impl Default for Config {
@@ -44,6 +71,8 @@ impl Default for Config {
             qp_max: 24,
             max_concurrent: 4,
             max_request_bytes: 64 << 20,
+            watermark: WatermarkConfig::default(),
+            c2pa: C2paConfig::default(),
         }
     }
 }

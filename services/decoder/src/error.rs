@@ -42,6 +42,9 @@ pub enum Error {
     /// Encoding the MP4 failed.
     #[error(transparent)]
     Video(#[from] vidmesh_video::VideoError),
+    /// C2PA signing failed or is misconfigured.
+    #[error(transparent)]
+    Provenance(#[from] vidmesh_provenance::ProvenanceError),
     /// ONNX Runtime failed during a run.
     #[error("inference: {0}")]
     Inference(String),
@@ -57,7 +60,7 @@ impl From<Error> for Status {
                 vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after)
             }
             Error::NotReady | Error::Draining => Status::unavailable(e.to_string()),
-            Error::Model(_) | Error::Storage(_) | Error::Video(_) | Error::Inference(_) => {
+            Error::Model(_) | Error::Storage(_) | Error::Video(_) | Error::Provenance(_) | Error::Inference(_) => {
                 vidmesh_runtime::status::internal(&e)
             }
         }

@@ -14,7 +14,7 @@ use vidmesh_runtime::{Drain, TensorF32};
 use vidmesh_storage::{ObjectRef, validate_key};
 
 use crate::config::Config;
-use crate::engine::{Decoder, Stored};
+use crate::engine::{Decoder, Generation, Stored};
 use crate::error::Error;
 
 /// Shared by the handlers and the loader.
@@ -37,8 +37,8 @@ fn bad(msg: String) -> Error {
     Error::InvalidArgument(msg)
 }
 
-/// Checks the request against the manifest; returns the latents and fps.
-pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32), Error> {
+/// Checks the request against the manifest; returns the latents, fps and generation record.
+pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32, Generation), Error> {
     let m = &d.manifest;
     if !req.model.is_empty() && req.model != m.model.name {
         return Err(Error::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() });
@@ -68,7 +68,20 @@ pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32), Er
         return Err(bad("output_prefix is empty (e.g. \"jobs/<id>\")".into()));
     }
     validate_key(&req.output_prefix).map_err(|e| bad(format!("output_prefix: {e}")))?;
-    Ok((latents, fps))
+    if !(req.prompt_sha256.is_empty()
+        || (req.prompt_sha256.len() == 64 && req.prompt_sha256.bytes().all(|b| b.is_ascii_hexdigit())))
+    {
+        return Err(bad("prompt_sha256 must be 64 hex digits".into()));
+    }
+    let parameters = if req.parameters_json.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_str::<serde_json::Value>(&req.parameters_json) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => return Err(bad("parameters_json must be a JSON object".into())),
+        }
+    };
+    Ok((latents, fps, Generation { prompt_sha256: req.prompt_sha256.to_lowercase(), parameters }))
 }
 
 fn object(o: &ObjectRef, content_type: &str) -> StoredObject {
@@ -84,6 +97,9 @@ fn video_ref(s: &Stored) -> VideoRef {
         frames: s.frames as u32,
         fps: s.fps,
         duration_seconds: s.frames as f64 / f64::from(s.fps),
+        watermarked: s.watermark_psnr.is_some(),
+        watermark_psnr_db: s.watermark_psnr.unwrap_or(0.0),
+        c2pa_signed: s.signed,
     }
 }
 
@@ -97,7 +113,7 @@ impl DecoderRpc for Service {
         }
         let d = self.0.decoder.get().ok_or(Error::NotReady)?;
         let req = request.into_inner();
-        let (latents, fps) = validate(d, &req)?;
+        let (latents, fps, generation) = validate(d, &req)?;
         let permit = d.admit()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let state = self.0.clone();
@@ -106,7 +122,7 @@ impl DecoderRpc for Service {
             let Some(d) = state.decoder.get() else { return };
             let progress_tx = tx.clone();
             let result = d
-                .decode(&latents, fps, &req.output_prefix, |done, total| {
+                .decode(&latents, fps, &req.output_prefix, &generation, |done, total| {
                     let p = DecodeProgress { frames_done: done as u32, frames_total: total as u32 };
                     let _ = progress_tx.send(Ok(DecodeEvent { event: Some(Ev::Progress(p)) }));
                 })

@@ -27,10 +27,19 @@ fn fixture(case: usize, name: &str) -> TensorF32 {
 }
 
 async fn start(chunk: usize, root: &std::path::Path) -> (DecoderClient<Channel>, CancellationToken) {
+    start_with(chunk, root, |_| {}).await
+}
+
+async fn start_with(
+    chunk: usize,
+    root: &std::path::Path,
+    edit: impl FnOnce(&mut Config),
+) -> (DecoderClient<Channel>, CancellationToken) {
     let mut config = Config::default();
     config.model.bundle = repo().join("models/vidmesh-tiny").display().to_string();
     config.storage.local_root = root.display().to_string();
     config.chunk_latent_frames = chunk;
+    edit(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -40,14 +49,18 @@ async fn start(chunk: usize, root: &std::path::Path) -> (DecoderClient<Channel>,
         metrics_listener: None,
         load_gate: std::future::ready(()),
     };
-    tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
+    let mut server = tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest { service: SERVICE_NAME.into() })
         .await
         .unwrap()
         .into_inner();
-    while watch.message().await.unwrap().unwrap().status != 1 {}
+    let serving = async { while watch.message().await.unwrap().unwrap().status != 1 {} };
+    tokio::select! {
+        () = serving => {}
+        ended = &mut server => panic!("the decoder stopped before serving: {ended:?}"),
+    }
     (DecoderClient::new(channel), shutdown)
 }
 
@@ -142,4 +155,75 @@ async fn bad_requests_get_clear_errors() {
     }
     assert!(!dir.path().join("../escape").exists());
     decode(&mut client, req(&good, "still/up")).await.unwrap();
+}
+
+/// A development PKI for C2PA (CA + leaf with the extensions c2pa requires), written to `dir`.
+fn dev_pki(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "vidmesh development CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, "vidmesh decoder");
+    leaf.distinguished_name.push(DnType::OrganizationName, "vidmesh tests"); // c2pa requires the signer's O
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+    leaf.use_authority_key_identifier_extension = true;
+    let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p.display().to_string()
+    };
+    (write("chain.pem", cert.pem()), write("key.pem", key.serialize_pem()), write("anchors.pem", ca_cert.pem()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_watermarked_and_c2pa_signed_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chain, key, anchors) = dev_pki(dir.path());
+    let anchors_pem = std::fs::read(&anchors).unwrap();
+    let (mut client, _stop) = start_with(2, &dir.path().join("store"), |c| {
+        c.watermark.key_hex = "11".repeat(32);
+        c.c2pa.cert_chain_path = chain;
+        c.c2pa.private_key_path = key;
+        c.c2pa.trust_anchors_path = anchors;
+    })
+    .await;
+    let latents = fixture(0, "latents_final");
+    let request = DecodeRequest {
+        prompt_sha256: "AB".repeat(32),
+        parameters_json: r#"{"seed": 42, "steps": 30}"#.into(),
+        ..req(&latents, "signed")
+    };
+    let (_, v) = decode(&mut client, request).await.unwrap();
+    assert!(v.watermarked && v.c2pa_signed, "{v:?}");
+    assert!(v.watermark_psnr_db >= 42.0, "watermark PSNR {}", v.watermark_psnr_db);
+    let mp4 = std::fs::read(path_of(&v.video.unwrap().uri)).unwrap();
+    match vidmesh_provenance::verify_mp4(&mp4, &anchors_pem) {
+        vidmesh_provenance::Provenance::Trusted(Some(claim)) => {
+            assert_eq!(
+                (claim.model.as_str(), claim.prompt_sha256.as_str()),
+                ("vidmesh-tiny", "ab".repeat(32).as_str())
+            );
+            assert_eq!(claim.parameters["seed"], 42);
+        }
+        other => panic!("expected a trusted manifest, got {other:?}"),
+    }
+    let frames = vidmesh_video::decode_mp4(&mp4).unwrap();
+    let key = vidmesh_watermark::Key([0x11; 32]);
+    let marked = vidmesh_watermark::detect(&key, &frames);
+    let (_, plain) = decode(&mut start(2, &dir.path().join("plain")).await.0, req(&latents, "plain")).await.unwrap();
+    let plain = vidmesh_video::decode_mp4(&std::fs::read(path_of(&plain.video.unwrap().uri)).unwrap()).unwrap();
+    let unmarked = vidmesh_watermark::detect(&key, &plain);
+    assert!(marked.z > unmarked.z + 1.0, "marked {marked:?} vs unmarked {unmarked:?}");
+
+    let bad = DecodeRequest { parameters_json: "[1, 2]".into(), ..req(&latents, "x") };
+    assert!(decode(&mut client, bad).await.unwrap_err().message().contains("JSON object"));
 }

@@ -20,6 +20,15 @@ use vidmesh_video::{EncodeOptions, Mp4Writer};
 use crate::config::Config;
 use crate::error::Error;
 
+/// What the C2PA manifest records about a generation.
+#[derive(Debug, Clone, Default)]
+pub struct Generation {
+    /// SHA-256 of the prompt, hex.
+    pub prompt_sha256: String,
+    /// Parameters (JSON object).
+    pub parameters: serde_json::Value,
+}
+
 /// A decoded, stored video.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -35,6 +44,10 @@ pub struct Stored {
     pub frames: usize,
     /// Frame rate.
     pub fps: u32,
+    /// Watermark PSNR in dB, when watermarked.
+    pub watermark_psnr: Option<f64>,
+    /// Whether a C2PA manifest was embedded.
+    pub signed: bool,
 }
 
 /// The loaded VAE decoder and where results go.
@@ -46,6 +59,8 @@ pub struct Decoder {
     chunk: usize,
     encode: EncodeOptions,
     permits: Arc<Semaphore>,
+    watermark: Option<vidmesh_watermark::Embedder>,
+    signer: Option<Arc<vidmesh_provenance::Signer>>,
 }
 
 /// 8-bit RGB frames [T][H·W·3] from one sample's decoder output [3, T, H, W] in [-1, 1].
@@ -76,7 +91,36 @@ impl Decoder {
         if config.qp_min > config.qp_max || config.qp_max > 51 {
             return Err(Error::InvalidArgument(format!("qp range {}..{} is invalid", config.qp_min, config.qp_max)));
         }
+        let watermark = if config.watermark.key_hex.is_empty() {
+            tracing::warn!("watermark.key_hex is empty: videos will NOT be watermarked");
+            None
+        } else {
+            let key: [u8; 32] = hex::decode(&config.watermark.key_hex)
+                .ok()
+                .and_then(|k| k.try_into().ok())
+                .ok_or_else(|| Error::InvalidArgument("watermark.key_hex must be 64 hex digits".into()))?;
+            let mut params = vidmesh_watermark::Params::default();
+            if config.watermark.strength > 0.0 {
+                params.strength = config.watermark.strength;
+            }
+            Some(vidmesh_watermark::Embedder::new(&vidmesh_watermark::Key(key), params))
+        };
+        let c = &config.c2pa;
+        let signer = if c.cert_chain_path.is_empty() && c.private_key_path.is_empty() {
+            tracing::warn!("c2pa credentials are not configured: videos will NOT carry C2PA provenance");
+            None
+        } else {
+            let read =
+                |p: &str| std::fs::read(p).map_err(|e| Error::InvalidArgument(format!("c2pa: cannot read {p:?}: {e}")));
+            Some(Arc::new(vidmesh_provenance::Signer::new(
+                &read(&c.cert_chain_path)?,
+                &read(&c.private_key_path)?,
+                &read(&c.trust_anchors_path)?,
+            )?))
+        };
         let this = Self {
+            watermark,
+            signer,
             vae: Arc::new(Mutex::new(session)),
             storage: config.storage.open().await?,
             manifest: bundle.manifest,
@@ -87,6 +131,7 @@ impl Decoder {
         let v = &this.manifest.video;
         let [c, _, h, w] = this.manifest.latent_shape(v.default_frames, v.default_height, v.default_width);
         this.vae_chunk(vec![0.0; c * h * w], [c, 1, h, w]).await?;
+        tracing::info!(watermark = this.watermark.is_some(), c2pa = this.signer.is_some(), "decoder ready");
         Ok(this)
     }
 
@@ -120,6 +165,7 @@ impl Decoder {
         latents: &TensorF32,
         fps: u32,
         prefix: &str,
+        generation: &Generation,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Stored, Error> {
         let m = &self.manifest;
@@ -129,6 +175,7 @@ impl Decoder {
         let (scale, shift) = (m.vae.latent_scale as f32, m.vae.latent_shift as f32);
         let mut writer = Mp4Writer::new(width, height, f64::from(fps), &self.encode)?;
         let mut thumb = None;
+        let mut watermark_se = 0.0;
         let per_frame = h * w;
         for t0 in (0..t).step_by(self.chunk) {
             let n = self.chunk.min(t - t0);
@@ -138,7 +185,10 @@ impl Decoder {
                 z.extend(latents.data[base..base + n * per_frame].iter().map(|x| x / scale + shift));
             }
             let video = self.vae_chunk(z, [c, n, h, w]).await?;
-            for (i, f) in frames_u8(&video, n * tc, height, width).into_iter().enumerate() {
+            for (i, mut f) in frames_u8(&video, n * tc, height, width).into_iter().enumerate() {
+                if let Some(wm) = &self.watermark {
+                    watermark_se += wm.embed_frame(&mut f, width, height);
+                }
                 if t0 * tc + i == frames / 2 {
                     thumb = Some(f.clone());
                 }
@@ -149,10 +199,27 @@ impl Decoder {
         let mp4 = tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| Error::Inference(e.to_string()))??;
+        let mp4 = match &self.signer {
+            None => mp4,
+            Some(signer) => {
+                let claim = vidmesh_provenance::Claim {
+                    model: m.model.name.clone(),
+                    model_version: m.model.version.clone(),
+                    parameters: generation.parameters.clone(),
+                    prompt_sha256: generation.prompt_sha256.clone(),
+                };
+                let signer = signer.clone();
+                tokio::task::spawn_blocking(move || signer.sign_mp4(&mp4, "video.mp4", &claim))
+                    .await
+                    .map_err(|e| Error::Inference(e.to_string()))??
+            }
+        };
         let thumb = thumb.ok_or_else(|| Error::Inference("no middle frame".into()))?;
         let png = vidmesh_video::png_frame(width, height, &thumb)?;
         let video = self.storage.put(&format!("{prefix}/video.mp4"), Bytes::from(mp4), "video/mp4").await?;
         let thumbnail = self.storage.put(&format!("{prefix}/thumbnail.png"), Bytes::from(png), "image/png").await?;
-        Ok(Stored { video, thumbnail, width, height, frames, fps })
+        let watermark_psnr =
+            self.watermark.as_ref().map(|_| vidmesh_watermark::psnr_of(watermark_se, frames * width * height * 3));
+        Ok(Stored { video, thumbnail, width, height, frames, fps, watermark_psnr, signed: self.signer.is_some() })
     }
 }
