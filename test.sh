@@ -17,5 +17,6 @@ if ! command -v ffprobe >/dev/null; then
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# A hung test must fail CI quickly rather than use up its time limit.
+timeout 1800 cargo test --workspace --locked
 models/test.sh

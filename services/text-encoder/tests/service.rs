@@ -66,7 +66,11 @@ async fn start(config: Config) -> Running {
     let (tx, rx) = oneshot::channel();
     tx.send(()).unwrap();
     let mut r = start_gated(config, rx).await;
-    wait_serving(&mut r.health).await;
+    // Fail fast (not hang) when the stage cannot load its model.
+    tokio::select! {
+        () = wait_serving(&mut r.health) => {}
+        ended = &mut r.task => panic!("the service stopped before serving: {ended:?}"),
+    }
     r
 }
 

@@ -45,14 +45,18 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, shutdown.clone()));
+    let mut task = tokio::spawn(serve(listener, shutdown.clone()));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest { service: service.into() })
         .await
         .unwrap()
         .into_inner();
-    while watch.message().await.unwrap().unwrap().status != 1 {}
+    let serving = async { while watch.message().await.unwrap().unwrap().status != 1 {} };
+    tokio::select! {
+        () = serving => {}
+        _ = &mut task => panic!("{service} stopped before serving (see its log)"),
+    }
     channel
 }
 
