@@ -105,3 +105,24 @@ pub async fn start_garage() -> Garage {
     };
     Garage { _dir: dir, _server: server, config }
 }
+
+/// Connects to a stage served on `addr` and waits until its health reports SERVING for `service`; panics (rather
+/// than hang) if `task` — the stage's serve future — ends first, e.g. because its model failed to load.
+pub async fn connect_when_serving<E: std::fmt::Debug>(
+    addr: std::net::SocketAddr,
+    service: &str,
+    task: &mut tokio::task::JoinHandle<Result<(), E>>,
+) -> tonic::transport::Channel {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest { service: service.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = async { while watch.message().await.unwrap().unwrap().status != 1 {} };
+    tokio::select! {
+        () = serving => channel,
+        ended = task => panic!("{service} stopped before serving: {ended:?}"),
+    }
+}

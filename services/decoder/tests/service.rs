@@ -7,7 +7,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use vidmesh_decoder::{Config, Options, SERVICE_NAME, serve_with};
 use vidmesh_proto::decoder::v1::{DecodeRequest, VideoRef, decode_event::Event as Ev, decoder_client::DecoderClient};
 use vidmesh_runtime::TensorF32;
@@ -50,17 +49,7 @@ async fn start_with(
         load_gate: std::future::ready(()),
     };
     let mut server = tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut watch = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest { service: SERVICE_NAME.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let serving = async { while watch.message().await.unwrap().unwrap().status != 1 {} };
-    tokio::select! {
-        () = serving => {}
-        ended = &mut server => panic!("the decoder stopped before serving: {ended:?}"),
-    }
+    let channel = vidmesh_testkit::connect_when_serving(addr, SERVICE_NAME, &mut server).await;
     (DecoderClient::new(channel), shutdown)
 }
 

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use vidmesh_proto::decoder::v1::{DecodeRequest, decode_event, decoder_client::DecoderClient};
 use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event, denoiser_client::DenoiserClient};
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, text_encoder_client::TextEncoderClient};
@@ -41,23 +40,12 @@ async fn stage<F, E>(
 ) -> Channel
 where
     F: Future<Output = Result<(), E>> + Send + 'static,
-    E: Send + 'static,
+    E: Send + std::fmt::Debug + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut task = tokio::spawn(serve(listener, shutdown.clone()));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut watch = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest { service: service.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let serving = async { while watch.message().await.unwrap().unwrap().status != 1 {} };
-    tokio::select! {
-        () = serving => {}
-        _ = &mut task => panic!("{service} stopped before serving (see its log)"),
-    }
-    channel
+    vidmesh_testkit::connect_when_serving(addr, service, &mut task).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
