@@ -80,7 +80,7 @@ impl Video {
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "psnr of buffers of different sizes");
     let mse = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / a.len() as f64;
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+    psnr_from_mse(mse)
 }
 
 /// PSNR of the BT.601 luma of two RGB buffers, in dB. Luma is coded at full resolution, so this measures the
@@ -92,5 +92,10 @@ pub fn luma_psnr(a: &[u8], b: &[u8]) -> f64 {
     let n = a.len() / 3;
     let mse =
         a.chunks_exact(3).zip(b.chunks_exact(3)).map(|(x, y)| (luma(x) - luma(y)).powi(2)).sum::<f64>() / n as f64;
+    psnr_from_mse(mse)
+}
+
+/// PSNR in dB of a mean squared error over 8-bit samples (infinite for 0).
+pub fn psnr_from_mse(mse: f64) -> f64 {
     if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
 }

@@ -135,8 +135,7 @@ impl Embedder {
 
 /// PSNR in dB of a summed squared error over `samples` 8-bit samples.
 pub fn psnr_of(se: f64, samples: usize) -> f64 {
-    let mse = se / samples.max(1) as f64;
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+    vidmesh_video::psnr_from_mse(se / samples.max(1) as f64)
 }
 
 /// Embeds the key's watermark into every frame; returns the PSNR (dB) of the change over the whole video.

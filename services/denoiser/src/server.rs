@@ -191,10 +191,7 @@ impl DenoiserRpc for Service {
         let deadline = grpc_timeout(request.metadata()).map(|t| Instant::now() + t);
         let req = validate(d, &self.0.config, request.get_ref(), deadline)?;
         let shape = req.latent_shape;
-        let total = req
-            .init
-            .as_ref()
-            .map_or(req.steps, |(_, s)| ((req.steps as f32) * s).round().clamp(1.0, req.steps as f32) as u32);
+        let total = req.steps_to_run();
         let rx = d.submit(req)?;
         let model = (d.manifest.model.name.clone(), d.manifest.model.version.clone());
         let accepted = DenoiseEvent {

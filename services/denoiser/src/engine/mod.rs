@@ -51,6 +51,17 @@ pub struct Request {
     pub deadline: Option<Instant>,
 }
 
+impl Request {
+    /// Scheduler steps that will actually run: all of them, or `round(steps × strength)` (at least 1) from init
+    /// latents.
+    pub fn steps_to_run(&self) -> u32 {
+        match &self.init {
+            None => self.steps,
+            Some((_, strength)) => ((self.steps as f32) * strength).round().clamp(1.0, self.steps as f32) as u32,
+        }
+    }
+}
+
 /// The loaded DiT and its model thread.
 pub struct Denoiser {
     tx: SyncSender<Job>,
@@ -147,11 +158,11 @@ impl Denoiser {
             Error::Overloaded { retry_after: self.retry_after }
         })?;
         let n: usize = req.latent_shape.iter().product();
+        let run = req.steps_to_run() as usize;
         let noise = noise::gaussian(req.seed, n);
         let (schedule, x) = match &req.init {
             None => (Scheduler::new(req.kind, self.prediction, req.steps, req.shift, 0), noise),
-            Some((init, strength)) => {
-                let run = ((req.steps as f32) * strength).round().clamp(1.0, req.steps as f32) as usize;
+            Some((init, _)) => {
                 let s = Scheduler::new(req.kind, self.prediction, req.steps, req.shift, req.steps as usize - run);
                 let x = s.noised(init, &noise);
                 (s, x)
