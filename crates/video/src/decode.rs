@@ -2,6 +2,7 @@
 //! with the avcC parameter sets in front, and decoded with openh264. Hostile input yields an error, not a panic.
 
 use std::io::Cursor;
+use std::ops::ControlFlow;
 
 use openh264::OpenH264API;
 use openh264::decoder::{Decoder, DecoderConfig};
@@ -31,8 +32,43 @@ fn to_annex_b(sample: &[u8], out: &mut Vec<u8>) -> Result<(), VideoError> {
     Ok(())
 }
 
+/// What [`decode_mp4_each`] saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoInfo {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Frame rate from the track (0 when the file does not say).
+    pub fps: f64,
+    /// Frames decoded.
+    pub frames: usize,
+    /// Samples the codec rejected (corrupt data); decoding goes on past them, as players do.
+    pub damaged: usize,
+}
+
 /// Decodes every frame of the first H.264 track of an MP4 file.
 pub fn decode_mp4(bytes: &[u8]) -> Result<Video, VideoError> {
+    let mut frames = Vec::new();
+    let info = decode_mp4_each(bytes, |_, rgb| {
+        frames.push(rgb.to_vec());
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if frames.is_empty() {
+        return Err(unreadable(format!("no decodable frames ({} corrupt samples)", info.damaged)));
+    }
+    Ok(Video { width: info.width, height: info.height, fps: info.fps, frames })
+}
+
+/// Decodes the first H.264 track of an MP4 file one frame at a time: `visit(info_so_far, rgb)` sees each RGB8
+/// frame in output order and stops the decode early with `ControlFlow::Break` (or an error). Memory stays at one frame whatever the
+/// length; dimensions are checked against [`MAX_DIMENSION`] before anything is decoded. A sample the codec rejects
+/// is counted in [`VideoInfo::damaged`] and skipped (so `frames` may be 0 when every sample is corrupt); a file
+/// that ends early is an error.
+pub fn decode_mp4_each(
+    bytes: &[u8],
+    mut visit: impl FnMut(&VideoInfo, &[u8]) -> Result<ControlFlow<()>, VideoError>,
+) -> Result<VideoInfo, VideoError> {
     let mut reader = mp4::Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64).map_err(unreadable)?;
     let (track_id, sps, pps, fps, (w, h)) = {
         let (id, track) = reader
@@ -47,20 +83,22 @@ pub fn decode_mp4(bytes: &[u8]) -> Result<Video, VideoError> {
     if w == 0 || h == 0 || w > MAX_DIMENSION || h > MAX_DIMENSION {
         return Err(unreadable(format!("track dimensions {w}x{h} are outside 1..={MAX_DIMENSION}")));
     }
+    let fps = if fps.is_finite() && fps > 0.0 { fps } else { 0.0 };
+    let mut info = VideoInfo { width: w, height: h, fps, frames: 0, damaged: 0 };
     let count = reader.sample_count(track_id).map_err(unreadable)?;
     let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
         .map_err(|e| VideoError::Codec(e.to_string()))?;
-    let mut frames = Vec::with_capacity(count as usize);
-    let mut push = |yuv: &openh264::decoder::DecodedYUV<'_>| -> Result<(), VideoError> {
-        let (dw, dh) = yuv.dimensions();
-        if (dw, dh) != (w, h) {
-            return Err(unreadable(format!("decoded {dw}x{dh} frames in a {w}x{h} track")));
-        }
-        let mut rgb = vec![0u8; w * h * 3];
-        yuv.write_rgb8(&mut rgb);
-        frames.push(rgb);
-        Ok(())
-    };
+    let mut rgb = vec![0u8; w * h * 3];
+    let mut push =
+        |yuv: &openh264::decoder::DecodedYUV<'_>, info: &mut VideoInfo| -> Result<ControlFlow<()>, VideoError> {
+            let (dw, dh) = yuv.dimensions();
+            if (dw, dh) != (w, h) {
+                return Err(unreadable(format!("decoded {dw}x{dh} frames in a {w}x{h} track")));
+            }
+            yuv.write_rgb8(&mut rgb);
+            info.frames += 1;
+            visit(info, &rgb)
+        };
     for id in 1..=count {
         let sample =
             reader.read_sample(track_id, id).map_err(unreadable)?.ok_or_else(|| unreadable("missing sample"))?;
@@ -72,15 +110,23 @@ pub fn decode_mp4(bytes: &[u8]) -> Result<Video, VideoError> {
             }
         }
         to_annex_b(&sample.bytes, &mut packet)?;
-        if let Some(yuv) = decoder.decode(&packet).map_err(|e| unreadable(format!("sample {id}: {e}")))? {
-            push(&yuv)?;
+        match decoder.decode(&packet) {
+            Ok(Some(yuv)) => {
+                if push(&yuv, &mut info)?.is_break() {
+                    return Ok(info);
+                }
+            }
+            Ok(None) => {}
+            Err(_) => info.damaged += 1,
         }
     }
     for yuv in decoder.flush_remaining().map_err(|e| unreadable(e.to_string()))? {
-        push(&yuv)?;
+        if push(&yuv, &mut info)?.is_break() {
+            return Ok(info);
+        }
     }
-    if frames.is_empty() {
+    if info.frames == 0 && info.damaged == 0 {
         return Err(unreadable("no decodable frames"));
     }
-    Ok(Video { width: w, height: h, fps: if fps.is_finite() && fps > 0.0 { fps } else { 0.0 }, frames })
+    Ok(info)
 }

@@ -8,10 +8,12 @@
 
 mod decode;
 mod encode;
+mod quality;
 mod still;
 
-pub use decode::decode_mp4;
+pub use decode::{VideoInfo, decode_mp4, decode_mp4_each};
 pub use encode::{EncodeOptions, Mp4Writer, encode_mp4};
+pub use quality::{luma_psnr, luma_ssim, psnr, psnr_from_mse};
 pub use still::{png_frame, spritesheet, thumbnail_jpeg, thumbnail_png};
 
 /// Largest width or height accepted (H.264 level 5.2 allows 4096 × 2304 at most in practice).
@@ -74,28 +76,4 @@ impl Video {
     pub fn duration(&self) -> f64 {
         self.frames.len() as f64 / self.fps
     }
-}
-
-/// Peak signal-to-noise ratio between two equally sized byte buffers, in dB (infinite when identical).
-pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "psnr of buffers of different sizes");
-    let mse = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / a.len() as f64;
-    psnr_from_mse(mse)
-}
-
-/// PSNR of the BT.601 luma of two RGB buffers, in dB. Luma is coded at full resolution, so this measures the
-/// codec; RGB PSNR also counts yuv420p's halved chroma resolution, which costs sharp saturated edges several dB
-/// whatever the quantiser.
-pub fn luma_psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "psnr of buffers of different sizes");
-    let luma = |p: &[u8]| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
-    let n = a.len() / 3;
-    let mse =
-        a.chunks_exact(3).zip(b.chunks_exact(3)).map(|(x, y)| (luma(x) - luma(y)).powi(2)).sum::<f64>() / n as f64;
-    psnr_from_mse(mse)
-}
-
-/// PSNR in dB of a mean squared error over 8-bit samples (infinite for 0).
-pub fn psnr_from_mse(mse: f64) -> f64 {
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
 }
