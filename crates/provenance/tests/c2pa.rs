@@ -2,36 +2,14 @@
 //! trusted when untouched, invalid after a one-byte change, absent after a remux, merely valid under other anchors.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
 use vidmesh_provenance::{Claim, Provenance, Signer, verify_mp4};
 use vidmesh_video::{EncodeOptions, Video, decode_mp4, encode_mp4};
 
-struct Pki {
-    chain: String,
-    key: String,
-    anchor: String,
-}
+use rcgen::{CertificateParams, DnType, KeyPair};
+use vidmesh_testkit::DevPki as Pki;
 
 fn dev_pki(name: &str) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, format!("{name} development CA"));
-    ca.distinguished_name.push(DnType::OrganizationName, "vidmesh tests");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, format!("{name} signer"));
-    leaf.distinguished_name.push(DnType::OrganizationName, "vidmesh tests");
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
-    leaf.use_authority_key_identifier_extension = true; // C2PA requires the AKI on signing certificates
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    Pki { chain: leaf_cert.pem(), key: leaf_key.serialize_pem(), anchor: ca_cert.pem() }
+    Pki::new(name)
 }
 
 fn mp4() -> Vec<u8> {

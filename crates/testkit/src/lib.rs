@@ -1,6 +1,11 @@
 //! Test support: a real Garage S3 server (single node, fresh layout, one bucket and key) on free loopback ports.
 //! The binary comes from GARAGE_BIN, ~/.cache/vidmesh/garage/bin/garage (scripts/install-garage.sh) or PATH.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+//! Also: waiting for a served stage's health, and a development C2PA PKI ([`DevPki`]).
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::expect_used)]
+
+mod pki;
+
+pub use pki::{DevPki, DevPkiFiles};
 
 use std::path::PathBuf;
 use std::process::Stdio;

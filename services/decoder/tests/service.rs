@@ -146,37 +146,11 @@ async fn bad_requests_get_clear_errors() {
     decode(&mut client, req(&good, "still/up")).await.unwrap();
 }
 
-/// A development PKI for C2PA (CA + leaf with the extensions c2pa requires), written to `dir`.
-fn dev_pki(dir: &std::path::Path) -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "vidmesh development CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "vidmesh decoder");
-    leaf.distinguished_name.push(DnType::OrganizationName, "vidmesh tests"); // c2pa requires the signer's O
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
-    leaf.use_authority_key_identifier_extension = true;
-    let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
-    let write = |name: &str, pem: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, pem).unwrap();
-        p.display().to_string()
-    };
-    (write("chain.pem", cert.pem()), write("key.pem", key.serialize_pem()), write("anchors.pem", ca_cert.pem()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_are_watermarked_and_c2pa_signed_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let (chain, key, anchors) = dev_pki(dir.path());
+    let vidmesh_testkit::DevPkiFiles { chain, key, anchors } =
+        vidmesh_testkit::DevPki::new("vidmesh").write(dir.path());
     let anchors_pem = std::fs::read(&anchors).unwrap();
     let (mut client, _stop) = start_with(2, &dir.path().join("store"), |c| {
         c.watermark.key_hex = "11".repeat(32);
