@@ -1,26 +1,36 @@
-//! Detection: high-pass, average over frames, fold modulo the tile at each candidate scale, correlate with the
-//! key's tile over every cyclic shift (by FFT), and turn the peak into a p-value.
+//! Detection: per-frame residual (luma minus a range-gated local mean), averaged over frames, folded modulo the
+//! tile at each candidate scale, whitened, and correlated with the key's tile over every cyclic shift (by FFT); the
+//! best peak becomes a p-value.
 //!
-//! The null spread is estimated from the same correlation surface (median absolute deviation over all shifts), so
-//! the z-score accounts for the residual's own spatial correlation; the p-value is `min(1, M · Q(z))` with `M` the
-//! number of (scale, shift) hypotheses tried (Bonferroni) and `Q` the standard normal upper tail.
+//! Whitening divides each frequency of the folded residual by the residual's own power around that frequency
+//! (a 5×5 neighbourhood): the matched filter for coloured noise, so content energy that piles up at a few
+//! frequencies (stripes, checkers, codec blocking) is discounted. The null spread is estimated from the correlation
+//! surface itself (median absolute deviation over all shifts), so the z-score carries no assumption about the
+//! content; the p-value is `min(1, M · Q(z))` with `M` the number of (scale, shift) hypotheses tried (Bonferroni)
+//! and `Q` the standard normal upper tail.
+//!
+//! [`Suspect`] holds everything that depends only on the video, so trying many keys (the key-shuffle null) costs
+//! one inverse FFT per key and scale.
 
-use rustfft::FftPlanner;
+use std::sync::Arc;
+
 use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
 use vidmesh_video::Video;
 
 use crate::TILE;
-use crate::pattern::{Key, luma, tile};
+use crate::pattern::{Key, tile};
 
 /// Candidate scales of the suspect relative to the original (1 = as generated, 0.5 = downscaled by half).
-pub const SCALES: [f64; 2] = [1.0, 0.5];
+pub const SCALES: [f64; 3] = [1.0, 0.75, 0.5];
+
+/// Number of (scale, shift) hypotheses one detection tries: the Bonferroni factor of its p-value.
+pub const HYPOTHESES: usize = SCALES.len() * TILE * TILE;
 
 /// A detection result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
-    /// Peak normalised correlation in [-1, 1].
-    pub correlation: f64,
-    /// Peak in units of the null spread.
+    /// Best peak in units of the null spread.
     pub z: f64,
     /// Probability of a peak this high without the watermark (Bonferroni over every hypothesis tried).
     pub p_value: f64,
@@ -30,26 +40,103 @@ pub struct Detection {
     pub shift: (usize, usize),
 }
 
-/// `y - box_blur(y)` with a 5×5 box (clamped borders): removes the content's low frequencies.
-fn high_pass(y: &[f64], w: usize, h: usize, cyclic: bool) -> Vec<f64> {
-    let at = |i: isize, j: isize| -> f64 {
-        let (i, j) = if cyclic {
-            (i.rem_euclid(w as isize) as usize, j.rem_euclid(h as isize) as usize)
-        } else {
-            (i.clamp(0, w as isize - 1) as usize, j.clamp(0, h as isize - 1) as usize)
-        };
-        y[j * w + i]
-    };
+/// Standard normal upper tail Q(z) = P(Z > z), via erfc (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7).
+pub fn normal_tail(z: f64) -> f64 {
+    let x = z / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let poly = -x * x - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
+}
+
+/// Forward/inverse 2-D FFTs of TILE×TILE arrays.
+struct Fft2 {
+    forward: Arc<dyn Fft<f64>>,
+    inverse: Arc<dyn Fft<f64>>,
+}
+
+impl Fft2 {
+    fn new() -> Self {
+        let mut planner = FftPlanner::new();
+        Self { forward: planner.plan_fft_forward(TILE), inverse: planner.plan_fft_inverse(TILE) }
+    }
+
+    fn run(&self, data: &mut [Complex<f64>], inverse: bool) {
+        let fft = if inverse { &self.inverse } else { &self.forward };
+        for row in data.chunks_exact_mut(TILE) {
+            fft.process(row);
+        }
+        let mut col = vec![Complex::new(0.0, 0.0); TILE];
+        for x in 0..TILE {
+            for y in 0..TILE {
+                col[y] = data[y * TILE + x];
+            }
+            fft.process(&mut col);
+            for y in 0..TILE {
+                data[y * TILE + x] = col[y];
+            }
+        }
+    }
+
+    fn forward_real(&self, v: &[f64]) -> Vec<Complex<f64>> {
+        let mut c: Vec<Complex<f64>> = v.iter().map(|&x| Complex::new(x, 0.0)).collect();
+        self.run(&mut c, false);
+        c
+    }
+}
+
+/// The key's reference: the tile's spectrum, conjugated.
+pub struct Reference {
+    spectrum: Vec<Complex<f64>>,
+}
+
+impl Reference {
+    /// The reference for `key`.
+    pub fn new(key: &Key) -> Self {
+        Self::with_fft(key, &Fft2::new())
+    }
+
+    fn with_fft(key: &Key, fft: &Fft2) -> Self {
+        Self { spectrum: fft.forward_real(&tile(key)).iter().map(|c| c.conj()).collect() }
+    }
+}
+
+/// The frame minus its content prediction: the mean of the neighbours within a window whose luma is within a
+/// range of the pixel's (a range-gated box filter, like a bilateral filter without the centre). Flat regions
+/// and stripes are predicted exactly, so only the low-amplitude pattern remains; across edges the gate keeps the
+/// other side out, so edges leave almost nothing behind.
+fn residual(y: &[f64], w: usize, h: usize) -> Vec<f64> {
+    const RADIUS: isize = 5;
+    const RANGE: f64 = 12.0;
     let mut out = vec![0.0; w * h];
     for j in 0..h as isize {
         for i in 0..w as isize {
-            let mut s = 0.0;
-            for dj in -2..=2 {
-                for di in -2..=2 {
-                    s += at(i + di, j + dj);
+            let c = y[j as usize * w + i as usize];
+            let (mut s, mut n) = (0.0, 0.0);
+            for dj in -RADIUS..=RADIUS {
+                let jj = j + dj;
+                if jj < 0 || jj >= h as isize {
+                    continue;
+                }
+                for di in -RADIUS..=RADIUS {
+                    let ii = i + di;
+                    if ii < 0 || ii >= w as isize || (di == 0 && dj == 0) {
+                        continue;
+                    }
+                    let v = y[jj as usize * w + ii as usize];
+                    if (v - c).abs() <= RANGE {
+                        s += v;
+                        n += 1.0;
+                    }
                 }
             }
-            out[j as usize * w + i as usize] = y[j as usize * w + i as usize] - s / 25.0;
+            out[j as usize * w + i as usize] = if n > 0.0 { c - s / n } else { 0.0 };
         }
     }
     out
@@ -72,101 +159,140 @@ fn resample(src: &[f64], w: usize, h: usize, nw: usize, nh: usize) -> Vec<f64> {
     out
 }
 
-fn fft2(data: &mut [Complex<f64>], inverse: bool) {
-    let mut planner = FftPlanner::new();
-    let fft = if inverse { planner.plan_fft_inverse(TILE) } else { planner.plan_fft_forward(TILE) };
-    for row in data.chunks_exact_mut(TILE) {
-        fft.process(row);
+/// Divides every frequency by the residual's mean power over its 5×5 (cyclic) neighbourhood; DC is dropped.
+fn whiten(spectrum: &[Complex<f64>]) -> Vec<Complex<f64>> {
+    let power: Vec<f64> = spectrum.iter().map(|c| c.norm_sqr()).collect();
+    let t = TILE as isize;
+    let mut out = vec![Complex::new(0.0, 0.0); spectrum.len()];
+    let floor = power.iter().sum::<f64>() / power.len() as f64 * 1e-6 + f64::MIN_POSITIVE;
+    for v in 0..t {
+        for u in 0..t {
+            if u == 0 && v == 0 {
+                continue;
+            }
+            let mut s = 0.0;
+            for dv in -2..=2 {
+                for du in -2..=2 {
+                    s += power[((v + dv).rem_euclid(t) * t + (u + du).rem_euclid(t)) as usize];
+                }
+            }
+            let k = (v * t + u) as usize;
+            out[k] = spectrum[k] / (s / 25.0 + floor).sqrt();
+        }
     }
-    let mut col = vec![Complex::new(0.0, 0.0); TILE];
-    for x in 0..TILE {
-        for y in 0..TILE {
-            col[y] = data[y * TILE + x];
+    out
+}
+
+/// Builds a [`Suspect`] one RGB frame at a time (memory: one residual plane, whatever the length).
+pub struct Accumulator {
+    width: usize,
+    height: usize,
+    sum: Vec<f64>,
+    frames: usize,
+}
+
+impl Accumulator {
+    /// An empty accumulator for RGB8 frames of `width × height`.
+    pub fn new(width: usize, height: usize) -> Self {
+        Self { width, height, sum: vec![0.0; width * height], frames: 0 }
+    }
+
+    /// Adds the next `width × height × 3` RGB8 frame: its luma minus the content prediction ([`residual`]).
+    pub fn push(&mut self, rgb: &[u8]) {
+        let y: Vec<f64> = rgb
+            .chunks_exact(3)
+            .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+            .collect();
+        for (a, v) in self.sum.iter_mut().zip(residual(&y, self.width, self.height)) {
+            *a += v;
         }
-        fft.process(&mut col);
-        for y in 0..TILE {
-            data[y * TILE + x] = col[y];
-        }
+        self.frames += 1;
+    }
+
+    /// Frames added so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// The prepared suspect (from the mean residual).
+    pub fn finish(mut self) -> Suspect {
+        let n = self.frames.max(1) as f64;
+        self.sum.iter_mut().for_each(|a| *a /= n);
+        Suspect::from_residual(&self.sum, self.width, self.height)
     }
 }
 
-/// Circular cross-correlation `c[s] = Σ a[p] · b[p + s]` of two TILE×TILE arrays.
-fn correlate(a: &[f64], b: &[f64]) -> Vec<f64> {
-    let mut fa: Vec<Complex<f64>> = a.iter().map(|&v| Complex::new(v, 0.0)).collect();
-    let mut fb: Vec<Complex<f64>> = b.iter().map(|&v| Complex::new(v, 0.0)).collect();
-    fft2(&mut fa, false);
-    fft2(&mut fb, false);
-    let mut prod: Vec<Complex<f64>> = fa.iter().zip(&fb).map(|(x, y)| x.conj() * y).collect();
-    fft2(&mut prod, true);
-    let n = (TILE * TILE) as f64;
-    prod.iter().map(|c| c.re / n).collect()
+/// Everything about a suspect video that does not depend on the key: its whitened, folded residual per scale.
+pub struct Suspect {
+    fft: Fft2,
+    views: Vec<(f64, Vec<Complex<f64>>)>,
 }
 
-/// Standard normal upper tail Q(z) = P(Z > z), via erfc (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7).
-pub fn normal_tail(z: f64) -> f64 {
-    let x = z / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * x.abs());
-    let poly = -x * x - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
-    0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
-}
-
-/// The frames' high-passed luma, averaged.
-fn average_residual(video: &Video) -> Vec<f64> {
-    let (w, h) = (video.width, video.height);
-    let mut acc = vec![0.0; w * h];
-    for f in &video.frames {
-        for (a, r) in acc.iter_mut().zip(high_pass(&luma(f), w, h, false)) {
-            *a += r;
+impl Suspect {
+    /// Prepares `video` (any size ≥ 1×1, any number of frames ≥ 1).
+    pub fn new(video: &Video) -> Self {
+        let mut acc = Accumulator::new(video.width, video.height);
+        for f in &video.frames {
+            acc.push(f);
         }
+        acc.finish()
     }
-    let n = video.frames.len().max(1) as f64;
-    acc.iter_mut().for_each(|a| *a /= n);
-    acc
+
+    /// Prepares a suspect from the mean residual of its frames (`w × h`).
+    fn from_residual(residual: &[f64], w: usize, h: usize) -> Self {
+        let fft = Fft2::new();
+        let mut views = Vec::new();
+        for scale in SCALES {
+            let (nw, nh) = (((w as f64 / scale).round() as usize).max(1), ((h as f64 / scale).round() as usize).max(1));
+            let r = if scale == 1.0 { residual.to_vec() } else { resample(residual, w, h, nw, nh) };
+            let (mut fold, mut count) = (vec![0.0; TILE * TILE], vec![0u32; TILE * TILE]);
+            for j in 0..nh {
+                for i in 0..nw {
+                    fold[(j % TILE) * TILE + i % TILE] += r[j * nw + i];
+                    count[(j % TILE) * TILE + i % TILE] += 1;
+                }
+            }
+            for (f, c) in fold.iter_mut().zip(&count) {
+                if *c > 0 {
+                    *f /= f64::from(*c);
+                }
+            }
+            if fold.iter().all(|v| *v == 0.0) {
+                continue;
+            }
+            views.push((scale, whiten(&fft.forward_real(&fold))));
+        }
+        Self { fft, views }
+    }
+
+    /// Looks for the reference's watermark.
+    pub fn detect(&self, reference: &Reference) -> Detection {
+        let mut best = Detection { z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0) };
+        for (scale, g) in &self.views {
+            let mut c: Vec<Complex<f64>> = g.iter().zip(&reference.spectrum).map(|(a, b)| a * b).collect();
+            self.fft.run(&mut c, true);
+            let c: Vec<f64> = c.iter().map(|v| v.re).collect();
+            let mut abs: Vec<f64> = c.iter().map(|v| v.abs()).collect();
+            abs.select_nth_unstable_by(c.len() / 2, f64::total_cmp);
+            let sigma = abs[c.len() / 2] / 0.674_489_75; // MAD of a zero-mean Gaussian
+            let (k, &peak) = c.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
+            let z = if sigma > 0.0 { peak / sigma } else { 0.0 };
+            if z > best.z {
+                let p_value = (HYPOTHESES as f64 * normal_tail(z)).min(1.0);
+                best = Detection { z, p_value, scale: *scale, shift: (k % TILE, k / TILE) };
+            }
+        }
+        best
+    }
+
+    /// A reference for `key` built with this suspect's FFT plans (for many-key loops).
+    pub fn reference(&self, key: &Key) -> Reference {
+        Reference::with_fft(key, &self.fft)
+    }
 }
 
 /// Looks for `key`'s watermark in `video`.
 pub fn detect(key: &Key, video: &Video) -> Detection {
-    let reference = high_pass(&tile(key), TILE, TILE, true);
-    let residual = average_residual(video);
-    let (w, h) = (video.width, video.height);
-    let mut best = Detection { correlation: 0.0, z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0) };
-    let hypotheses = (SCALES.len() * TILE * TILE) as f64;
-    for scale in SCALES {
-        let (nw, nh) = (((w as f64 / scale).round() as usize).max(1), ((h as f64 / scale).round() as usize).max(1));
-        let r = if scale == 1.0 { residual.clone() } else { resample(&residual, w, h, nw, nh) };
-        let mut fold = vec![0.0; TILE * TILE];
-        for j in 0..nh {
-            for i in 0..nw {
-                fold[(j % TILE) * TILE + i % TILE] += r[j * nw + i];
-            }
-        }
-        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let (nf, nr) = (norm(&fold), norm(&reference));
-        if nf == 0.0 || nr == 0.0 {
-            continue;
-        }
-        let c: Vec<f64> = correlate(&fold, &reference).iter().map(|v| v / (nf * nr)).collect();
-        let mut abs: Vec<f64> = c.iter().map(|v| v.abs()).collect();
-        abs.sort_by(f64::total_cmp);
-        let sigma = abs[abs.len() / 2] / 0.674_489_75; // MAD of a zero-mean Gaussian
-        let (k, &peak) = c.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
-        let z = if sigma > 0.0 { peak / sigma } else { 0.0 };
-        if z > best.z {
-            best = Detection {
-                correlation: peak,
-                z,
-                p_value: (hypotheses * normal_tail(z)).min(1.0),
-                scale,
-                shift: (k % TILE, k / TILE),
-            };
-        }
-    }
-    best
+    let suspect = Suspect::new(video);
+    suspect.detect(&suspect.reference(key))
 }

@@ -1,24 +1,25 @@
-//! Keyed invisible watermark for vidmesh videos (first version: zero-bit, i.e. "made by us: yes/no").
+//! Keyed invisible watermark for vidmesh videos (zero-bit: "made with this key: yes/no", with a p-value).
 //!
-//! Embedding adds a secret, low-frequency ±1 pattern to the luma of every frame (the same delta on R, G and B moves
-//! luma only), scaled by a perceptual mask that puts more energy where the frame has texture. The pattern is a
-//! `TILE`×`TILE` tile of `CELL`×`CELL` cells, each +1 or −1 from the key (SHA-256 of key and cell index), smoothed
-//! bilinearly and repeated across the frame — tiling turns a crop into a cyclic shift, and low frequencies survive
-//! H.264 and downscaling.
+//! Embedding adds a secret ±1 pattern to the luma of every frame (the same delta on R, G and B moves luma only).
+//! The pattern is a `TILE`×`TILE` tile of `CELL`×`CELL` cells, each +1 or −1 from the key (SHA-256 of key and cell
+//! index), smoothed bilinearly and repeated across the frame — tiling turns a crop into a cyclic shift, and cells
+//! of 4 pixels keep most of their energy through H.264 and a 0.5× downscale. Its amplitude is uniform (flat
+//! regions are where a detector reads it best) and set per frame so the frame's PSNR is `Params::psnr_db`.
 //!
-//! Detection high-passes each frame's luma, averages over frames (content moves, the pattern does not; dropped or
-//! re-timed frames only cost averaging gain), folds the average modulo the tile at each candidate scale, and takes
-//! the best normalised correlation with the key's (high-passed) tile over every cyclic shift. The p-value is
-//! analytic — a Gaussian tail at `z = c·sqrt(cells)` with a Bonferroni factor for every shift and scale tried —
-//! and its calibration is checked against a key-shuffle null (tests/robustness.rs).
+//! Detection subtracts from each frame a content prediction (the mean of nearby pixels of similar luma, which
+//! reproduces flat areas, stripes and edges but not the low-amplitude pattern), averages that residual over the
+//! frames (the pattern is static, content moves; dropped or re-timed frames only cost averaging gain), folds it
+//! modulo the tile at each candidate scale, whitens its spectrum and correlates with the key's tile over every
+//! cyclic shift. The p-value is a Gaussian tail at the peak's z with a Bonferroni factor for every shift and scale
+//! tried; its calibration is checked against a key-shuffle null (tests/robustness.rs, bench watermark_eval).
 //!
-//! Invariants: the same key and video always give the same output; the watermark's PSNR is set by `strength`
-//! (RMS luma change before masking normalisation, in 8-bit levels) and reported by [`embed`].
+//! Invariants: the same key and video always give the same output; every embedded frame's PSNR is at least
+//! `psnr_db` (rounding can only add margin); detection memory is one residual plane whatever the video's length.
 
 mod detect;
 mod pattern;
 
-pub use detect::{Detection, detect};
+pub use detect::{Accumulator, Detection, HYPOTHESES, Reference, SCALES, Suspect, detect, normal_tail};
 pub use pattern::{Embedder, Key, Params, embed, psnr_of};
 
 /// Tile side in pixels at the video's own resolution.

@@ -25,13 +25,14 @@ impl Key {
 /// Embedding strength.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
-    /// RMS luma change in 8-bit levels before rounding (1.9 gives ≥ 42 dB PSNR on vidmesh-tiny videos).
-    pub strength: f64,
+    /// The PSNR each frame's change is scaled to, in dB (after rounding and clipping). 42.2 keeps every frame,
+    /// and so the video, at or above 42 dB.
+    pub psnr_db: f64,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Self { strength: 1.9 }
+        Self { psnr_db: 42.2 }
     }
 }
 
@@ -82,25 +83,6 @@ pub(crate) fn tile(key: &Key) -> Vec<f64> {
     t.iter().map(|v| (v - mean) / rms).collect()
 }
 
-pub(crate) fn luma(rgb: &[u8]) -> Vec<f64> {
-    rgb.chunks_exact(3).map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])).collect()
-}
-
-/// Perceptual mask: local luma activity (mean absolute gradient) normalised to mean 1, clamped to [0.5, 2].
-fn mask(y: &[f64], w: usize, h: usize) -> Vec<f64> {
-    let mut m = vec![0.0; w * h];
-    for j in 0..h {
-        for i in 0..w {
-            let c = y[j * w + i];
-            let gx = (y[j * w + (i + 1).min(w - 1)] - c).abs() + (c - y[j * w + i.saturating_sub(1)]).abs();
-            let gy = (y[(j + 1).min(h - 1) * w + i] - c).abs() + (c - y[j.saturating_sub(1) * w + i]).abs();
-            m[j * w + i] = 4.0 + gx + gy;
-        }
-    }
-    let mean = m.iter().sum::<f64>() / m.len() as f64;
-    m.iter().map(|v| (v / mean).clamp(0.5, 2.0)).collect()
-}
-
 /// Embeds one key's watermark frame by frame (for writers that stream frames).
 pub struct Embedder {
     tile: Vec<f64>,
@@ -114,21 +96,40 @@ impl Embedder {
     }
 
     /// Embeds into one RGB frame of `w × h` in place; returns the squared error summed over its samples.
+    ///
+    /// The same luma delta `s · pattern` goes onto R, G and B, with the amplitude `s` chosen (by bisection) so
+    /// that the frame's PSNR after rounding and clipping is `params.psnr_db`: energy that clipping would lose at
+    /// black or white is spent where it survives instead.
     pub fn embed_frame(&self, frame: &mut [u8], w: usize, h: usize) -> f64 {
-        let m = mask(&luma(frame), w, h);
-        let norm = (m.iter().map(|v| v * v).sum::<f64>() / m.len() as f64).sqrt();
-        let mut se = 0.0;
-        for j in 0..h {
-            for i in 0..w {
-                let d = self.params.strength * m[j * w + i] / norm * self.tile[(j % TILE) * TILE + i % TILE];
-                for c in 0..3 {
-                    let p = &mut frame[(j * w + i) * 3 + c];
-                    let v = (f64::from(*p) + d).round().clamp(0.0, 255.0);
-                    se += (v - f64::from(*p)).powi(2);
-                    *p = v as u8;
+        let pattern = |j: usize, i: usize| self.tile[(j % TILE) * TILE + i % TILE];
+        let apply = |s: f64, out: Option<&mut [u8]>| -> f64 {
+            let mut se = 0.0;
+            let mut out = out;
+            for j in 0..h {
+                for i in 0..w {
+                    let d = s * pattern(j, i);
+                    for c in 0..3 {
+                        let k = (j * w + i) * 3 + c;
+                        let p = f64::from(frame[k]);
+                        let v = (p + d).round().clamp(0.0, 255.0);
+                        se += (v - p).powi(2);
+                        if let Some(o) = out.as_deref_mut() {
+                            o[k] = v as u8;
+                        }
+                    }
                 }
             }
+            se
+        };
+        let target = 255.0f64.powi(2) / 10f64.powf(self.params.psnr_db / 10.0) * (w * h * 3) as f64;
+        let (mut lo, mut hi) = (0.0, 16.0);
+        for _ in 0..14 {
+            let mid = 0.5 * (lo + hi);
+            if apply(mid, None) > target { hi = mid } else { lo = mid }
         }
+        let mut marked = frame.to_vec();
+        let se = apply(lo, Some(&mut marked));
+        frame.copy_from_slice(&marked);
         se
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use vidmesh_video::{EncodeOptions, Video, decode_mp4, encode_mp4};
-use vidmesh_watermark::{Key, Params, detect, embed};
+use vidmesh_watermark::{Detection, Key, Params, Suspect, detect, embed};
 
 fn reference_video(case: usize) -> Video {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -99,7 +99,7 @@ fn invisible_and_detected_after_attacks() {
         let original = reference_video(case);
         let mut marked = original.clone();
         let psnr = embed(&key, &mut marked, &Params::default());
-        assert!(psnr >= 42.0, "case {case}: watermark PSNR {psnr:.1} dB");
+        assert!(psnr >= Params::default().psnr_db, "case {case}: watermark PSNR {psnr:.1} dB");
         let clean = detect(&key, &original);
         let attacks: Vec<(&str, Video)> = vec![
             ("none", marked.clone()),
@@ -116,17 +116,19 @@ fn invisible_and_detected_after_attacks() {
             ("combined", reencode(&half(&crop(&brightness(&marked, 1.2), 0.9)), (28, 32))),
         ];
         println!("case {case}: PSNR {psnr:.1} dB; unmarked z {:.2} p {:.2e}", clean.z, clean.p_value);
-        for (name, v) in &attacks {
-            let d = detect(&key, v);
-            println!("  {name:20} z {:6.2}  p {:9.2e}  scale {}  corr {:.3}", d.z, d.p_value, d.scale, d.correlation);
+        let found: Vec<(&str, Detection)> = attacks.iter().map(|(name, v)| (*name, detect(&key, v))).collect();
+        for (name, d) in &found {
+            println!("  {name:20} z {:6.2}  p {:9.2e}  scale {}", d.z, d.p_value, d.scale);
         }
         assert!(clean.p_value > 1e-3, "unmarked original flagged: {clean:?}");
-        // This first version is NOT yet at the target (p < 1e-6 under the combined attack); the measured
-        // table is in docs/detection.md. What it does hold: the marked video, untouched or with luma gain or
-        // dropped frames, stands well clear of the unmarked one.
-        for (name, v) in attacks.iter().filter(|(n, _)| ["none", "brightness x0.5", "30% frames dropped"].contains(n)) {
-            let d = detect(&key, v);
-            assert!(d.z > clean.z + 1.0 && d.p_value < 0.05, "case {case}, {name}: {d:?} vs unmarked {clean:?}");
+        // What this version holds on the fixtures (docs/detection.md has the full ffmpeg evaluation, including the
+        // combined attack, which it does not yet survive at the 1e-6).
+        let p_of = |name: &str| found.iter().find(|(n, _)| *n == name).unwrap().1.p_value;
+        for name in ["none", "h264 qp 20-24", "brightness x0.5", "30% frames dropped", "24->15 fps"] {
+            assert!(p_of(name) <= 1e-6, "case {case}, {name}: p {:.2e}", p_of(name));
+        }
+        for name in ["crop 90%", "scale 0.5", "h264 qp 28-32"] {
+            assert!(p_of(name) <= 1e-3, "case {case}, {name}: p {:.2e}", p_of(name));
         }
     }
 }
@@ -140,8 +142,9 @@ fn p_values_are_calibrated_against_a_key_shuffle_null() {
     videos.push(marked);
     let mut ps = vec![];
     for v in &videos {
+        let suspect = Suspect::new(v);
         for k in 0..100u32 {
-            ps.push(detect(&Key::derive(&k.to_le_bytes()), v).p_value);
+            ps.push(suspect.detect(&suspect.reference(&Key::derive(&k.to_le_bytes()))).p_value);
         }
     }
     let n = ps.len() as f64;

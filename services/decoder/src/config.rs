@@ -42,8 +42,9 @@ pub struct WatermarkConfig {
     /// 64 hex digits (a 256-bit key, from a Secret in production, e.g. `VIDMESH__WATERMARK__KEY_HEX`); empty = videos
     /// are not watermarked (a warning is logged at start-up).
     pub key_hex: String,
-    /// RMS luma change in 8-bit levels; 0 = the default (1.9, ≥ 42 dB PSNR).
-    pub strength: f64,
+    /// PSNR each watermarked frame is brought to, in dB (lower is stronger and more visible); 0 = the default
+    /// (42.2, so every video stays at or above 42 dB).
+    pub psnr_db: f64,
 }
 
 /// `[c2pa]`: the signing credentials; all empty = videos are not signed (a warning is logged at start-up).

@@ -100,8 +100,8 @@ impl Decoder {
                 .and_then(|k| k.try_into().ok())
                 .ok_or_else(|| Error::InvalidArgument("watermark.key_hex must be 64 hex digits".into()))?;
             let mut params = vidmesh_watermark::Params::default();
-            if config.watermark.strength > 0.0 {
-                params.strength = config.watermark.strength;
+            if config.watermark.psnr_db > 0.0 {
+                params.psnr_db = config.watermark.psnr_db;
             }
             Some(vidmesh_watermark::Embedder::new(&vidmesh_watermark::Key(key), params))
         };
@@ -158,24 +158,20 @@ impl Decoder {
             .map_err(|_| Error::Overloaded { retry_after: std::time::Duration::from_secs(1) })
     }
 
-    /// Decodes `latents` ([C, T', h, w], scaled), encodes and stores them under `prefix`; `progress(done, total)`
-    /// is called after every chunk.
-    pub async fn decode(
+    /// Runs the VAE over `latents` ([C, T', h, w], scaled) `chunk_latent_frames` at a time and hands every 8-bit
+    /// RGB frame, in order, to `sink(index, frame)`; `progress(done, total)` is called after every chunk. Returns
+    /// (frames, height, width).
+    pub async fn decode_frames(
         &self,
         latents: &TensorF32,
-        fps: u32,
-        prefix: &str,
-        generation: &Generation,
+        mut sink: impl FnMut(usize, Vec<u8>) -> Result<(), Error>,
         mut progress: impl FnMut(usize, usize),
-    ) -> Result<Stored, Error> {
+    ) -> Result<(usize, usize, usize), Error> {
         let m = &self.manifest;
         let [c, t, h, w] = [latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3]];
         let (tc, sc) = (m.vae.temporal_compression, m.vae.spatial_compression);
         let (frames, height, width) = (t * tc, h * sc, w * sc);
         let (scale, shift) = (m.vae.latent_scale as f32, m.vae.latent_shift as f32);
-        let mut writer = Mp4Writer::new(width, height, f64::from(fps), &self.encode)?;
-        let mut thumb = None;
-        let mut watermark_se = 0.0;
         let per_frame = h * w;
         for t0 in (0..t).step_by(self.chunk) {
             let n = self.chunk.min(t - t0);
@@ -185,17 +181,42 @@ impl Decoder {
                 z.extend(latents.data[base..base + n * per_frame].iter().map(|x| x / scale + shift));
             }
             let video = self.vae_chunk(z, [c, n, h, w]).await?;
-            for (i, mut f) in frames_u8(&video, n * tc, height, width).into_iter().enumerate() {
-                if let Some(wm) = &self.watermark {
-                    watermark_se += wm.embed_frame(&mut f, width, height);
-                }
-                if t0 * tc + i == frames / 2 {
-                    thumb = Some(f.clone());
-                }
-                writer.push(&f)?;
+            for (i, f) in frames_u8(&video, n * tc, height, width).into_iter().enumerate() {
+                sink(t0 * tc + i, f)?;
             }
             progress((t0 + n) * tc, frames);
         }
+        Ok((frames, height, width))
+    }
+
+    /// Decodes `latents` ([C, T', h, w], scaled), watermarks, encodes and stores them under `prefix`;
+    /// `progress(done, total)` is called after every chunk.
+    pub async fn decode(
+        &self,
+        latents: &TensorF32,
+        fps: u32,
+        prefix: &str,
+        generation: &Generation,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Stored, Error> {
+        let m = &self.manifest;
+        let sc = m.vae.spatial_compression;
+        let (height, width) = (latents.shape[2] * sc, latents.shape[3] * sc);
+        let frames = latents.shape[1] * m.vae.temporal_compression;
+        let mut writer = Mp4Writer::new(width, height, f64::from(fps), &self.encode)?;
+        let mut thumb = None;
+        let mut watermark_se = 0.0;
+        let sink = |i: usize, mut f: Vec<u8>| {
+            if let Some(wm) = &self.watermark {
+                watermark_se += wm.embed_frame(&mut f, width, height);
+            }
+            if i == frames / 2 {
+                thumb = Some(f.clone());
+            }
+            writer.push(&f)?;
+            Ok(())
+        };
+        self.decode_frames(latents, sink, progress).await?;
         let mp4 = tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| Error::Inference(e.to_string()))??;
