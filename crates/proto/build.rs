@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "vidmesh/tensor/v1/tensor.proto",
     "vidmesh/text_encoder/v1/text_encoder.proto",
     "vidmesh/denoiser/v1/denoiser.proto",
     "vidmesh/decoder/v1/decoder.proto",
+    "vidmesh/classifier/v1/classifier.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -33,5 +33,13 @@ pub mod decoder {
     }
 }
 
+/// `vidmesh.classifier.v1`: the classifier service.
+pub mod classifier {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("vidmesh.classifier.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every vidmesh proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vidmesh_descriptor");

@@ -1,0 +1,155 @@
+//! The classifier's hot path, free of gRPC: MP4 bytes → frames (streamed, one in memory at a time) → watermark
+//! detection and C2PA validation → one verdict.
+//!
+//! Invariants: a request never holds more than one decoded frame plus one luma plane; at most `max_frames` frames
+//! are examined; admission is bounded (excess is refused at once); hostile bytes yield InvalidArgument, never a
+//! panic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use vidmesh_provenance::Provenance;
+use vidmesh_storage::Storage;
+use vidmesh_video::decode_mp4_each;
+use vidmesh_watermark::{Accumulator, Detection, Key, Reference};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::verdict::{Thresholds, Verdict, combine};
+
+/// What one examination found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The combined verdict.
+    pub verdict: Verdict,
+    /// One reason per piece of evidence.
+    pub reasons: Vec<String>,
+    /// Watermark detection.
+    pub watermark: Detection,
+    /// Whether the watermark met the "generated" threshold.
+    pub watermark_detected: bool,
+    /// C2PA state.
+    pub c2pa: Provenance,
+    /// Width.
+    pub width: usize,
+    /// Height.
+    pub height: usize,
+    /// Frames examined.
+    pub frames: usize,
+    /// Decode + detection time.
+    pub elapsed: Duration,
+}
+
+/// The loaded classifier.
+pub struct Classifier {
+    reference: Reference,
+    trust_anchors: Vec<u8>,
+    storage: Arc<dyn Storage>,
+    thresholds: Thresholds,
+    max_video_bytes: usize,
+    max_frames: usize,
+    permits: Arc<Semaphore>,
+}
+
+impl Classifier {
+    /// Parses the key, reads the trust anchors and opens the storage.
+    pub async fn load(config: &Config) -> Result<Self, Error> {
+        let key: [u8; 32] = hex::decode(&config.watermark.key_hex)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| Error::Config("watermark.key_hex must be 64 hex digits (the decoder's key)".into()))?;
+        let w = &config.watermark;
+        if !(w.p_generated > 0.0 && w.p_generated <= w.p_inconclusive && w.p_inconclusive < 1.0) {
+            return Err(Error::Config(format!(
+                "need 0 < watermark.p_generated ({}) <= watermark.p_inconclusive ({}) < 1",
+                w.p_generated, w.p_inconclusive
+            )));
+        }
+        let path = &config.c2pa.trust_anchors_path;
+        let trust_anchors = if path.is_empty() {
+            tracing::warn!("c2pa.trust_anchors_path is empty: no C2PA manifest will be TRUSTED");
+            Vec::new()
+        } else {
+            std::fs::read(path).map_err(|e| Error::Config(format!("c2pa.trust_anchors_path {path:?}: {e}")))?
+        };
+        Ok(Self {
+            reference: Reference::new(&Key(key)),
+            trust_anchors,
+            storage: config.storage.open().await?,
+            thresholds: Thresholds { generated: w.p_generated, inconclusive: w.p_inconclusive },
+            max_video_bytes: config.max_video_bytes,
+            max_frames: config.max_frames.max(1),
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+        })
+    }
+
+    /// Refuses at once when `max_concurrent` detections are running.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.permits.clone().try_acquire_owned().map_err(|_| Error::Overloaded { retry_after: Duration::from_secs(1) })
+    }
+
+    /// Checks the size of request bytes.
+    pub fn check_size(&self, bytes: usize) -> Result<(), Error> {
+        if bytes == 0 {
+            return Err(Error::InvalidArgument("video is empty; send MP4 bytes or a storage uri".into()));
+        }
+        if bytes > self.max_video_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "video is {bytes} bytes; this classifier accepts at most {}",
+                self.max_video_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a stored video by URI.
+    pub async fn fetch(&self, uri: &str) -> Result<Bytes, Error> {
+        let key = self.storage.key_of(uri)?;
+        let bytes = self.storage.get(&key).await?;
+        self.check_size(bytes.len())?;
+        Ok(bytes)
+    }
+
+    /// Examines one MP4. Blocking (decode + FFTs + C2PA): call from a blocking thread.
+    pub fn examine(&self, mp4: &[u8]) -> Result<Report, Error> {
+        let start = Instant::now();
+        self.check_size(mp4.len())?;
+        let mut acc: Option<Accumulator> = None;
+        let max_frames = self.max_frames;
+        let info = decode_mp4_each(mp4, |info, rgb| {
+            let a = acc.get_or_insert_with(|| Accumulator::new(info.width, info.height));
+            a.push(rgb);
+            Ok(if a.frames() >= max_frames {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            })
+        })
+        .map_err(|e| Error::InvalidArgument(format!("video: {e}")))?;
+        let watermark = match acc {
+            Some(acc) => acc.finish().detect(&self.reference),
+            None => Detection { z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0) },
+        };
+        let c2pa = vidmesh_provenance::verify_mp4(mp4, &self.trust_anchors);
+        let (verdict, mut reasons) = combine(&watermark, &c2pa, self.thresholds);
+        if info.damaged > 0 {
+            reasons.push(format!(
+                "{} sample(s) of the video stream are corrupt and were skipped; evidence comes from {} frame(s)",
+                info.damaged, info.frames
+            ));
+        }
+        Ok(Report {
+            verdict,
+            reasons,
+            watermark_detected: watermark.p_value <= self.thresholds.generated,
+            watermark,
+            c2pa,
+            width: info.width,
+            height: info.height,
+            frames: info.frames,
+            elapsed: start.elapsed(),
+        })
+    }
+}

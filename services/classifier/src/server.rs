@@ -1,0 +1,95 @@
+//! The gRPC face of the classifier: reads the source (bytes or storage URI), runs the engine on a blocking
+//! thread, translates the report.
+
+use std::sync::{Arc, OnceLock};
+
+use tonic::{Request, Response, Status};
+use vidmesh_proto::classifier::v1::{
+    C2paEvidence, C2paState, DetectRequest, DetectResponse, Verdict as PbVerdict, WatermarkEvidence,
+    classifier_server::Classifier as ClassifierRpc, detect_request::Source,
+};
+use vidmesh_provenance::Provenance;
+use vidmesh_runtime::Drain;
+
+use crate::engine::{Classifier, Report};
+use crate::error::Error;
+use crate::verdict::Verdict;
+
+/// Shared by the handlers and the loader.
+pub struct State {
+    /// Set once the service is ready.
+    pub classifier: OnceLock<Arc<Classifier>>,
+    /// Refuses new work once shutdown starts.
+    pub drain: Drain,
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct Service(pub Arc<State>);
+
+fn response(r: Report) -> DetectResponse {
+    let verdict = match r.verdict {
+        Verdict::NotDetected => PbVerdict::NotDetected,
+        Verdict::Inconclusive => PbVerdict::Inconclusive,
+        Verdict::Generated => PbVerdict::Generated,
+    };
+    let mut c2pa = C2paEvidence::default();
+    let claim = match r.c2pa {
+        Provenance::Absent => {
+            c2pa.state = C2paState::Absent.into();
+            None
+        }
+        Provenance::Invalid(failures) => {
+            c2pa.state = C2paState::Invalid.into();
+            c2pa.failures = failures;
+            None
+        }
+        Provenance::Valid(claim) => {
+            c2pa.state = C2paState::ValidUntrusted.into();
+            claim
+        }
+        Provenance::Trusted(claim) => {
+            c2pa.state = C2paState::Trusted.into();
+            claim
+        }
+    };
+    if let Some(c) = claim {
+        (c2pa.model, c2pa.model_version, c2pa.prompt_sha256) = (c.model, c.model_version, c.prompt_sha256);
+    }
+    DetectResponse {
+        verdict: verdict.into(),
+        reasons: r.reasons,
+        watermark: Some(WatermarkEvidence {
+            detected: r.watermark_detected,
+            z: r.watermark.z,
+            p_value: r.watermark.p_value,
+            scale: r.watermark.scale,
+        }),
+        c2pa: Some(c2pa),
+        width: r.width as u32,
+        height: r.height as u32,
+        frames: r.frames as u32,
+        elapsed_ms: r.elapsed.as_secs_f64() * 1e3,
+    }
+}
+
+#[tonic::async_trait]
+impl ClassifierRpc for Service {
+    async fn detect(&self, request: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
+        if self.0.drain.draining() {
+            return Err(Error::Draining.into());
+        }
+        let c = self.0.classifier.get().ok_or(Error::NotReady)?.clone();
+        let _permit = c.admit()?;
+        let bytes = match request.into_inner().source {
+            None => return Err(Error::InvalidArgument("set video (MP4 bytes) or uri".into()).into()),
+            Some(Source::Video(v)) => bytes::Bytes::from(v),
+            Some(Source::Uri(uri)) => c.fetch(&uri).await?,
+        };
+        let report = tokio::task::spawn_blocking(move || c.examine(&bytes))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        tracing::info!(verdict = ?report.verdict, z = report.watermark.z, p = report.watermark.p_value, "detected");
+        Ok(Response::new(response(report)))
+    }
+}
