@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate data, train (resuming from models/work/ checkpoints), export, evaluate and write golden fixtures.
 #   models/run.sh            all stages
-#   models/run.sh export     one stage: vae | dit | export | eval | fixtures
+#   models/run.sh export     one stage: vae | dit | export | eval | fixtures | passive
 # Needs Python 3.11+ and the PyPI registry (torch is ~3 GB). CPU is enough: see MODEL_CARD.md for wall times.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -113,6 +113,12 @@ def validate(bundle: Path) -> dict:
     dit = _need(m, "dit", dict, "model.toml")
     files = {"text_encoder": te, "vae.encoder": _need(vae, "encoder", dict, "vae"),
              "vae.decoder": _need(vae, "decoder", dict, "vae"), "dit": dit}
+    if "passive" in m:  # optional: the classifier's passive detector (vidmesh_tiny/passive.py)
+        passive = _need(m, "passive", dict, "model.toml")
+        files["passive"] = passive
+        _need(passive, "threshold", float, "passive")
+        if _need(passive, "heldout_real_videos", int, "passive") < 1:
+            raise BundleError("passive.heldout_real_videos must be >= 1 (the threshold's false-positive evidence)")
     for where, c in files.items():
         f = bundle / _need(c, "file", str, where)
         if not f.is_file():

@@ -1,7 +1,8 @@
-"""One command for the whole model: data -> VAE -> DiT -> ONNX export -> evaluation -> golden fixtures.
+"""One command for the whole model: data -> VAE -> DiT -> ONNX export -> evaluation -> golden fixtures -> passive
+detector (the classifier's; it runs last because export rewrites model.toml).
 
   python -m vidmesh_tiny.pipeline            # every stage; finished stages are skipped, training resumes
-  python -m vidmesh_tiny.pipeline export     # one stage (vae | dit | export | eval | fixtures)
+  python -m vidmesh_tiny.pipeline export     # one stage (vae | dit | export | eval | fixtures | passive)
 
 Each stage is seeded and resumable (checkpoints in models/work/); wall time per stage goes to work/timings.json.
 """
@@ -14,7 +15,7 @@ import time
 
 from .paths import WORK
 
-STAGES = ("vae", "dit", "export", "eval", "fixtures")
+STAGES = ("vae", "dit", "export", "eval", "fixtures", "passive")
 
 
 def run(stage: str) -> None:
@@ -38,6 +39,10 @@ def run(stage: str) -> None:
         from . import fixtures
 
         fixtures.write()
+    elif stage == "passive":
+        from . import passive
+
+        passive.main()
     else:
         raise SystemExit(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 

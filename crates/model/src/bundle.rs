@@ -58,6 +58,8 @@ pub enum Part {
     VaeEncoder,
     /// The VAE decoder.
     VaeDecoder,
+    /// The passive detector (nothing when the bundle has none).
+    Passive,
 }
 
 /// (file, sha256) of every file the given parts use.
@@ -72,6 +74,7 @@ pub(crate) fn files_of(m: &Manifest, parts: &[Part]) -> Vec<(String, String)> {
             Part::Dit => vec![(m.dit.component.file.clone(), m.dit.component.sha256.clone())],
             Part::VaeEncoder => vec![(m.vae.encoder.file.clone(), m.vae.encoder.sha256.clone())],
             Part::VaeDecoder => vec![(m.vae.decoder.file.clone(), m.vae.decoder.sha256.clone())],
+            Part::Passive => m.passive.iter().map(|p| (p.component.file.clone(), p.component.sha256.clone())).collect(),
         })
         .collect()
 }

@@ -177,6 +177,30 @@ pub struct Manifest {
     pub video: VideoSpec,
     /// Noise generator.
     pub noise: NoiseSpec,
+    /// Passive detector of this model's outputs (used by the classifier; optional).
+    #[serde(default)]
+    pub passive: Option<PassiveSpec>,
+}
+
+/// `[passive]`: a frame classifier trained on this model's outputs against real footage
+/// (models/vidmesh_tiny/passive.py). Its rates were measured on held-out videos and bound what may be claimed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassiveSpec {
+    /// The ONNX graph: `frames` float32 [N, 3, 64, 64] RGB in [0, 1] → `logit` [N].
+    #[serde(flatten)]
+    pub component: Component,
+    /// A video whose mean frame logit exceeds this is passive evidence of generation.
+    pub threshold: f64,
+    /// Held-out real videos the threshold was measured on.
+    pub heldout_real_videos: u32,
+    /// How many of them scored above the threshold.
+    pub heldout_false_positives: u32,
+    /// Held-out generated videos.
+    pub heldout_generated_videos: u32,
+    /// Fraction of them above the threshold.
+    pub heldout_tpr: f64,
+    /// Area under the ROC curve on the held-out videos.
+    pub heldout_auc: f64,
 }
 
 /// Scheduler kinds a vidmesh denoiser implements (docs/schedulers.md).

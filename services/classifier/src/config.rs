@@ -1,6 +1,7 @@
 //! classifier configuration: defaults → file → `VIDMESH__…` environment (see vidmesh_runtime::config).
 
 use serde::{Deserialize, Serialize};
+use vidmesh_model::{ModelConfig, OnnxConfig};
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 use vidmesh_storage::StorageConfig;
 
@@ -14,6 +15,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Where `uri` requests are read from (the decoder's storage).
     pub storage: StorageConfig,
+    /// The bundle whose `[passive]` detector to run; `bundle` empty = no passive evidence (a warning at start-up).
+    pub model: ModelConfig,
+    /// ONNX Runtime library and execution provider (for the passive detector).
+    pub onnxruntime: OnnxConfig,
     /// Watermark detection.
     pub watermark: WatermarkConfig,
     /// C2PA validation.
@@ -59,6 +64,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             telemetry: TelemetryConfig::default(),
             storage: StorageConfig::default(),
+            model: ModelConfig::default(),
+            onnxruntime: OnnxConfig::default(),
             watermark: WatermarkConfig::default(),
             c2pa: C2paConfig::default(),
             max_video_bytes: 256 << 20,

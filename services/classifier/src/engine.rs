@@ -17,7 +17,27 @@ use vidmesh_watermark::{Accumulator, Detection, Key, Reference};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::verdict::{Thresholds, Verdict, combine};
+use crate::passive::{self, Passive};
+use crate::verdict::{PassiveView, Thresholds, Verdict, combine};
+
+/// Opens the bundle's passive detector when `model.bundle` is set (blocking: ORT session creation).
+pub fn load_passive(
+    config: &Config,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<Option<Passive>, Error> {
+    if config.model.bundle.is_empty() {
+        tracing::warn!("model.bundle is empty: no passive evidence");
+        return Ok(None);
+    }
+    let bundle = config.model.open(&[vidmesh_model::Part::Passive])?;
+    let Some(spec) = bundle.manifest.passive.clone() else {
+        tracing::warn!(bundle = %config.model.bundle, "the bundle has no [passive] detector: no passive evidence");
+        return Ok(None);
+    };
+    let onnx = vidmesh_model::Onnx::init(&config.onnxruntime, env)?;
+    let session = onnx.session(&bundle.path(&spec.component.file))?;
+    Ok(Some(Passive::new(session, spec)))
+}
 
 /// What one examination found.
 #[derive(Debug, Clone)]
@@ -32,6 +52,8 @@ pub struct Report {
     pub watermark_detected: bool,
     /// C2PA state.
     pub c2pa: Provenance,
+    /// Passive detector's view and the frames it scored (None without a passive model).
+    pub passive: Option<(PassiveView, usize)>,
     /// Width.
     pub width: usize,
     /// Height.
@@ -45,6 +67,7 @@ pub struct Report {
 /// The loaded classifier.
 pub struct Classifier {
     reference: Reference,
+    passive: Option<Passive>,
     trust_anchors: Vec<u8>,
     storage: Arc<dyn Storage>,
     thresholds: Thresholds,
@@ -55,7 +78,7 @@ pub struct Classifier {
 
 impl Classifier {
     /// Parses the key, reads the trust anchors and opens the storage.
-    pub async fn load(config: &Config) -> Result<Self, Error> {
+    pub async fn load(config: &Config, passive: Option<Passive>) -> Result<Self, Error> {
         let key: [u8; 32] = hex::decode(&config.watermark.key_hex)
             .ok()
             .and_then(|k| k.try_into().ok())
@@ -76,6 +99,7 @@ impl Classifier {
         };
         Ok(Self {
             reference: Reference::new(&Key(key)),
+            passive,
             trust_anchors,
             storage: config.storage.open().await?,
             thresholds: Thresholds { generated: w.p_generated, inconclusive: w.p_inconclusive },
@@ -117,10 +141,15 @@ impl Classifier {
         let start = Instant::now();
         self.check_size(mp4.len())?;
         let mut acc: Option<Accumulator> = None;
+        let mut sampled: Vec<Vec<f32>> = Vec::new();
         let max_frames = self.max_frames;
         let info = decode_mp4_each(mp4, |info, rgb| {
             let a = acc.get_or_insert_with(|| Accumulator::new(info.width, info.height));
             a.push(rgb);
+            let stride = info.samples.min(max_frames).div_ceil(passive::FRAMES).max(1);
+            if self.passive.is_some() && (info.frames - 1) % stride == 0 && sampled.len() < passive::FRAMES {
+                sampled.push(passive::prepare(rgb, info.width, info.height));
+            }
             Ok(if a.frames() >= max_frames {
                 std::ops::ControlFlow::Break(())
             } else {
@@ -133,7 +162,20 @@ impl Classifier {
             None => Detection { z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0) },
         };
         let c2pa = vidmesh_provenance::verify_mp4(mp4, &self.trust_anchors);
-        let (verdict, mut reasons) = combine(&watermark, &c2pa, self.thresholds);
+        let passive = match &self.passive {
+            Some(p) if !sampled.is_empty() => {
+                let s = p.score(&sampled)?;
+                let view = PassiveView {
+                    score: s.score,
+                    threshold: p.spec.threshold,
+                    false_positives: p.spec.heldout_false_positives,
+                    real_videos: p.spec.heldout_real_videos,
+                };
+                Some((view, s.frames))
+            }
+            _ => None,
+        };
+        let (verdict, mut reasons) = combine(&watermark, &c2pa, passive.as_ref().map(|p| &p.0), self.thresholds);
         if info.damaged > 0 {
             reasons.push(format!(
                 "{} sample(s) of the video stream are corrupt and were skipped; evidence comes from {} frame(s)",
@@ -146,6 +188,7 @@ impl Classifier {
             watermark_detected: watermark.p_value <= self.thresholds.generated,
             watermark,
             c2pa,
+            passive,
             width: info.width,
             height: info.height,
             frames: info.frames,

@@ -31,6 +31,9 @@ pub enum Error {
     /// Storage failed.
     #[error(transparent)]
     Storage(vidmesh_storage::StorageError),
+    /// The bundle or ONNX Runtime failed to load.
+    #[error(transparent)]
+    Model(#[from] vidmesh_model::ModelError),
     /// Unexpected failure inside the service.
     #[error("internal: {0}")]
     Internal(String),
@@ -56,7 +59,9 @@ impl From<Error> for Status {
                 vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after)
             }
             Error::NotReady | Error::Draining => Status::unavailable(e.to_string()),
-            Error::Config(_) | Error::Storage(_) | Error::Internal(_) => vidmesh_runtime::status::internal(&e),
+            Error::Config(_) | Error::Storage(_) | Error::Model(_) | Error::Internal(_) => {
+                vidmesh_runtime::status::internal(&e)
+            }
         }
     }
 }

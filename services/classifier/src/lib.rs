@@ -8,6 +8,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod passive;
 pub mod server;
 pub mod verdict;
 
@@ -55,8 +56,9 @@ where
     );
     let server_config = config.server.clone();
     let runtime = tokio::runtime::Handle::current();
-    let load = move |_env: &HashMap<String, String>, _registry: &prometheus::Registry| {
-        let loaded = runtime.block_on(engine::Classifier::load(&config))?;
+    let load = move |env: &HashMap<String, String>, _registry: &prometheus::Registry| {
+        let passive = engine::load_passive(&config, env)?;
+        let loaded = runtime.block_on(engine::Classifier::load(&config, passive))?;
         tracing::info!("classifier ready");
         let _ = state.classifier.set(Arc::new(loaded));
         Ok(())

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use tonic::{Request, Response, Status};
 use vidmesh_proto::classifier::v1::{
-    C2paEvidence, C2paState, DetectRequest, DetectResponse, Verdict as PbVerdict, WatermarkEvidence,
+    C2paEvidence, C2paState, DetectRequest, DetectResponse, PassiveEvidence, Verdict as PbVerdict, WatermarkEvidence,
     classifier_server::Classifier as ClassifierRpc, detect_request::Source,
 };
 use vidmesh_provenance::Provenance;
@@ -56,7 +56,20 @@ fn response(r: Report) -> DetectResponse {
     if let Some(c) = claim {
         (c2pa.model, c2pa.model_version, c2pa.prompt_sha256) = (c.model, c.model_version, c.prompt_sha256);
     }
+    let passive = match &r.passive {
+        None => PassiveEvidence::default(),
+        Some((p, frames)) => PassiveEvidence {
+            available: true,
+            score: p.score,
+            threshold: p.threshold,
+            above_threshold: p.score > p.threshold,
+            heldout_false_positives: p.false_positives,
+            heldout_real_videos: p.real_videos,
+            frames: *frames as u32,
+        },
+    };
     DetectResponse {
+        passive: Some(passive),
         verdict: verdict.into(),
         reasons: r.reasons,
         watermark: Some(WatermarkEvidence {

@@ -29,8 +29,26 @@ pub struct Thresholds {
     pub inconclusive: f64,
 }
 
-/// Combines the watermark detection and the C2PA state.
-pub fn combine(watermark: &Detection, c2pa: &Provenance, t: Thresholds) -> (Verdict, Vec<String>) {
+/// The passive detector's view, with the calibration that bounds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassiveView {
+    /// Mean logit.
+    pub score: f64,
+    /// The bundle's threshold.
+    pub threshold: f64,
+    /// Held-out real videos above the threshold when it was set.
+    pub false_positives: u32,
+    /// Held-out real videos measured.
+    pub real_videos: u32,
+}
+
+/// Combines the watermark detection, the C2PA state and (when available) the passive detector.
+pub fn combine(
+    watermark: &Detection,
+    c2pa: &Provenance,
+    passive: Option<&PassiveView>,
+    t: Thresholds,
+) -> (Verdict, Vec<String>) {
     let mut reasons = Vec::new();
     let mut verdict = Verdict::NotDetected;
     let p = watermark.p_value;
@@ -72,6 +90,22 @@ pub fn combine(watermark: &Detection, c2pa: &Provenance, t: Thresholds) -> (Verd
         }
         Provenance::Absent => reasons.push("no C2PA manifest (never signed, or stripped by re-encoding)".into()),
     }
+    if let Some(p) = passive {
+        // Measured false-positive rate: at best (fp + 1) / n with n held-out real videos, never near p_generated;
+        // so passive evidence alone can make a verdict inconclusive, never "generated".
+        let bound = f64::from(p.false_positives + 1) / f64::from(p.real_videos.max(1));
+        if p.score > p.threshold {
+            if verdict == Verdict::NotDetected {
+                verdict = Verdict::Inconclusive;
+            }
+            reasons.push(format!(
+                "passive detector: frames look like this model's outputs (score {:.2} > {:.2}; {} of {} held-out                  real videos scored as high, so on its own this is worth a false-positive rate of about {bound:.0e})",
+                p.score, p.threshold, p.false_positives, p.real_videos
+            ));
+        } else {
+            reasons.push(format!("passive detector: not like this model's outputs (score {:.2} <= {:.2})", p.score, p.threshold));
+        }
+    }
     (verdict, reasons)
 }
 
@@ -87,14 +121,23 @@ mod tests {
 
     #[test]
     fn each_piece_of_evidence_moves_the_verdict_as_documented() {
-        assert_eq!(combine(&wm(1e-9), &Provenance::Absent, T).0, Verdict::Generated);
-        assert_eq!(combine(&wm(1e-4), &Provenance::Absent, T).0, Verdict::Inconclusive);
-        assert_eq!(combine(&wm(0.5), &Provenance::Absent, T).0, Verdict::NotDetected);
-        assert_eq!(combine(&wm(0.5), &Provenance::Trusted(None), T).0, Verdict::Generated);
-        assert_eq!(combine(&wm(0.5), &Provenance::Valid(None), T).0, Verdict::Inconclusive);
-        assert_eq!(combine(&wm(0.5), &Provenance::Invalid(vec!["x".into()]), T).0, Verdict::Inconclusive);
+        let absent = Provenance::Absent;
+        assert_eq!(combine(&wm(1e-9), &absent, None, T).0, Verdict::Generated);
+        assert_eq!(combine(&wm(1e-4), &absent, None, T).0, Verdict::Inconclusive);
+        assert_eq!(combine(&wm(0.5), &absent, None, T).0, Verdict::NotDetected);
+        assert_eq!(combine(&wm(0.5), &Provenance::Trusted(None), None, T).0, Verdict::Generated);
+        assert_eq!(combine(&wm(0.5), &Provenance::Valid(None), None, T).0, Verdict::Inconclusive);
+        assert_eq!(combine(&wm(0.5), &Provenance::Invalid(vec!["x".into()]), None, T).0, Verdict::Inconclusive);
+        // Passive evidence alone, however strong, is never "generated".
+        let strong = PassiveView { score: 50.0, threshold: 1.0, false_positives: 0, real_videos: 96 };
+        let (v, reasons) = combine(&wm(0.5), &absent, Some(&strong), T);
+        assert_eq!(v, Verdict::Inconclusive);
+        assert!(reasons[2].contains("0 of 96"), "{reasons:?}");
+        let weak = PassiveView { score: 0.5, ..strong };
+        assert_eq!(combine(&wm(0.5), &absent, Some(&weak), T).0, Verdict::NotDetected);
         // A tampered manifest does not undo a watermark.
-        let (v, reasons) = combine(&wm(1e-9), &Provenance::Invalid(vec!["assertion.dataHash.mismatch".into()]), T);
+        let (v, reasons) =
+            combine(&wm(1e-9), &Provenance::Invalid(vec!["assertion.dataHash.mismatch".into()]), None, T);
         assert_eq!(v, Verdict::Generated);
         assert_eq!(reasons.len(), 2);
         assert!(reasons[1].contains("assertion.dataHash.mismatch"));
