@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use vidmesh_model::{Onnx, OnnxConfig};
-use vidmesh_runtime::TensorF32;
+use anyhow::{Context, Result, ensure};
+use vidmesh_cli::mesh::{Job, Mesh};
 use vidmesh_video::{EncodeOptions, Video, encode_mp4, luma_ssim};
 use vidmesh_watermark::{Embedder, Key, Params, Suspect};
 
@@ -60,79 +59,6 @@ fn prompt(i: usize) -> String {
         MOTIONS[(i / 5) % 6],
         BACKGROUNDS[(i / 7) % 5]
     )
-}
-
-/// The three engines of the mesh, loaded in this process.
-struct Mesh {
-    encoder: vidmesh_text_encoder::engine::Encoder,
-    denoiser: vidmesh_denoiser::engine::Denoiser,
-    decoder: vidmesh_decoder::engine::Decoder,
-}
-
-impl Mesh {
-    async fn load(bundle: &str, storage: &Path) -> Result<Self> {
-        let env: HashMap<String, String> = std::env::vars().collect();
-        let onnx = Onnx::init(&OnnxConfig::default(), &env).context("loading ONNX Runtime")?;
-        let registry = prometheus::Registry::new();
-        let mut te = vidmesh_text_encoder::Config::default();
-        te.model.bundle = bundle.into();
-        let mut dn = vidmesh_denoiser::Config::default();
-        dn.model.bundle = bundle.into();
-        let mut dc = vidmesh_decoder::Config::default();
-        dc.model.bundle = bundle.into();
-        dc.storage.local_root = storage.display().to_string();
-        // The engines' loaders block (model thread start-up and warm-up).
-        let (encoder, denoiser) = tokio::task::block_in_place(|| {
-            anyhow::Ok((
-                vidmesh_text_encoder::engine::Encoder::load(&te, &onnx, &registry)?,
-                vidmesh_denoiser::engine::Denoiser::load(&dn, &onnx, &registry)?,
-            ))
-        })?;
-        Ok(Self { encoder, denoiser, decoder: vidmesh_decoder::engine::Decoder::load(&dc, &onnx).await? })
-    }
-
-    /// Prompt → clean 8-bit frames (no watermark, no codec).
-    async fn generate(&self, prompt: &str, seed: u64, frames: u32, h: u32, w: u32) -> Result<Video> {
-        let m = &self.denoiser.manifest;
-        let enc = self.encoder.encode(&[prompt.to_string(), String::new()], false).await?;
-        let req = vidmesh_denoiser::engine::Request {
-            latent_shape: m.latent_shape(frames, h, w),
-            prompt: enc[0].0.states.clone(),
-            negative: Some(enc[1].0.states.clone()),
-            seed,
-            steps: m.scheduler.steps,
-            guidance: m.scheduler.guidance,
-            shift: m.scheduler.shift,
-            kind: vidmesh_denoiser::engine::scheduler::Kind::parse(&m.scheduler.kind).context("scheduler")?,
-            init: None,
-            preview_every: 0,
-            deadline: None,
-        };
-        let shape = req.latent_shape;
-        let mut events = self.denoiser.submit(req)?;
-        let mut latents = None;
-        while let Some(ev) = events.recv().await {
-            match ev {
-                vidmesh_denoiser::engine::Event::Done { latents: l, .. } => latents = Some(l),
-                vidmesh_denoiser::engine::Event::Failed(e) => bail!("denoise failed: {e}"),
-                _ => {}
-            }
-        }
-        let latents = TensorF32 { shape: shape.to_vec(), data: latents.context("no latents")? };
-        let mut out = Vec::new();
-        let (_, height, width) = self
-            .decoder
-            .decode_frames(
-                &latents,
-                |_, f| {
-                    out.push(f);
-                    Ok(())
-                },
-                |_, _| {},
-            )
-            .await?;
-        Ok(Video { width, height, fps: f64::from(m.video.default_fps), frames: out })
-    }
 }
 
 fn ffmpeg(args: &[&str]) -> Result<()> {
@@ -195,7 +121,8 @@ async fn main() -> Result<()> {
         args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(Into::into);
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = tempfile::tempdir()?;
-    let mesh = Mesh::load(&repo.join("models/vidmesh-tiny").display().to_string(), work.path()).await?;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mesh = Mesh::load(&repo.join("models/vidmesh-tiny"), work.path(), "", &env).await?;
     let key = Key::derive(b"vidmesh watermark evaluation key");
     let embedder = Embedder::new(&key, Params::default());
     let encode = EncodeOptions::default();
@@ -212,7 +139,18 @@ async fn main() -> Result<()> {
     for i in 0..n {
         let (h, w) = if i % 4 == 3 { (64, 96) } else { (64, 64) };
         let frames = if i % 3 == 2 { 32 } else { 16 };
-        let clean = mesh.generate(&prompt(i), 1000 + i as u64, frames, h, w).await?;
+        let job = Job {
+            prompt: prompt(i),
+            negative_prompt: String::new(),
+            seed: 1000 + i as u64,
+            frames,
+            height: h,
+            width: w,
+            fps: 8,
+            steps: 0,
+            guidance: None,
+        };
+        let clean = mesh.frames(&job).await?;
         let mut marked = clean.clone();
         let mut se = 0.0;
         for f in &mut marked.frames {

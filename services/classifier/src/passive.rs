@@ -49,7 +49,8 @@ pub fn prepare(rgb: &[u8], w: usize, h: usize) -> Vec<f32> {
             let xb = (xa + 1).min(w - 1);
             for c in 0..3 {
                 let p = |x: usize, y: usize| f64::from(rgb[(y * w + x) * 3 + c]);
-                let v = (1.0 - ay) * ((1.0 - ax) * p(xa, ya) + ax * p(xb, ya)) + ay * ((1.0 - ax) * p(xa, yb) + ax * p(xb, yb));
+                let v = (1.0 - ay) * ((1.0 - ax) * p(xa, ya) + ax * p(xb, ya))
+                    + ay * ((1.0 - ax) * p(xa, yb) + ax * p(xb, yb));
                 out[c * SIDE * SIDE + j * SIDE + i] = (v / 255.0) as f32;
             }
         }

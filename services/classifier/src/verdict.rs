@@ -99,11 +99,15 @@ pub fn combine(
                 verdict = Verdict::Inconclusive;
             }
             reasons.push(format!(
-                "passive detector: frames look like this model's outputs (score {:.2} > {:.2}; {} of {} held-out                  real videos scored as high, so on its own this is worth a false-positive rate of about {bound:.0e})",
+                "passive detector: frames look like this model's outputs (score {:.2} > {:.2}; {} of {} held-out \
+                 real videos scored as high, so on its own this is worth a false-positive rate of about {bound:.0e})",
                 p.score, p.threshold, p.false_positives, p.real_videos
             ));
         } else {
-            reasons.push(format!("passive detector: not like this model's outputs (score {:.2} <= {:.2})", p.score, p.threshold));
+            reasons.push(format!(
+                "passive detector: not like this model's outputs (score {:.2} <= {:.2})",
+                p.score, p.threshold
+            ));
         }
     }
     (verdict, reasons)

@@ -186,7 +186,8 @@ fn model_output(case: usize) -> Video {
         .map(|f| {
             (0..h * w)
                 .flat_map(|i| {
-                    (0..3).map(move |c| ((data[c * plane + f * h * w + i].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8)
+                    (0..3)
+                        .map(move |c| ((data[c * plane + f * h * w + i].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8)
                 })
                 .collect()
         })
@@ -201,7 +202,7 @@ async fn passive_evidence_alone_is_never_a_claim() {
     // The model's own outputs, unmarked and unsigned: the passive detector sees them; the verdict stays below a claim.
     for case in [0, 1, 2] {
         let r = detect(&mut client, Source::Video(mp4(&model_output(case), (18, 24)))).await.unwrap();
-        let p = r.passive.clone().unwrap();
+        let p = r.passive.unwrap();
         println!("case {case}: passive score {:.2} (threshold {:.2}), verdict {:?}", p.score, p.threshold, r.verdict());
         assert!(p.available && p.heldout_real_videos > 0 && p.score.is_finite(), "{p:?}");
         assert_eq!(p.frames, 8, "{p:?}");

@@ -1,0 +1,271 @@
+//! `vidmesh`: make a video from a prompt on this machine, check a video, list models, run services.
+//!
+//!   vidmesh generate "a red circle moving left" -o video.mp4 [--seconds 2] [--size 64x64] [--steps 30] [--seed 7]
+//!   vidmesh detect video.mp4
+//!   vidmesh models
+//!   vidmesh serve all | text-encoder | denoiser | decoder | classifier [CONFIG.toml]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vidmesh_cli::local;
+use vidmesh_cli::mesh::{Job, Mesh, Progress};
+
+#[derive(Parser)]
+#[command(name = "vidmesh", version, about = "Serve and use text-to-video diffusion models")]
+struct Cli {
+    /// Model bundle directory (default: the bundled vidmesh-tiny).
+    #[arg(long, global = true)]
+    bundle: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a video from a prompt with the whole mesh in this process (watermarked with this machine's key).
+    Generate {
+        /// What the video shows.
+        prompt: String,
+        /// Output MP4.
+        #[arg(short, long, default_value = "video.mp4")]
+        output: PathBuf,
+        /// Duration in seconds (default: the bundle's default frame count).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// WIDTHxHEIGHT, e.g. 64x64 or 96x64 (default: the bundle's default).
+        #[arg(long)]
+        size: Option<String>,
+        /// Denoising steps (default: the bundle's).
+        #[arg(long, default_value_t = 0)]
+        steps: u32,
+        /// Noise seed (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Classifier-free guidance scale (default: the bundle's).
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// What to steer away from.
+        #[arg(long, default_value = "")]
+        negative_prompt: String,
+    },
+    /// Was this video made by vidmesh? Watermark (this machine's key), C2PA and passive evidence.
+    Detect {
+        /// The MP4 file.
+        file: PathBuf,
+    },
+    /// The bundle's model: name, sizes, frame counts, defaults.
+    Models,
+    /// Run services in this process until SIGTERM/Ctrl-C: one named service with its config file (as its own binary
+    /// does), or `all` on ports 50051-50054 (metrics 9090-9093) with defaults.
+    Serve {
+        /// all | text-encoder | denoiser | decoder | classifier
+        service: String,
+        /// TOML config for a single service (environment VIDMESH__… applies on top).
+        config: Option<PathBuf>,
+    },
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return t.as_nanos() as u64 ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(b) >> 1 // below 2^63: JSON- and shell-friendly
+}
+
+async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -> Result<()> {
+    let Command::Generate { prompt, output, seconds, size, steps, seed, guidance, negative_prompt } = cmd else {
+        unreachable!()
+    };
+    let env = local::with_onnxruntime(env)?;
+    let key = local::watermark_key(&env)?;
+    let store = tempfile::tempdir()?;
+    let t0 = Instant::now();
+    let mesh = Mesh::load(&bundle, store.path(), &key, &env).await?;
+    let v = &mesh.manifest().video;
+    let (width, height) = match size {
+        None => (v.default_width, v.default_height),
+        Some(s) => {
+            let (w, h) = s.split_once('x').context("--size must be WIDTHxHEIGHT, e.g. 64x64")?;
+            (w.parse().context("--size width")?, h.parse().context("--size height")?)
+        }
+    };
+    let fps = v.default_fps;
+    let frames = match seconds {
+        None => v.default_frames,
+        Some(s) if s > 0.0 && s.is_finite() => (s * f64::from(fps)).round() as u32,
+        Some(s) => bail!("--seconds {s} must be positive"),
+    };
+    let seed = seed.unwrap_or_else(random_seed);
+    let job = Job { prompt, negative_prompt, seed, frames, height, width, fps, steps, guidance };
+    mesh.check(&job)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")?.progress_chars("=> "));
+    let stored = mesh
+        .generate(&job, "cli", |p| match p {
+            Progress::Denoising { step, total, eta } => {
+                bar.set_prefix("denoising");
+                bar.set_length(u64::from(total));
+                bar.set_position(u64::from(step));
+                bar.set_message(format!("step {step}/{total}, ETA {:.1}s", eta.as_secs_f64()));
+            }
+            Progress::Decoding { done, total } => {
+                bar.set_prefix("decoding");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(format!("{done}/{total} frames"));
+            }
+        })
+        .await?;
+    bar.finish_and_clear();
+    let src = stored.video.uri.strip_prefix("file://").context("local storage URI")?;
+    let mp4 = std::fs::read(src).context("reading the stored video")?;
+    std::fs::write(&output, mp4).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "wrote {} ({} frames {}x{} @ {} fps, seed {seed}, watermarked at {:.1} dB) in {:.1}s",
+        output.display(),
+        stored.frames,
+        stored.width,
+        stored.height,
+        stored.fps,
+        stored.watermark_psnr.unwrap_or(f64::NAN),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn detect(bundle: PathBuf, file: PathBuf, env: HashMap<String, String>) -> Result<()> {
+    let env = local::with_onnxruntime(env)?;
+    let mut config = vidmesh_classifier::Config::default();
+    config.watermark.key_hex = local::watermark_key(&env)?;
+    config.model.bundle = bundle.display().to_string();
+    let store = tempfile::tempdir()?;
+    config.storage.local_root = store.path().display().to_string();
+    let passive = tokio::task::block_in_place(|| vidmesh_classifier::engine::load_passive(&config, &env))?;
+    let classifier = vidmesh_classifier::engine::Classifier::load(&config, passive).await?;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let r = tokio::task::block_in_place(|| classifier.examine(&bytes))?;
+    println!("{}: {:?} ({}x{}, {} frames, {:.0} ms)", file.display(), r.verdict, r.width, r.height, r.frames, {
+        r.elapsed.as_secs_f64() * 1e3
+    });
+    for reason in &r.reasons {
+        println!("  - {reason}");
+    }
+    Ok(())
+}
+
+fn models(bundle: PathBuf) -> Result<()> {
+    let b = vidmesh_model::Bundle::manifest_only(&bundle)?;
+    let m = &b.manifest;
+    println!("{} {} ({})", m.model.name, m.model.version, bundle.display());
+    println!("  {}", m.model.description);
+    let sizes: Vec<String> = m.video.sizes.iter().map(|[h, w]| format!("{w}x{h}")).collect();
+    println!("  sizes (WxH): {}; frames: {:?} at {:?} fps", sizes.join(", "), m.video.frames, m.video.fps);
+    println!(
+        "  defaults: {}x{}, {} frames, {} with {} steps, shift {}, guidance {}",
+        m.video.default_width,
+        m.video.default_height,
+        m.video.default_frames,
+        m.scheduler.kind,
+        m.scheduler.steps,
+        m.scheduler.shift,
+        m.scheduler.guidance
+    );
+    Ok(())
+}
+
+async fn bind(port: u16) -> Result<TcpListener> {
+    TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding port {port}"))
+}
+
+async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashMap<String, String>) -> Result<()> {
+    let env = local::with_onnxruntime(env)?;
+    let shutdown = vidmesh_runtime::shutdown::on_signals();
+    let bundle = bundle.display().to_string();
+    let load = |default_port: u16, metrics: u16| {
+        let file = file.clone();
+        let env = env.clone();
+        let bundle = bundle.clone();
+        move |mut server: vidmesh_runtime::ServerConfig, model: Option<&mut vidmesh_model::ModelConfig>| {
+            if file.is_none() && !env.keys().any(|k| k.starts_with("VIDMESH__SERVER__")) {
+                server.listen.set_port(default_port);
+                server.metrics_listen.set_port(metrics);
+            }
+            if let Some(m) = model
+                && m.bundle == vidmesh_model::ModelConfig::default().bundle
+            {
+                m.bundle.clone_from(&bundle);
+            }
+            server
+        }
+    };
+    macro_rules! stage {
+        ($krate:ident, $port:expr, $metrics:expr) => {{
+            let mut c: $krate::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
+            c.server = load($port, $metrics)(c.server.clone(), Some(&mut c.model));
+            let listener = bind(c.server.listen.port()).await?;
+            eprintln!("{} on {}", stringify!($krate), listener.local_addr()?);
+            let opts = $krate::Options::from_process(c.server.metrics_listen).await?;
+            let opts = $krate::Options { env: env.clone(), ..opts };
+            let token: CancellationToken = shutdown.clone();
+            tokio::spawn(async move { $krate::serve_with(c, listener, token, opts).await.map_err(anyhow::Error::from) })
+        }};
+    }
+    let mut tasks = Vec::new();
+    let all = service == "all";
+    if all && file.is_some() {
+        bail!("serve all takes no config file (each service has its own); serve one service with its file instead");
+    }
+    if all || service == "text-encoder" {
+        tasks.push(stage!(vidmesh_text_encoder, 50051, 9090));
+    }
+    if all || service == "denoiser" {
+        tasks.push(stage!(vidmesh_denoiser, 50052, 9091));
+    }
+    if all || service == "decoder" {
+        tasks.push(stage!(vidmesh_decoder, 50053, 9092));
+    }
+    if all || service == "classifier" {
+        let mut c: vidmesh_classifier::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
+        c.server = load(50054, 9093)(c.server.clone(), Some(&mut c.model));
+        if c.watermark.key_hex.is_empty() {
+            c.watermark.key_hex = local::watermark_key(&env)?;
+        }
+        let listener = bind(c.server.listen.port()).await?;
+        eprintln!("vidmesh_classifier on {}", listener.local_addr()?);
+        let opts = vidmesh_classifier::Options::from_process(c.server.metrics_listen).await?;
+        let opts = vidmesh_classifier::Options { env: env.clone(), ..opts };
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            vidmesh_classifier::serve_with(c, listener, token, opts).await.map_err(anyhow::Error::from)
+        }));
+    }
+    if tasks.is_empty() {
+        bail!("unknown service {service:?}: all | text-encoder | denoiser | decoder | classifier");
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let bundle = cli.bundle.unwrap_or_else(local::default_bundle);
+    match cli.command {
+        cmd @ Command::Generate { .. } => generate(bundle, cmd, env).await,
+        Command::Detect { file } => detect(bundle, file, env).await,
+        Command::Models => models(bundle),
+        Command::Serve { service, config } => serve(bundle, &service, config, env).await,
+    }
+}

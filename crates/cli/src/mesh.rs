@@ -1,0 +1,186 @@
+//! The whole mesh in one process: the text-encoder, denoiser and decoder engines (the same code the services run,
+//! without gRPC), driven the way the gateway drives the services.
+//!
+//! Invariants: requests are checked against the bundle's manifest before any compute (sizes, frame counts and fps
+//! it supports), with messages that list what is supported; the engines load once and warm up.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use vidmesh_decoder::engine::{Decoder, Generation, Stored};
+use vidmesh_denoiser::engine::scheduler::Kind;
+use vidmesh_denoiser::engine::{Denoiser, Event, Request};
+use vidmesh_model::{Manifest, Onnx, OnnxConfig};
+use vidmesh_runtime::TensorF32;
+use vidmesh_text_encoder::engine::Encoder;
+use vidmesh_video::Video;
+
+/// One generation, as a user asks for it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The prompt.
+    pub prompt: String,
+    /// What to steer away from ("" = plain classifier-free guidance).
+    pub negative_prompt: String,
+    /// Noise seed.
+    pub seed: u64,
+    /// Frame count (one of the bundle's).
+    pub frames: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Frames per second (one of the bundle's).
+    pub fps: u32,
+    /// Denoising steps (0 = the bundle's default).
+    pub steps: u32,
+    /// Guidance scale (None = the bundle's default).
+    pub guidance: Option<f32>,
+}
+
+/// Where a generation is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Progress {
+    /// A denoising step finished.
+    Denoising {
+        /// Steps done.
+        step: u32,
+        /// Steps in all.
+        total: u32,
+        /// Estimated time left for denoising.
+        eta: Duration,
+    },
+    /// A chunk of frames was decoded.
+    Decoding {
+        /// Frames done.
+        done: usize,
+        /// Frames in all.
+        total: usize,
+    },
+}
+
+/// The loaded engines.
+pub struct Mesh {
+    encoder: Encoder,
+    denoiser: Denoiser,
+    decoder: Decoder,
+}
+
+impl Mesh {
+    /// Loads and warms the three engines from `bundle`; videos go to local storage under `storage_root`;
+    /// `watermark_key_hex` empty = no watermark. `env` must hold ORT_DYLIB_PATH (see [`crate::local`]).
+    pub async fn load(
+        bundle: &Path,
+        storage_root: &Path,
+        watermark_key_hex: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Self> {
+        let onnx = Onnx::init(&OnnxConfig::default(), env).context("loading ONNX Runtime")?;
+        let registry = prometheus::Registry::new();
+        let bundle = bundle.display().to_string();
+        let mut te = vidmesh_text_encoder::Config::default();
+        te.model.bundle.clone_from(&bundle);
+        let mut dn = vidmesh_denoiser::Config::default();
+        dn.model.bundle.clone_from(&bundle);
+        let mut dc = vidmesh_decoder::Config::default();
+        dc.model.bundle = bundle;
+        dc.storage.local_root = storage_root.display().to_string();
+        dc.watermark.key_hex = watermark_key_hex.to_string();
+        let (encoder, denoiser) = tokio::task::block_in_place(|| {
+            anyhow::Ok((Encoder::load(&te, &onnx, &registry)?, Denoiser::load(&dn, &onnx, &registry)?))
+        })?;
+        Ok(Self { encoder, denoiser, decoder: Decoder::load(&dc, &onnx).await? })
+    }
+
+    /// The bundle's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.denoiser.manifest
+    }
+
+    /// Checks `job` against the bundle.
+    pub fn check(&self, job: &Job) -> Result<()> {
+        let v = &self.manifest().video;
+        ensure!(
+            v.frames.contains(&job.frames),
+            "{} frames is not supported by {}; use one of {:?} (at {} fps: {:?} seconds)",
+            job.frames,
+            self.manifest().model.name,
+            v.frames,
+            job.fps,
+            v.frames.iter().map(|f| f64::from(*f) / f64::from(job.fps.max(1))).collect::<Vec<_>>()
+        );
+        ensure!(
+            v.sizes.contains(&[job.height, job.width]),
+            "size {}x{} (width x height) is not supported; use one of {:?}",
+            job.width,
+            job.height,
+            v.sizes.iter().map(|[h, w]| format!("{w}x{h}")).collect::<Vec<_>>()
+        );
+        ensure!(v.fps.contains(&job.fps), "fps {} is not supported; use one of {:?}", job.fps, v.fps);
+        Ok(())
+    }
+
+    /// Text → clean latents ([C, T', h, w], scaled).
+    pub async fn latents(&self, job: &Job, mut progress: impl FnMut(Progress)) -> Result<TensorF32> {
+        self.check(job)?;
+        let m = self.manifest();
+        let enc = self.encoder.encode(&[job.prompt.clone(), job.negative_prompt.clone()], false).await?;
+        let guidance = job.guidance.unwrap_or(m.scheduler.guidance);
+        let req = Request {
+            latent_shape: m.latent_shape(job.frames, job.height, job.width),
+            prompt: enc[0].0.states.clone(),
+            negative: (guidance != 1.0).then(|| enc[1].0.states.clone()),
+            seed: job.seed,
+            steps: if job.steps == 0 { m.scheduler.steps } else { job.steps },
+            guidance,
+            shift: m.scheduler.shift,
+            kind: Kind::parse(&m.scheduler.kind).context("the bundle's scheduler kind")?,
+            init: None,
+            preview_every: 0,
+            deadline: None,
+        };
+        let shape = req.latent_shape;
+        let mut events = self.denoiser.submit(req)?;
+        while let Some(ev) = events.recv().await {
+            match ev {
+                Event::Progress { step, total, eta, .. } => progress(Progress::Denoising { step, total, eta }),
+                Event::Done { latents, .. } => return Ok(TensorF32 { shape: shape.to_vec(), data: latents }),
+                Event::Failed(e) => bail!("denoising failed: {e}"),
+                Event::Preview { .. } => {}
+            }
+        }
+        bail!("the denoiser stopped without a result")
+    }
+
+    /// Text → clean 8-bit frames (no watermark, no codec): for evaluations.
+    pub async fn frames(&self, job: &Job) -> Result<Video> {
+        let latents = self.latents(job, |_| {}).await?;
+        let mut frames = Vec::new();
+        let sink = |_, f| {
+            frames.push(f);
+            Ok(())
+        };
+        let (_, height, width) = self.decoder.decode_frames(&latents, sink, |_, _| {}).await?;
+        Ok(Video { width, height, fps: f64::from(job.fps), frames })
+    }
+
+    /// Text → watermarked MP4 + thumbnail in storage under `prefix`.
+    pub async fn generate(&self, job: &Job, prefix: &str, mut progress: impl FnMut(Progress)) -> Result<Stored> {
+        let latents = self.latents(job, &mut progress).await?;
+        let parameters = serde_json::json!({
+            "seed": job.seed, "frames": job.frames, "height": job.height, "width": job.width, "fps": job.fps,
+            "steps": job.steps, "guidance": job.guidance,
+        });
+        let prompt_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(job.prompt.as_bytes()));
+        let generation = Generation { prompt_sha256, parameters };
+        let stored = self
+            .decoder
+            .decode(&latents, job.fps, prefix, &generation, |done, total| {
+                progress(Progress::Decoding { done, total });
+            })
+            .await?;
+        Ok(stored)
+    }
+}
