@@ -41,6 +41,8 @@ pub struct VideoInfo {
     pub height: usize,
     /// Frame rate from the track (0 when the file does not say).
     pub fps: f64,
+    /// Samples (coded frames) in the track, known before decoding.
+    pub samples: usize,
     /// Frames decoded.
     pub frames: usize,
     /// Samples the codec rejected (corrupt data); decoding goes on past them, as players do.
@@ -84,8 +86,8 @@ pub fn decode_mp4_each(
         return Err(unreadable(format!("track dimensions {w}x{h} are outside 1..={MAX_DIMENSION}")));
     }
     let fps = if fps.is_finite() && fps > 0.0 { fps } else { 0.0 };
-    let mut info = VideoInfo { width: w, height: h, fps, frames: 0, damaged: 0 };
     let count = reader.sample_count(track_id).map_err(unreadable)?;
+    let mut info = VideoInfo { width: w, height: h, fps, samples: count as usize, frames: 0, damaged: 0 };
     let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
         .map_err(|e| VideoError::Codec(e.to_string()))?;
     let mut rgb = vec![0u8; w * h * 3];
