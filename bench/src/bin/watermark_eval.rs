@@ -153,8 +153,9 @@ async fn main() -> Result<()> {
         let clean = mesh.frames(&job).await?;
         let mut marked = clean.clone();
         let mut se = 0.0;
-        for f in &mut marked.frames {
-            se += embedder.embed_frame(f, marked.width, marked.height);
+        let total = marked.frames.len();
+        for (k, f) in marked.frames.iter_mut().enumerate() {
+            se += embedder.embed_frame(f, marked.width, marked.height, k, total);
         }
         psnr.push(vidmesh_watermark::psnr_of(se, marked.frames.len() * marked.width * marked.height * 3));
         ssim.push(

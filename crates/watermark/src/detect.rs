@@ -1,4 +1,5 @@
-//! Detection: per-frame residual (luma minus a range-gated local mean), averaged over frames, folded modulo the
+//! Detection: per-frame residual (luma minus a range-gated local mean), averaged over each half of the video and
+//! differenced (the pattern flips sign at mid-video, static content does not), folded modulo the
 //! tile at each candidate scale, whitened, and correlated with the key's tile over every cyclic shift (by FFT); the
 //! best peak becomes a p-value.
 //!
@@ -183,42 +184,53 @@ fn whiten(spectrum: &[Complex<f64>]) -> Vec<Complex<f64>> {
     out
 }
 
-/// Builds a [`Suspect`] one RGB frame at a time (memory: one residual plane, whatever the length).
+/// Builds a [`Suspect`] one RGB frame at a time (memory: two residual planes, whatever the length).
 pub struct Accumulator {
     width: usize,
     height: usize,
-    sum: Vec<f64>,
-    frames: usize,
+    total: usize,
+    /// Residual sums of the first (+) and second (−) half.
+    sums: [Vec<f64>; 2],
+    counts: [usize; 2],
 }
 
 impl Accumulator {
-    /// An empty accumulator for RGB8 frames of `width × height`.
-    pub fn new(width: usize, height: usize) -> Self {
-        Self { width, height, sum: vec![0.0; width * height], frames: 0 }
+    /// An empty accumulator for a video of `total` RGB8 frames of `width × height` (the frame count as the
+    /// container declares it; frames may then be pushed sparsely, see [`Accumulator::push_at`]).
+    pub fn new(width: usize, height: usize, total: usize) -> Self {
+        let plane = vec![0.0; width * height];
+        Self { width, height, total: total.max(1), sums: [plane.clone(), plane], counts: [0, 0] }
     }
 
-    /// Adds the next `width × height × 3` RGB8 frame: its luma minus the content prediction ([`residual`]).
-    pub fn push(&mut self, rgb: &[u8]) {
+    /// Adds frame `index` (`width × height × 3` RGB8): its luma minus the content prediction ([`residual`]).
+    pub fn push_at(&mut self, index: usize, rgb: &[u8]) {
+        let half = usize::from(crate::temporal_sign(index, self.total) < 0.0);
         let y: Vec<f64> = rgb
             .chunks_exact(3)
             .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
             .collect();
-        for (a, v) in self.sum.iter_mut().zip(residual(&y, self.width, self.height)) {
+        for (a, v) in self.sums[half].iter_mut().zip(residual(&y, self.width, self.height)) {
             *a += v;
         }
-        self.frames += 1;
+        self.counts[half] += 1;
     }
 
     /// Frames added so far.
     pub fn frames(&self) -> usize {
-        self.frames
+        self.counts[0] + self.counts[1]
     }
 
-    /// The prepared suspect (from the mean residual).
-    pub fn finish(mut self) -> Suspect {
-        let n = self.frames.max(1) as f64;
-        self.sum.iter_mut().for_each(|a| *a /= n);
-        Suspect::from_residual(&self.sum, self.width, self.height)
+    /// The prepared suspect: the first half's mean residual minus the second's (static content cancels); with
+    /// frames from one half only (a trimmed clip), that half's mean with its sign.
+    pub fn finish(self) -> Suspect {
+        let mut d = vec![0.0; self.width * self.height];
+        for (half, (sum, &n)) in self.sums.iter().zip(&self.counts).enumerate() {
+            if n > 0 {
+                let weight = if half == 0 { 1.0 } else { -1.0 } / n as f64;
+                d.iter_mut().zip(sum).for_each(|(o, v)| *o += weight * v);
+            }
+        }
+        Suspect::from_residual(&d, self.width, self.height)
     }
 }
 
@@ -231,9 +243,9 @@ pub struct Suspect {
 impl Suspect {
     /// Prepares `video` (any size ≥ 1×1, any number of frames ≥ 1).
     pub fn new(video: &Video) -> Self {
-        let mut acc = Accumulator::new(video.width, video.height);
-        for f in &video.frames {
-            acc.push(f);
+        let mut acc = Accumulator::new(video.width, video.height, video.frames.len());
+        for (i, f) in video.frames.iter().enumerate() {
+            acc.push_at(i, f);
         }
         acc.finish()
     }

@@ -95,13 +95,15 @@ impl Embedder {
         Self { tile: tile(key), params }
     }
 
-    /// Embeds into one RGB frame of `w × h` in place; returns the squared error summed over its samples.
+    /// Embeds into frame `index` of `total` (RGB, `w × h`) in place; returns the squared error summed over its
+    /// samples.
     ///
-    /// The same luma delta `s · pattern` goes onto R, G and B, with the amplitude `s` chosen (by bisection) so
+    /// The same luma delta `s · sign · pattern` goes onto R, G and B (`sign` from [`crate::temporal_sign`]), with the amplitude `s` chosen (by bisection) so
     /// that the frame's PSNR after rounding and clipping is `params.psnr_db`: energy that clipping would lose at
     /// black or white is spent where it survives instead.
-    pub fn embed_frame(&self, frame: &mut [u8], w: usize, h: usize) -> f64 {
-        let pattern = |j: usize, i: usize| self.tile[(j % TILE) * TILE + i % TILE];
+    pub fn embed_frame(&self, frame: &mut [u8], w: usize, h: usize, index: usize, total: usize) -> f64 {
+        let sign = crate::temporal_sign(index, total);
+        let pattern = |j: usize, i: usize| sign * self.tile[(j % TILE) * TILE + i % TILE];
         let apply = |s: f64, out: Option<&mut [u8]>| -> f64 {
             let mut se = 0.0;
             let mut out = out;
@@ -143,6 +145,7 @@ pub fn psnr_of(se: f64, samples: usize) -> f64 {
 pub fn embed(key: &Key, video: &mut Video, params: &Params) -> f64 {
     let e = Embedder::new(key, *params);
     let (w, h) = (video.width, video.height);
-    let se: f64 = video.frames.iter_mut().map(|f| e.embed_frame(f, w, h)).sum();
+    let total = video.frames.len();
+    let se: f64 = video.frames.iter_mut().enumerate().map(|(i, f)| e.embed_frame(f, w, h, i, total)).sum();
     psnr_of(se, video.frames.len() * w * h * 3)
 }

@@ -25,7 +25,8 @@ pub struct Config {
     pub c2pa: C2paConfig,
     /// Largest video accepted, in bytes (as request bytes or as a stored object).
     pub max_video_bytes: usize,
-    /// Most frames examined per video; later frames are ignored (the watermark is in every frame).
+    /// Most frames the watermark detector examines per video, spread evenly over its length (every frame is still
+    /// decoded; this bounds the detection work).
     pub max_frames: usize,
     /// Concurrent detections; more are refused with RESOURCE_EXHAUSTED.
     pub max_concurrent: usize,

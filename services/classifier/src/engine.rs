@@ -144,17 +144,18 @@ impl Classifier {
         let mut sampled: Vec<Vec<f32>> = Vec::new();
         let max_frames = self.max_frames;
         let info = decode_mp4_each(mp4, |info, rgb| {
-            let a = acc.get_or_insert_with(|| Accumulator::new(info.width, info.height));
-            a.push(rgb);
-            let stride = info.samples.min(max_frames).div_ceil(passive::FRAMES).max(1);
-            if self.passive.is_some() && (info.frames - 1) % stride == 0 && sampled.len() < passive::FRAMES {
+            // Frames spread evenly over the whole video: the watermark's sign depends on relative time.
+            let index = info.frames - 1;
+            let stride = info.samples.div_ceil(max_frames).max(1);
+            if index % stride == 0 {
+                let a = acc.get_or_insert_with(|| Accumulator::new(info.width, info.height, info.samples));
+                a.push_at(index, rgb);
+            }
+            let passive_stride = info.samples.div_ceil(passive::FRAMES).max(1);
+            if self.passive.is_some() && index % passive_stride == 0 && sampled.len() < passive::FRAMES {
                 sampled.push(passive::prepare(rgb, info.width, info.height));
             }
-            Ok(if a.frames() >= max_frames {
-                std::ops::ControlFlow::Break(())
-            } else {
-                std::ops::ControlFlow::Continue(())
-            })
+            Ok(std::ops::ControlFlow::Continue(()))
         })
         .map_err(|e| Error::InvalidArgument(format!("video: {e}")))?;
         let watermark = match acc {

@@ -208,7 +208,7 @@ impl Decoder {
         let mut watermark_se = 0.0;
         let sink = |i: usize, mut f: Vec<u8>| {
             if let Some(wm) = &self.watermark {
-                watermark_se += wm.embed_frame(&mut f, width, height);
+                watermark_se += wm.embed_frame(&mut f, width, height, i, frames);
             }
             if i == frames / 2 {
                 thumb = Some(f.clone());
