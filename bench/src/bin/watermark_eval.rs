@@ -217,15 +217,34 @@ async fn main() -> Result<()> {
     let start = Instant::now();
     let mut null_p = Vec::with_capacity(per * all.len());
     let mut null_z = Vec::with_capacity(per * all.len());
+    // Hits at p <= 1e-6 by kind of suspect: marked videos under a wrong key vs. unmarked ones.
+    let (mut hits_marked, mut hits_unmarked) = (0usize, 0usize);
+    let mut top: Vec<(f64, String)> = Vec::new();
     for (s_i, s) in all.iter().enumerate() {
+        let name = if s_i < suspects.len() {
+            format!("marked #{} / {}", s_i / ATTACKS.len(), ATTACKS[s_i % ATTACKS.len()].0)
+        } else {
+            negatives[s_i - suspects.len()].0.clone()
+        };
         for k in 0..per {
             let wrong = Key::derive(format!("key-shuffle {s_i} {k}").as_bytes());
             let d = s.detect(&s.reference(&wrong));
+            if d.p_value <= 1e-6 {
+                if s_i < suspects.len() { hits_marked += 1 } else { hits_unmarked += 1 }
+            }
+            if d.z > 6.0 {
+                top.push((d.z, name.clone()));
+            }
             null_p.push(d.p_value);
             null_z.push(d.z);
         }
     }
     let null_time = start.elapsed();
+    top.sort_by(|a, b| b.0.total_cmp(&a.0));
+    eprintln!("null hits at p <= 1e-6: {hits_marked} on marked suspects, {hits_unmarked} on unmarked");
+    for (z, name) in top.iter().take(12) {
+        eprintln!("  null z {z:.2}: {name}");
+    }
 
     // 4. Report.
     let trials = null_p.len();

@@ -5,9 +5,11 @@
 //!
 //! Whitening divides each frequency of the folded residual by the residual's own power around that frequency
 //! (a 5×5 neighbourhood): the matched filter for coloured noise, so content energy that piles up at a few
-//! frequencies (stripes, checkers, codec blocking) is discounted. The null spread is estimated from the correlation
-//! surface itself (median absolute deviation over all shifts), so the z-score carries no assumption about the
-//! content; the p-value is `min(1, M · Q(z))` with `M` the number of (scale, shift) hypotheses tried (Bonferroni)
+//! frequencies (stripes, checkers, codec blocking) is discounted. The null spread is exact rather than estimated:
+//! for a key unrelated to the video each shift's correlation is a random-phase sum of the suspect's whitened
+//! frequencies, with variance `Σ_f |G(f)|² E|W(f)|²` (the expectation over keys, computed once). A spread estimated
+//! from the surface (median absolute deviation) had heavy tails on videos marked with another key, whose smooth
+//! surfaces hold few independent values; the p-value is `min(1, M · Q(z))` with `M` the number of (scale, shift) hypotheses tried (Bonferroni)
 //! and `Q` the standard normal upper tail.
 //!
 //! [`Suspect`] holds everything that depends only on the video, so trying many keys (the key-shuffle null) costs
@@ -90,6 +92,21 @@ impl Fft2 {
         self.run(&mut c, false);
         c
     }
+}
+
+/// E|W(f)|² over keys: the mean power spectrum of the key tile, from 512 fixed keys (computed once).
+fn expected_power() -> &'static [f64] {
+    static POWER: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    POWER.get_or_init(|| {
+        let fft = Fft2::new();
+        let mut acc = vec![0.0; TILE * TILE];
+        const KEYS: u32 = 512;
+        for i in 0..KEYS {
+            let w = fft.forward_real(&tile(&Key::derive(format!("vidmesh-watermark null {i}").as_bytes())));
+            acc.iter_mut().zip(&w).for_each(|(a, v)| *a += v.norm_sqr() / f64::from(KEYS));
+        }
+        acc
+    })
 }
 
 /// The key's reference: the tile's spectrum, conjugated.
@@ -283,12 +300,17 @@ impl Suspect {
         for (scale, g) in &self.views {
             let mut c: Vec<Complex<f64>> = g.iter().zip(&reference.spectrum).map(|(a, b)| a * b).collect();
             self.fft.run(&mut c, true);
-            let c: Vec<f64> = c.iter().map(|v| v.re).collect();
-            let mut abs: Vec<f64> = c.iter().map(|v| v.abs()).collect();
-            abs.select_nth_unstable_by(c.len() / 2, f64::total_cmp);
-            let sigma = abs[c.len() / 2] / 0.674_489_75; // MAD of a zero-mean Gaussian
-            let (k, &peak) = c.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
-            let z = if sigma > 0.0 { peak / sigma } else { 0.0 };
+            // The null spread is known without looking at the surface: for a key independent of the video, every
+            // shift's correlation is a sum of the suspect's frequencies with random phases, so its variance is
+            // Σ_f |G(f)|² · E|W(f)|² (E over keys). No estimate from the surface, hence no estimation noise in z.
+            let var: f64 = g.iter().zip(expected_power()).map(|(a, p)| a.norm_sqr() * p).sum();
+            if var <= 0.0 {
+                continue;
+            }
+            let sigma = var.sqrt();
+            let (k, peak) =
+                c.iter().enumerate().map(|(k, v)| (k, v.re)).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0));
+            let z = peak / sigma;
             if z > best.z {
                 let p_value = (HYPOTHESES as f64 * normal_tail(z)).min(1.0);
                 best = Detection { z, p_value, scale: *scale, shift: (k % TILE, k / TILE) };
