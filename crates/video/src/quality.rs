@@ -36,38 +36,25 @@ pub fn luma_ssim(a: &[u8], b: &[u8], w: usize, h: usize) -> f64 {
     let x: Vec<f64> = a.chunks_exact(3).map(luma).collect();
     let y: Vec<f64> = b.chunks_exact(3).map(luma).collect();
     let g: Vec<f64> = (-5i32..=5).map(|d| (-f64::from(d * d) / (2.0 * 1.5 * 1.5)).exp()).collect();
-    // Separable Gaussian blur with renormalised weights at the borders.
-    let blur = |v: &[f64]| -> Vec<f64> {
-        let mut tmp = vec![0.0; w * h];
-        for j in 0..h {
-            for i in 0..w {
-                let (mut s, mut n) = (0.0, 0.0);
-                for (k, gk) in g.iter().enumerate() {
-                    let ii = i as isize + k as isize - 5;
-                    if ii >= 0 && (ii as usize) < w {
-                        s += gk * v[j * w + ii as usize];
-                        n += gk;
-                    }
-                }
-                tmp[j * w + i] = s / n;
-            }
-        }
+    // Separable Gaussian blur with renormalised weights at the borders: one pass along x, one along y.
+    let pass = |v: &[f64], along_x: bool| -> Vec<f64> {
+        let (len, step) = if along_x { (w, 1) } else { (h, w) };
         let mut out = vec![0.0; w * h];
-        for j in 0..h {
-            for i in 0..w {
-                let (mut s, mut n) = (0.0, 0.0);
-                for (k, gk) in g.iter().enumerate() {
-                    let jj = j as isize + k as isize - 5;
-                    if jj >= 0 && (jj as usize) < h {
-                        s += gk * tmp[jj as usize * w + i];
-                        n += gk;
-                    }
+        for (idx, o) in out.iter_mut().enumerate() {
+            let pos = if along_x { idx % w } else { idx / w };
+            let (mut s, mut n) = (0.0, 0.0);
+            for (k, gk) in g.iter().enumerate() {
+                let q = pos as isize + k as isize - 5;
+                if q >= 0 && (q as usize) < len {
+                    s += gk * v[(idx as isize + (q - pos as isize) * step as isize) as usize];
+                    n += gk;
                 }
-                out[j * w + i] = s / n;
             }
+            *o = s / n;
         }
         out
     };
+    let blur = |v: &[f64]| pass(&pass(v, true), false);
     let prod = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<f64>>();
     let (mx, my) = (blur(&x), blur(&y));
     let (sxx, syy, sxy) = (blur(&prod(&x, &x)), blur(&prod(&y, &y)), blur(&prod(&x, &y)));
