@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 6] = [
     "vidmesh/tensor/v1/tensor.proto",
     "vidmesh/text_encoder/v1/text_encoder.proto",
     "vidmesh/denoiser/v1/denoiser.proto",
     "vidmesh/decoder/v1/decoder.proto",
     "vidmesh/classifier/v1/classifier.proto",
+    "vidmesh/gateway/v1/gateway.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

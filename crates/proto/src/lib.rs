@@ -41,5 +41,13 @@ pub mod classifier {
     }
 }
 
+/// `vidmesh.gateway.v1`: the public API (contract; the gateway service is issue 5's work).
+pub mod gateway {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("vidmesh.gateway.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every vidmesh proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vidmesh_descriptor");
