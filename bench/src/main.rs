@@ -8,6 +8,8 @@
 //! 2. Denoiser throughput over gRPC: N concurrent requests at the default size, with step-level batching
 //!    (max_batch 8) and without (max_batch 1).
 //! 3. Text-encoder latency over gRPC for one prompt per call: cache hits vs misses (cache disabled).
+//! 4. Decoder peak memory by frame count (a child process per size).
+//! 5. Classifier time per clip, in process, from small to 640x360 clips.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -195,6 +197,60 @@ async fn text_encoder_latency(env: &HashMap<String, String>, iters: usize, out: 
     Ok(())
 }
 
+/// Classifier examination time per clip (decode + watermark + C2PA + passive), in process, on watermarked MP4s of
+/// synthetic moving content at the bundle's sizes and at larger ones.
+async fn classifier_latency(env: &HashMap<String, String>, iters: usize, out: &mut String) -> Result<()> {
+    out.push_str("\n## Classifier: examine one clip (decode + watermark + C2PA + passive detector), in process\n\n");
+    out.push_str("| clip | frames examined | median ms | max ms | watermark z |\n|---|---|---|---|---|\n");
+    let key_hex = "5a".repeat(32);
+    let mut config = vidmesh_classifier::Config::default();
+    config.watermark.key_hex.clone_from(&key_hex);
+    config.model.bundle = bundle_dir().display().to_string();
+    let store = tempfile::tempdir()?;
+    config.storage.local_root = store.path().display().to_string();
+    let passive = tokio::task::block_in_place(|| vidmesh_classifier::engine::load_passive(&config, env))?;
+    let classifier = vidmesh_classifier::engine::Classifier::load(&config, passive).await?;
+    let key = vidmesh_watermark::Key(hex::decode(&key_hex)?.try_into().map_err(|_| anyhow::anyhow!("key"))?);
+    for (w, h, frames) in [(64usize, 64usize, 16usize), (96, 64, 32), (256, 256, 64), (640, 360, 96)] {
+        let mut video = vidmesh_video::Video {
+            width: w,
+            height: h,
+            fps: 8.0,
+            frames: (0..frames)
+                .map(|t| {
+                    (0..w * h)
+                        .flat_map(|k| {
+                            let (x, y) = (k % w, k / w);
+                            let inside = (x + w - (t * 2) % w) % w < w / 4 && (h / 3..h / 2).contains(&y);
+                            let bg = 60 + ((x * 7 + y * 13) % 23) as u8 * 3;
+                            if inside { [200, 40, 40] } else { [bg, bg / 2 + 20, 90] }
+                        })
+                        .collect()
+                })
+                .collect(),
+        };
+        vidmesh_watermark::embed(&key, &mut video, &vidmesh_watermark::Params::default());
+        let mp4 = vidmesh_video::encode_mp4(&video, &vidmesh_video::EncodeOptions::default())?;
+        let mut t = Vec::with_capacity(iters);
+        let mut last = None;
+        for _ in 0..iters {
+            let s = Instant::now();
+            last = Some(tokio::task::block_in_place(|| classifier.examine(&mp4))?);
+            t.push(s.elapsed());
+        }
+        t.sort();
+        let r = last.context("no iterations")?;
+        out.push_str(&format!(
+            "| {w}x{h}, {frames} frames | {} | {} | {} | {:.1} |\n",
+            frames.min(config.max_frames),
+            ms(percentile(&t, 0.5)),
+            ms(t[t.len() - 1]),
+            r.watermark.z
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the decoder_memory binary (next to this one) once per size: peak RSS is a per-process high-water mark.
 fn decoder_memory(out: &mut String) -> Result<()> {
     let exe = std::env::current_exe()?.with_file_name("decoder_memory");
@@ -230,6 +286,7 @@ async fn main() -> Result<()> {
     denoiser_throughput(&env, if quick { 4 } else { 64 }, &mut out).await?;
     text_encoder_latency(&env, if quick { 20 } else { 200 }, &mut out).await?;
     decoder_memory(&mut out)?;
+    classifier_latency(&env, if quick { 2 } else { 5 }, &mut out).await?;
     print!("{out}");
     if let Some(p) = out_path {
         std::fs::write(&p, &out).with_context(|| format!("writing {}", p.display()))?;
