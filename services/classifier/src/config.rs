@@ -70,7 +70,7 @@ impl Default for Config {
             watermark: WatermarkConfig::default(),
             c2pa: C2paConfig::default(),
             max_video_bytes: 256 << 20,
-            max_frames: 96,
+            max_frames: 32,
             max_concurrent: 4,
         }
     }
