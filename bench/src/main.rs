@@ -280,7 +280,8 @@ async fn main() -> Result<()> {
     let mut out = format!(
         "# vidmesh benchmarks\n\nMachine: {cores} CPU cores, ONNX Runtime CPU provider, bundle vidmesh-tiny. \
          Reproduce: `cargo run --release -p vidmesh-bench -- --out docs/benchmarks.md` (ORT_DYLIB_PATH from \
-         scripts/fetch-onnxruntime.sh).\n"
+         scripts/fetch-onnxruntime.sh). These 2-core VMs differ by up to 2x from one machine to the next \
+         (session 2 measured the DiT step at 3.07 ms at batch 1): compare rows within one run.\n"
     );
     dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
     denoiser_throughput(&env, if quick { 4 } else { 64 }, &mut out).await?;
