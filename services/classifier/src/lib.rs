@@ -8,6 +8,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod passive;
 pub mod server;
 pub mod verdict;
@@ -48,7 +49,8 @@ where
     G: Future<Output = ()> + Send + 'static,
 {
     let (health, health_svc) = Health::new(SERVICE_NAME).await;
-    let state = Arc::new(server::State { classifier: OnceLock::new(), drain: Drain::new(&shutdown) });
+    let state =
+        Arc::new(server::State { classifier: OnceLock::new(), metrics: OnceLock::new(), drain: Drain::new(&shutdown) });
     // Requests carry whole MP4s: the message limit follows max_video_bytes (plus room for the envelope).
     let routes = Routes::new(health_svc).add_service(
         ClassifierServer::new(server::Service(state.clone()))
@@ -56,9 +58,11 @@ where
     );
     let server_config = config.server.clone();
     let runtime = tokio::runtime::Handle::current();
-    let load = move |env: &HashMap<String, String>, _registry: &prometheus::Registry| {
+    let load = move |env: &HashMap<String, String>, registry: &prometheus::Registry| {
         let passive = engine::load_passive(&config, env)?;
+        let metrics = metrics::Metrics::register(registry).map_err(|e| Error::Config(format!("metrics: {e}")))?;
         let loaded = runtime.block_on(engine::Classifier::load(&config, passive))?;
+        let _ = state.metrics.set(metrics);
         tracing::info!("classifier ready");
         let _ = state.classifier.set(Arc::new(loaded));
         Ok(())

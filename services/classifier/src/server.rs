@@ -19,6 +19,8 @@ use crate::verdict::Verdict;
 pub struct State {
     /// Set once the service is ready.
     pub classifier: OnceLock<Arc<Classifier>>,
+    /// Collectors (set with the classifier).
+    pub metrics: OnceLock<crate::metrics::Metrics>,
     /// Refuses new work once shutdown starts.
     pub drain: Drain,
 }
@@ -93,15 +95,30 @@ impl ClassifierRpc for Service {
             return Err(Error::Draining.into());
         }
         let c = self.0.classifier.get().ok_or(Error::NotReady)?.clone();
+        let metrics = self.0.metrics.get().ok_or(Error::NotReady)?;
         let _permit = c.admit()?;
-        let bytes = match request.into_inner().source {
-            None => return Err(Error::InvalidArgument("set video (MP4 bytes) or uri".into()).into()),
-            Some(Source::Video(v)) => bytes::Bytes::from(v),
-            Some(Source::Uri(uri)) => c.fetch(&uri).await?,
+        metrics.active.inc();
+        let result = async {
+            let bytes = match request.into_inner().source {
+                None => return Err(Error::InvalidArgument("set video (MP4 bytes) or uri".into())),
+                Some(Source::Video(v)) => bytes::Bytes::from(v),
+                Some(Source::Uri(uri)) => c.fetch(&uri).await?,
+            };
+            tokio::task::spawn_blocking(move || c.examine(&bytes)).await.map_err(|e| Error::Internal(e.to_string()))?
+        }
+        .await;
+        metrics.active.dec();
+        let outcome = match &result {
+            Ok(r) => match r.verdict {
+                Verdict::Generated => "generated",
+                Verdict::Inconclusive => "inconclusive",
+                Verdict::NotDetected => "not_detected",
+            },
+            Err(_) => "error",
         };
-        let report = tokio::task::spawn_blocking(move || c.examine(&bytes))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        metrics.requests.with_label_values(&[outcome]).inc();
+        let report = result?;
+        metrics.examine_seconds.observe(report.elapsed.as_secs_f64());
         tracing::info!(verdict = ?report.verdict, z = report.watermark.z, p = report.watermark.p_value, "detected");
         Ok(Response::new(response(report)))
     }

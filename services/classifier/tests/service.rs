@@ -49,7 +49,10 @@ fn bundle() -> String {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/vidmesh-tiny").display().to_string()
 }
 
-async fn start(root: &std::path::Path, anchors: &str) -> (ClassifierClient<Channel>, CancellationToken) {
+async fn start(
+    root: &std::path::Path,
+    anchors: &str,
+) -> (ClassifierClient<Channel>, CancellationToken, prometheus::Registry) {
     let mut c = vidmesh_classifier::Config::default();
     c.model.bundle = bundle();
     c.watermark.key_hex = KEY_HEX.into();
@@ -59,15 +62,29 @@ async fn start(root: &std::path::Path, anchors: &str) -> (ClassifierClient<Chann
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let registry = prometheus::Registry::new();
     let opts = vidmesh_classifier::Options {
         env: std::env::vars().collect(), // ORT_DYLIB_PATH for the passive detector
-        registry: prometheus::Registry::new(),
+        registry: registry.clone(),
         metrics_listener: None,
         load_gate: std::future::ready(()),
     };
     let mut task = tokio::spawn(vidmesh_classifier::serve_with(c, listener, shutdown.clone(), opts));
     let channel = vidmesh_testkit::connect_when_serving(addr, vidmesh_classifier::SERVICE_NAME, &mut task).await;
-    (ClassifierClient::new(channel), shutdown)
+    (ClassifierClient::new(channel), shutdown, registry)
+}
+
+/// The value of a counter or gauge sample in `registry` with all `labels`.
+fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let family = registry.gather().into_iter().find(|f| f.name() == name)?;
+    let m = family
+        .get_metric()
+        .iter()
+        .find(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))?;
+    Some(match family.get_field_type() {
+        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+        _ => m.get_gauge().get_value(),
+    })
 }
 
 async fn detect(client: &mut ClassifierClient<Channel>, source: Source) -> Result<DetectResponse, tonic::Status> {
@@ -85,7 +102,7 @@ async fn recognises_our_videos_and_reports_each_piece_of_evidence() {
     let files = pki.write(dir.path());
     let store = dir.path().join("store");
     std::fs::create_dir_all(store.join("jobs/1")).unwrap();
-    let (mut client, shutdown) = start(&store, &files.anchors).await;
+    let (mut client, shutdown, registry) = start(&store, &files.anchors).await;
 
     let signer =
         vidmesh_provenance::Signer::new(pki.chain.as_bytes(), pki.key.as_bytes(), pki.anchor.as_bytes()).unwrap();
@@ -132,13 +149,18 @@ async fn recognises_our_videos_and_reports_each_piece_of_evidence() {
     assert_eq!(r.verdict(), Verdict::NotDetected, "{r:?}");
     assert!(r.watermark.as_ref().unwrap().p_value > 1e-3, "{r:?}");
     assert_eq!(c2pa_state(&r), C2paState::Absent);
+
+    // The per-pod load metric an autoscaler reads, and outcomes by verdict.
+    assert_eq!(metric(&registry, "classifier_active_requests", &[]), Some(0.0));
+    assert!(metric(&registry, "classifier_requests_total", &[("outcome", "generated")]).unwrap() >= 3.0);
+    assert_eq!(metric(&registry, "classifier_requests_total", &[("outcome", "not_detected")]), Some(1.0));
     shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_status_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut client, shutdown) = start(dir.path(), "").await;
+    let (mut client, shutdown, _) = start(dir.path(), "").await;
     let good = mp4(&marked(), (18, 24));
     let mut huge = good.clone();
     // avc1 sample entry: width and height sit 24 bytes after the box type.
@@ -198,7 +220,7 @@ fn model_output(case: usize) -> Video {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_evidence_alone_is_never_a_claim() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut client, shutdown) = start(dir.path(), "").await;
+    let (mut client, shutdown, _) = start(dir.path(), "").await;
     // The model's own outputs, unmarked and unsigned: the passive detector sees them; the verdict stays below a claim.
     for case in [0, 1, 2] {
         let r = detect(&mut client, Source::Video(mp4(&model_output(case), (18, 24)))).await.unwrap();
