@@ -7,6 +7,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod server;
 
 use std::collections::HashMap;
@@ -46,14 +47,20 @@ where
     G: Future<Output = ()> + Send + 'static,
 {
     let (health, health_svc) = Health::new(SERVICE_NAME).await;
-    let state =
-        Arc::new(server::State { decoder: OnceLock::new(), drain: Drain::new(&shutdown), config: config.clone() });
+    let state = Arc::new(server::State {
+        decoder: OnceLock::new(),
+        metrics: OnceLock::new(),
+        drain: Drain::new(&shutdown),
+        config: config.clone(),
+    });
     let routes = Routes::new(health_svc).add_service(
         DecoderServer::new(server::Service(state.clone())).max_decoding_message_size(config.max_request_bytes),
     );
     let server_config = config.server.clone();
     let runtime = tokio::runtime::Handle::current();
-    let load = move |env: &HashMap<String, String>, _registry: &prometheus::Registry| {
+    let load = move |env: &HashMap<String, String>, registry: &prometheus::Registry| {
+        let metrics = metrics::Metrics::register(registry).map_err(|e| Error::Inference(format!("metrics: {e}")))?;
+        let _ = state.metrics.set(metrics);
         let onnx = Onnx::init(&config.onnxruntime, env)?;
         let loaded = runtime.block_on(engine::Decoder::load(&config, &onnx))?;
         let m = &loaded.manifest.model;

@@ -21,6 +21,8 @@ use crate::error::Error;
 pub struct State {
     /// Set once the model is loaded and warm.
     pub decoder: OnceLock<Decoder>,
+    /// Collectors (set at load).
+    pub metrics: OnceLock<crate::metrics::Metrics>,
     /// Refuses new work once shutdown starts.
     pub drain: Drain,
     /// The service configuration.
@@ -114,12 +116,15 @@ impl DecoderRpc for Service {
         let d = self.0.decoder.get().ok_or(Error::NotReady)?;
         let req = request.into_inner();
         let (latents, fps, generation) = validate(d, &req)?;
+        let metrics = self.0.metrics.get().ok_or(Error::NotReady)?.clone();
         let permit = d.admit()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let state = self.0.clone();
+        metrics.active.inc();
         tokio::spawn(async move {
             let _permit = permit;
             let Some(d) = state.decoder.get() else { return };
+            let started = std::time::Instant::now();
             let progress_tx = tx.clone();
             let result = d
                 .decode(&latents, fps, &req.output_prefix, &generation, |done, total| {
@@ -127,6 +132,12 @@ impl DecoderRpc for Service {
                     let _ = progress_tx.send(Ok(DecodeEvent { event: Some(Ev::Progress(p)) }));
                 })
                 .await;
+            metrics.active.dec();
+            metrics.requests.with_label_values(&[if result.is_ok() { "completed" } else { "failed" }]).inc();
+            if let Ok(s) = &result {
+                metrics.frames.inc_by(s.frames as u64);
+                metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
+            }
             let _ = tx.send(match result {
                 Ok(s) => Ok(DecodeEvent { event: Some(Ev::Completed(video_ref(&s))) }),
                 Err(e) => Err(e.into()),

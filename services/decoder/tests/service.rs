@@ -34,6 +34,15 @@ async fn start_with(
     root: &std::path::Path,
     edit: impl FnOnce(&mut Config),
 ) -> (DecoderClient<Channel>, CancellationToken) {
+    start_observed(chunk, root, edit, prometheus::Registry::new()).await
+}
+
+async fn start_observed(
+    chunk: usize,
+    root: &std::path::Path,
+    edit: impl FnOnce(&mut Config),
+    registry: prometheus::Registry,
+) -> (DecoderClient<Channel>, CancellationToken) {
     let mut config = Config::default();
     config.model.bundle = repo().join("models/vidmesh-tiny").display().to_string();
     config.storage.local_root = root.display().to_string();
@@ -44,7 +53,7 @@ async fn start_with(
     let shutdown = CancellationToken::new();
     let opts = Options {
         env: std::env::vars().collect(),
-        registry: prometheus::Registry::new(),
+        registry,
         metrics_listener: None,
         load_gate: std::future::ready(()),
     };
@@ -189,4 +198,19 @@ async fn outputs_are_watermarked_and_c2pa_signed_when_configured() {
 
     let bad = DecodeRequest { parameters_json: "[1, 2]".into(), ..req(&latents, "x") };
     assert!(decode(&mut client, bad).await.unwrap_err().message().contains("JSON object"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_its_load_and_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let (mut client, _stop) = start_observed(2, dir.path(), |_| {}, registry.clone()).await;
+    let latents = fixture(0, "latents_final");
+    decode(&mut client, req(&latents, "observed")).await.unwrap();
+    let value = |name| vidmesh_runtime::metrics::value(&registry, name);
+    // The active-decodes gauge (the autoscaler's per-pod metric) is back to zero; outcome and frames counted.
+    assert_eq!(value("decoder_active_requests"), Some(0.0));
+    assert_eq!(value("decoder_requests_total"), Some(1.0));
+    assert_eq!(value("decoder_frames_total"), Some(16.0));
+    assert_eq!(value("decoder_decode_seconds"), Some(1.0));
 }
