@@ -190,33 +190,33 @@ async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashM
     let env = local::with_onnxruntime(env)?;
     let shutdown = vidmesh_runtime::shutdown::on_signals();
     let bundle = bundle.display().to_string();
-    let load = |default_port: u16, metrics: u16| {
-        let file = file.clone();
-        let env = env.clone();
-        let bundle = bundle.clone();
-        move |mut server: vidmesh_runtime::ServerConfig, model: Option<&mut vidmesh_model::ModelConfig>| {
-            if file.is_none() && !env.keys().any(|k| k.starts_with("VIDMESH__SERVER__")) {
-                server.listen.set_port(default_port);
-                server.metrics_listen.set_port(metrics);
+    // Without a config file or VIDMESH__SERVER__* overrides, each service gets its own ports; a default bundle
+    // path becomes the bundled model's.
+    let own_ports = file.is_none() && !env.keys().any(|k| k.starts_with("VIDMESH__SERVER__"));
+    let local_defaults =
+        |server: &mut vidmesh_runtime::ServerConfig, model: &mut vidmesh_model::ModelConfig, ports: (u16, u16)| {
+            if own_ports {
+                server.listen.set_port(ports.0);
+                server.metrics_listen.set_port(ports.1);
             }
-            if let Some(m) = model
-                && m.bundle == vidmesh_model::ModelConfig::default().bundle
-            {
-                m.bundle.clone_from(&bundle);
+            if model.bundle == vidmesh_model::ModelConfig::default().bundle {
+                model.bundle.clone_from(&bundle);
             }
-            server
-        }
-    };
+        };
+    // Loads `$krate`'s config, applies the local defaults and the optional `$edit`, binds, and spawns the service.
     macro_rules! stage {
-        ($krate:ident, $port:expr, $metrics:expr) => {{
-            let mut c: $krate::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
-            c.server = load($port, $metrics)(c.server.clone(), Some(&mut c.model));
-            let listener = bind(c.server.listen.port()).await?;
+        ($krate:ident, $ports:expr, |$c:ident| $($edit:block)?) => {{
+            let mut $c: $krate::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
+            local_defaults(&mut $c.server, &mut $c.model, $ports);
+            $($edit)?
+            let listener = bind($c.server.listen.port()).await?;
             eprintln!("{} on {}", stringify!($krate), listener.local_addr()?);
-            let opts = $krate::Options::from_process(c.server.metrics_listen).await?;
-            let opts = $krate::Options { env: env.clone(), ..opts };
+            let opts =
+                $krate::Options { env: env.clone(), ..$krate::Options::from_process($c.server.metrics_listen).await? };
             let token: CancellationToken = shutdown.clone();
-            tokio::spawn(async move { $krate::serve_with(c, listener, token, opts).await.map_err(anyhow::Error::from) })
+            tokio::spawn(
+                async move { $krate::serve_with($c, listener, token, opts).await.map_err(anyhow::Error::from) },
+            )
         }};
     }
     let mut tasks = Vec::new();
@@ -225,27 +225,19 @@ async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashM
         bail!("serve all takes no config file (each service has its own); serve one service with its file instead");
     }
     if all || service == "text-encoder" {
-        tasks.push(stage!(vidmesh_text_encoder, 50051, 9090));
+        tasks.push(stage!(vidmesh_text_encoder, (50051, 9090), |c|));
     }
     if all || service == "denoiser" {
-        tasks.push(stage!(vidmesh_denoiser, 50052, 9091));
+        tasks.push(stage!(vidmesh_denoiser, (50052, 9091), |c|));
     }
     if all || service == "decoder" {
-        tasks.push(stage!(vidmesh_decoder, 50053, 9092));
+        tasks.push(stage!(vidmesh_decoder, (50053, 9092), |c|));
     }
     if all || service == "classifier" {
-        let mut c: vidmesh_classifier::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
-        c.server = load(50054, 9093)(c.server.clone(), Some(&mut c.model));
-        if c.watermark.key_hex.is_empty() {
-            c.watermark.key_hex = local::watermark_key(&env)?;
-        }
-        let listener = bind(c.server.listen.port()).await?;
-        eprintln!("vidmesh_classifier on {}", listener.local_addr()?);
-        let opts = vidmesh_classifier::Options::from_process(c.server.metrics_listen).await?;
-        let opts = vidmesh_classifier::Options { env: env.clone(), ..opts };
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            vidmesh_classifier::serve_with(c, listener, token, opts).await.map_err(anyhow::Error::from)
+        tasks.push(stage!(vidmesh_classifier, (50054, 9093), |c| {
+            if c.watermark.key_hex.is_empty() {
+                c.watermark.key_hex = local::watermark_key(&env)?;
+            }
         }));
     }
     if tasks.is_empty() {
