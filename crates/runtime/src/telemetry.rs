@@ -149,3 +149,22 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
         Ok(req)
     }
 }
+
+/// The current span's W3C `traceparent` (empty when there is none), for work that outlives the call (a queued
+/// job) and must continue its trace later.
+pub fn traceparent() -> String {
+    let mut carrier = HashMap::new();
+    let cx = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent").unwrap_or_default()
+}
+
+/// Parents `span` on a `traceparent` saved by [`traceparent`] (nothing happens when it is empty or malformed).
+pub fn continue_trace(span: &Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(parent);
+}

@@ -94,6 +94,7 @@ fn video_ref(s: &Stored) -> VideoRef {
     VideoRef {
         video: Some(object(&s.video, "video/mp4")),
         thumbnail: Some(object(&s.thumbnail, "image/png")),
+        spritesheet: Some(object(&s.spritesheet, "image/png")),
         width: s.width as u32,
         height: s.height as u32,
         frames: s.frames as u32,

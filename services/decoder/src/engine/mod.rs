@@ -15,9 +15,12 @@ use tokio::sync::Semaphore;
 use vidmesh_model::{Manifest, Onnx, Part};
 use vidmesh_runtime::TensorF32;
 use vidmesh_storage::{ObjectRef, Storage};
-use vidmesh_video::{EncodeOptions, Mp4Writer};
+use vidmesh_video::{EncodeOptions, Mp4Writer, Video};
 
 use crate::config::Config;
+
+/// Frames in a spritesheet (a 4 × 2 grid).
+const SPRITES: usize = 8;
 use crate::error::Error;
 
 /// What the C2PA manifest records about a generation.
@@ -36,6 +39,8 @@ pub struct Stored {
     pub video: ObjectRef,
     /// The PNG thumbnail.
     pub thumbnail: ObjectRef,
+    /// The PNG spritesheet (4 × 2 evenly spaced frames).
+    pub spritesheet: ObjectRef,
     /// Width.
     pub width: usize,
     /// Height.
@@ -205,6 +210,9 @@ impl Decoder {
         let frames = latents.shape[1] * m.vae.temporal_compression;
         let mut writer = Mp4Writer::new(width, height, f64::from(fps), &self.encode)?;
         let mut thumb = None;
+        // Frames for the spritesheet: SPRITES evenly spaced ones.
+        let sprite_at = |i: usize| (0..SPRITES).any(|k| k * frames / SPRITES == i);
+        let mut sprites = Vec::with_capacity(SPRITES);
         let mut watermark_se = 0.0;
         let sink = |i: usize, mut f: Vec<u8>| {
             if let Some(wm) = &self.watermark {
@@ -212,6 +220,9 @@ impl Decoder {
             }
             if i == frames / 2 {
                 thumb = Some(f.clone());
+            }
+            if sprite_at(i) {
+                sprites.push(f.clone());
             }
             writer.push(&f)?;
             Ok(())
@@ -239,8 +250,22 @@ impl Decoder {
         let png = vidmesh_video::png_frame(width, height, &thumb)?;
         let video = self.storage.put(&format!("{prefix}/video.mp4"), Bytes::from(mp4), "video/mp4").await?;
         let thumbnail = self.storage.put(&format!("{prefix}/thumbnail.png"), Bytes::from(png), "image/png").await?;
+        let sprites = Video { width, height, fps: f64::from(fps), frames: sprites };
+        let sheet = vidmesh_video::spritesheet(&sprites, SPRITES / 2, 2)?;
+        let spritesheet =
+            self.storage.put(&format!("{prefix}/spritesheet.png"), Bytes::from(sheet), "image/png").await?;
         let watermark_psnr =
             self.watermark.as_ref().map(|_| vidmesh_watermark::psnr_of(watermark_se, frames * width * height * 3));
-        Ok(Stored { video, thumbnail, width, height, frames, fps, watermark_psnr, signed: self.signer.is_some() })
+        Ok(Stored {
+            video,
+            thumbnail,
+            spritesheet,
+            width,
+            height,
+            frames,
+            fps,
+            watermark_psnr,
+            signed: self.signer.is_some(),
+        })
     }
 }

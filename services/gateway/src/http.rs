@@ -1,0 +1,356 @@
+//! The HTTP face of the gateway, compatible with the OpenAI Videos API so the official SDKs work unmodified:
+//! `POST /v1/videos` (JSON or multipart form), `GET /v1/videos/{id}`, `GET /v1/videos` (after/limit/order),
+//! `DELETE /v1/videos/{id}` (cancels running work, then deletes), `GET /v1/videos/{id}/content?variant=…`, and two
+//! extensions: `GET /v1/videos/{id}/events` (server-sent events; resumes after the `Last-Event-ID` sequence) and
+//! `GET /v1/models`. Errors use OpenAI's body (`{"error": {"message", "type", "code", "param"}}`), 429s carry
+//! `Retry-After`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{Stream, StreamExt as _};
+use serde_json::{Value, json};
+use vidmesh_proto::gateway::v1::{GenerateRequest, Job, JobEvent, JobState, job_event::Event};
+
+use crate::admission::Tenant;
+use crate::api::{Api, Variant};
+use crate::store::ListQuery;
+use crate::{Error, jobs};
+
+/// How often the SDK's `poll` helpers should ask (`openai-poll-after-ms`).
+const POLL_AFTER_MS: &str = "250";
+
+struct ApiError(Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, code, message) = self.0.http();
+        let body = json!({"error": {"message": message, "type": kind, "code": code, "param": null}});
+        let mut resp = (status, Json(body)).into_response();
+        if let Some(after) = self.0.retry_after() {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The router, with `api` as its state and `max_body` as the body limit.
+pub fn router(api: Arc<Api>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/videos", get(list).post(create))
+        .route("/v1/videos/{id}", get(retrieve).delete(delete))
+        .route("/v1/videos/{id}/content", get(content))
+        .route("/v1/videos/{id}/events", get(events))
+        .route("/v1/models", get(models))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(api)
+}
+
+fn tenant(api: &Api, headers: &HeaderMap) -> Result<Tenant> {
+    let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
+    Ok(api.admission.authenticate(auth)?)
+}
+
+/// The OpenAI `video` object of a job (plus vidmesh's extra fields, which SDKs ignore).
+pub fn video_object(job: &Job) -> Value {
+    let req = job.request.clone().unwrap_or_default();
+    let state = JobState::try_from(job.state).unwrap_or(JobState::Queued);
+    let status = match state {
+        JobState::Queued | JobState::Unspecified => "queued",
+        JobState::Running => "in_progress",
+        JobState::Completed => "completed",
+        JobState::Failed | JobState::Cancelled => "failed",
+    };
+    let error = match (state, &job.error) {
+        (JobState::Cancelled, _) => json!({"code": "cancelled", "message": "the job was cancelled"}),
+        (_, Some(e)) => json!({"code": e.code.to_ascii_lowercase(), "message": e.message}),
+        _ => Value::Null,
+    };
+    let result = job.result.clone().unwrap_or_default();
+    json!({
+        "id": job.id,
+        "object": "video",
+        "model": req.model,
+        "status": status,
+        "progress": (job.progress * 100.0).floor() as i64,
+        "created_at": job.created_at.map(|t| t.seconds),
+        "completed_at": job.finished_at.map(|t| t.seconds),
+        "expires_at": Value::Null,
+        "error": error,
+        "prompt": req.prompt,
+        "remixed_from_video_id": Value::Null,
+        "seconds": format!("{}", req.seconds),
+        "size": format!("{}x{}", req.width, req.height),
+        "num_frames": req.num_frames,
+        "fps": req.fps,
+        "seed": req.seed,
+        "num_inference_steps": req.num_inference_steps,
+        "guidance_scale": req.guidance_scale,
+        "detection": if state == JobState::Completed {
+            json!({"verdict": result.detection_verdict, "reasons": result.detection_reasons})
+        } else {
+            Value::Null
+        },
+    })
+}
+
+fn polled(job: &Job) -> Response {
+    let mut resp = Json(video_object(job)).into_response();
+    resp.headers_mut().insert("openai-poll-after-ms", HeaderValue::from_static(POLL_AFTER_MS));
+    resp
+}
+
+/// The create body's fields, from JSON or a multipart form (the SDK sends forms).
+async fn create_fields(req: Request) -> Result<serde_json::Map<String, Value>> {
+    let bad = |m: String| ApiError(Error::InvalidArgument(m));
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if ct.starts_with("multipart/form-data") {
+        let mut form = Multipart::from_request(req, &()).await.map_err(|e| bad(format!("multipart body: {e}")))?;
+        let mut fields = serde_json::Map::new();
+        while let Some(field) = form.next_field().await.map_err(|e| bad(format!("multipart body: {e}")))? {
+            let name = field.name().unwrap_or_default().to_string();
+            if field.file_name().is_some() {
+                return Err(bad(format!("{name}: file inputs (image or video conditioning) are not supported yet")));
+            }
+            let text = field.text().await.map_err(|e| bad(format!("multipart field {name}: {e}")))?;
+            fields.insert(name, Value::String(text));
+        }
+        return Ok(fields);
+    }
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX).await.map_err(|e| bad(format!("body: {e}")))?;
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("the body must be a JSON object".into())),
+        Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+/// A number from a JSON number or a numeric string (forms carry strings).
+fn number(fields: &serde_json::Map<String, Value>, name: &str) -> Result<Option<f64>> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError(Error::InvalidArgument(format!("{name} must be a number, not {s:?}")))),
+        Some(v) => Err(ApiError(Error::InvalidArgument(format!("{name} must be a number, not {v}")))),
+    }
+}
+
+fn whole<T: TryFrom<u64>>(fields: &serde_json::Map<String, Value>, name: &str) -> Result<Option<T>> {
+    let Some(x) = number(fields, name)? else { return Ok(None) };
+    if x < 0.0 || x.fract() != 0.0 || x > 1e15 {
+        return Err(ApiError(Error::InvalidArgument(format!("{name} must be a whole number ≥ 0, not {x}"))));
+    }
+    T::try_from(x as u64).map(Some).map_err(|_| ApiError(Error::InvalidArgument(format!("{name} {x} is too large"))))
+}
+
+fn text(fields: &serde_json::Map<String, Value>, name: &str) -> Result<String> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => Err(ApiError(Error::InvalidArgument(format!("{name} must be a string, not {v}")))),
+    }
+}
+
+/// The OpenAI create body (with vidmesh's extensions) as a [`GenerateRequest`].
+fn generate_request(f: &serde_json::Map<String, Value>) -> Result<GenerateRequest> {
+    let (mut width, mut height) = (0, 0);
+    let size = text(f, "size")?;
+    if !size.is_empty() {
+        let parsed = size.split_once('x').and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+        (width, height) = parsed.ok_or_else(|| {
+            ApiError(Error::InvalidArgument(format!("size must be WIDTHxHEIGHT (e.g. 64x64), not {size:?}")))
+        })?;
+    }
+    let model = text(f, "model")?;
+    Ok(GenerateRequest {
+        model: if model.starts_with("sora-") { String::new() } else { model },
+        prompt: text(f, "prompt")?,
+        negative_prompt: text(f, "negative_prompt")?,
+        num_frames: whole(f, "num_frames")?.unwrap_or(0),
+        seconds: number(f, "seconds")?.unwrap_or(0.0),
+        width,
+        height,
+        fps: whole(f, "fps")?.unwrap_or(0),
+        num_inference_steps: whole(f, "num_inference_steps")?.unwrap_or(0),
+        guidance_scale: number(f, "guidance_scale")?.map(|g| g as f32),
+        seed: whole(f, "seed")?,
+        scheduler: text(f, "scheduler")?,
+        preview_every: 0,
+        priority: number(f, "priority")?.map_or(0, |p| p.clamp(-1e6, 1e6) as i32),
+        idempotency_key: text(f, "idempotency_key")?,
+    })
+}
+
+async fn create(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
+    let tenant = tenant(&api, req.headers())?;
+    let idempotency = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let fields = create_fields(req).await?;
+    let mut request = generate_request(&fields)?;
+    if request.idempotency_key.is_empty() {
+        request.idempotency_key = idempotency.unwrap_or_default();
+    }
+    let job = api.submit(&tenant, request, "http").await?;
+    Ok(polled(&job))
+}
+
+async fn retrieve(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+    let tenant = tenant(&api, &headers)?;
+    Ok(polled(&api.get(&tenant, &id).await?))
+}
+
+async fn list(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>> {
+    let tenant = tenant(&api, &headers)?;
+    let limit = match q.get("limit").map(|l| l.parse::<u32>()) {
+        None => 20,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        Some(_) => return Err(Error::InvalidArgument("limit must be between 1 and 100".into()).into()),
+    };
+    let ascending = match q.get("order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => return Err(Error::InvalidArgument(format!("order must be asc or desc, not {o:?}")).into()),
+    };
+    let query = ListQuery { after: q.get("after").cloned().unwrap_or_default(), limit, ascending, states: Vec::new() };
+    let (jobs, more) = api.list(&tenant, &query).await?;
+    let data: Vec<Value> = jobs.iter().map(video_object).collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "first_id": jobs.first().map(|j| j.id.clone()),
+        "last_id": jobs.last().map(|j| j.id.clone()),
+        "has_more": more,
+    })))
+}
+
+async fn delete(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>> {
+    let tenant = tenant(&api, &headers)?;
+    api.delete(&tenant, &id).await?;
+    Ok(Json(json!({"id": id, "object": "video.deleted", "deleted": true})))
+}
+
+async fn content(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let tenant = tenant(&api, &headers)?;
+    let variant = match q.get("variant").map(String::as_str) {
+        None | Some("video") => Variant::Video,
+        Some("thumbnail") => Variant::Thumbnail,
+        Some("spritesheet") => Variant::Spritesheet,
+        Some(v) => {
+            return Err(
+                Error::InvalidArgument(format!("variant must be video, thumbnail or spritesheet, not {v:?}")).into()
+            );
+        }
+    };
+    let (bytes, content_type) = api.content(&tenant, &id, variant).await?;
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+async fn events(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    let tenant = tenant(&api, &headers)?;
+    let after = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok())) {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => {
+            return Err(Error::InvalidArgument("Last-Event-ID must be an event sequence number".into()).into());
+        }
+    };
+    let stream = api.watch(&tenant, &id, after).await?;
+    let sse = stream.map(|item| {
+        Ok(match item {
+            Ok(ev) => {
+                let kind = event_name(&ev);
+                SseEvent::default().id(ev.sequence.to_string()).event(kind).data(event_json(&ev).to_string())
+            }
+            Err(e) => SseEvent::default().event("error").data(json!({"message": e.to_string()}).to_string()),
+        })
+    });
+    Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The SSE event name of a job event.
+fn event_name(ev: &JobEvent) -> &'static str {
+    match ev.event {
+        Some(Event::Accepted(_)) => "accepted",
+        Some(Event::Queued(_)) => "queued",
+        Some(Event::Encoding(_)) => "encoding",
+        Some(Event::Denoising(_)) => "denoising",
+        Some(Event::Decoding(_)) => "decoding",
+        Some(Event::Classifying(_)) => "classifying",
+        Some(Event::Completed(_)) => "completed",
+        Some(Event::Failed(_)) => "failed",
+        Some(Event::Cancelled(_)) => "cancelled",
+        None => "unknown",
+    }
+}
+
+/// A job event as JSON: its sequence, progress (0–100) and ETA, and the event's own fields.
+fn event_json(ev: &JobEvent) -> Value {
+    let mut v = json!({
+        "id": ev.job_id, "sequence": ev.sequence, "type": event_name(ev),
+        "progress": ev.progress * 100.0, "eta_seconds": ev.eta_seconds,
+    });
+    let extra = match &ev.event {
+        Some(Event::Queued(q)) => json!({"position": q.position}),
+        Some(Event::Denoising(d)) => json!({"step": d.step, "total": d.total}),
+        Some(Event::Decoding(d)) => json!({"frames_done": d.frames_done, "frames_total": d.frames_total}),
+        Some(Event::Completed(r)) => json!({
+            "video_sha256": r.video.as_ref().map(|o| o.sha256.clone()),
+            "video_bytes": r.video.as_ref().map(|o| o.bytes),
+            "url": r.video.as_ref().map(|o| o.url.clone()),
+            "detection": {"verdict": r.detection_verdict, "reasons": r.detection_reasons},
+        }),
+        Some(Event::Failed(e)) => json!({"error": {"code": e.code.to_ascii_lowercase(), "message": e.message}}),
+        _ => json!({}),
+    };
+    if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
+        a.extend(b);
+    }
+    v
+}
+
+async fn models(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<Value>> {
+    tenant(&api, &headers)?;
+    let m = &api.manifest;
+    let created = jobs::timestamp(std::time::SystemTime::now()).seconds;
+    Ok(Json(json!({
+        "object": "list",
+        "data": [{"id": m.model.name, "object": "model", "created": created, "owned_by": "vidmesh",
+                  "version": m.model.version, "description": m.model.description}],
+    })))
+}

@@ -1,0 +1,212 @@
+//! Jobs as the API sees them: resolving a request against the model (defaults filled in, everything checked before
+//! any compute), and how an event moves a job (state, monotonic progress, result).
+//!
+//! Invariants: a resolved request names only sizes, frame counts and fps the model supports, and carries its seed;
+//! a job's progress never decreases; a job in a final state never changes again.
+
+use std::time::SystemTime;
+
+use prost_types::Timestamp;
+use vidmesh_model::Manifest;
+use vidmesh_proto::gateway::v1::{GenerateRequest, Job, JobError, JobEvent, JobState, job_event::Event};
+
+use crate::Error;
+use crate::config::LimitsConfig;
+
+/// Progress when encoding starts, denoising starts and ends, decoding ends and classification starts.
+pub const PROGRESS_ENCODING: f64 = 0.01;
+/// Progress when the first denoising step starts.
+pub const PROGRESS_DENOISE_START: f64 = 0.03;
+/// Progress when denoising ends (decoding starts).
+pub const PROGRESS_DENOISE_END: f64 = 0.85;
+/// Progress when decoding and storing end.
+pub const PROGRESS_DECODE_END: f64 = 0.95;
+
+/// Whether `state` is final (completed, failed or cancelled).
+pub fn is_final(state: i32) -> bool {
+    matches!(JobState::try_from(state), Ok(JobState::Completed | JobState::Failed | JobState::Cancelled))
+}
+
+/// A protobuf timestamp of `t`.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// A fresh job id: "video_" and a UUIDv7 (time-ordered, so ids sort by creation).
+pub fn new_id() -> String {
+    format!("video_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn random_seed() -> u64 {
+    // UUIDv4 bits come from the OS generator; below 2^53 so the seed survives JSON clients.
+    (uuid::Uuid::new_v4().as_u128() as u64) >> 11
+}
+
+/// Checks `req` against the model and the limits and fills in every default (seed included).
+pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) -> Result<GenerateRequest, Error> {
+    let bad = |msg: String| Err(Error::InvalidArgument(msg));
+    if req.model.is_empty() {
+        req.model.clone_from(&m.model.name);
+    } else if req.model != m.model.name {
+        return bad(format!("unknown model {:?}; this gateway serves {:?}", req.model, m.model.name));
+    }
+    if req.prompt.trim().is_empty() {
+        return bad("prompt is required".into());
+    }
+    for (name, text) in [("prompt", &req.prompt), ("negative_prompt", &req.negative_prompt)] {
+        if text.len() > limits.max_prompt_bytes {
+            return bad(format!("{name} is {} bytes; at most {} are accepted", text.len(), limits.max_prompt_bytes));
+        }
+    }
+    let v = &m.video;
+    let sizes = || v.sizes.iter().map(|[h, w]| format!("{w}x{h}")).collect::<Vec<_>>().join(", ");
+    match (req.width, req.height) {
+        (0, 0) => (req.width, req.height) = (v.default_width, v.default_height),
+        (w, h) if v.sizes.contains(&[h, w]) => {}
+        (w, h) => return bad(format!("size {w}x{h} is not supported by {}; use one of {}", m.model.name, sizes())),
+    }
+    if req.fps == 0 {
+        req.fps = v.default_fps;
+    } else if !v.fps.contains(&req.fps) {
+        return bad(format!("fps {} is not supported; use one of {:?}", req.fps, v.fps));
+    }
+    let fps = f64::from(req.fps);
+    let durations = || v.frames.iter().map(|f| format!("{}s", f64::from(*f) / fps)).collect::<Vec<_>>().join(", ");
+    if req.num_frames != 0 {
+        if !v.frames.contains(&req.num_frames) {
+            return bad(format!("num_frames {} is not supported; use one of {:?}", req.num_frames, v.frames));
+        }
+    } else if req.seconds != 0.0 {
+        let longest = v.frames.iter().copied().max().unwrap_or(0);
+        if !req.seconds.is_finite() || req.seconds < 0.0 || req.seconds * fps > 2.0 * f64::from(longest) {
+            return bad(format!("seconds {} is not supported; use one of {}", req.seconds, durations()));
+        }
+        let want = req.seconds * fps;
+        req.num_frames = v
+            .frames
+            .iter()
+            .copied()
+            .min_by(|a, b| (f64::from(*a) - want).abs().total_cmp(&(f64::from(*b) - want).abs()))
+            .unwrap_or(v.default_frames);
+    } else {
+        req.num_frames = v.default_frames;
+    }
+    req.seconds = f64::from(req.num_frames) / fps;
+    if req.num_inference_steps == 0 {
+        req.num_inference_steps = m.scheduler.steps;
+    } else if req.num_inference_steps > limits.max_steps {
+        return bad(format!("num_inference_steps {} is above the limit {}", req.num_inference_steps, limits.max_steps));
+    }
+    let g = *req.guidance_scale.get_or_insert(m.scheduler.guidance);
+    if !g.is_finite() || !(0.0..=limits.max_guidance).contains(&g) {
+        return bad(format!("guidance_scale {g} must be between 0 and {}", limits.max_guidance));
+    }
+    req.seed.get_or_insert_with(random_seed);
+    if req.scheduler.is_empty() {
+        req.scheduler.clone_from(&m.scheduler.kind);
+    }
+    if req.preview_every != 0 {
+        return bad("previews (preview_every) are not produced by this gateway yet; leave it 0".into());
+    }
+    if req.idempotency_key.len() > 200 {
+        return bad("idempotency_key is longer than 200 bytes".into());
+    }
+    Ok(req)
+}
+
+/// Moves `job` by one event: state, progress (never down), result/error, sequence, finish time.
+pub fn apply(job: &mut Job, ev: &JobEvent) {
+    let state = match ev.event.as_ref() {
+        Some(Event::Accepted(_) | Event::Queued(_)) => JobState::Queued,
+        Some(Event::Encoding(_) | Event::Denoising(_) | Event::Decoding(_) | Event::Classifying(_)) => {
+            JobState::Running
+        }
+        Some(Event::Completed(r)) => {
+            job.result = Some(r.clone());
+            JobState::Completed
+        }
+        Some(Event::Failed(e)) => {
+            job.error = Some(e.clone());
+            JobState::Failed
+        }
+        Some(Event::Cancelled(_)) => JobState::Cancelled,
+        None => JobState::try_from(job.state).unwrap_or(JobState::Queued),
+    };
+    job.state = state as i32;
+    job.progress = job.progress.max(ev.progress);
+    job.last_sequence = ev.sequence;
+    if is_final(job.state) {
+        job.finished_at = ev.at;
+    }
+}
+
+/// A failure event in words a caller can act on.
+pub fn failed(code: tonic::Code, message: impl Into<String>) -> Event {
+    let code = format!("{code:?}");
+    // tonic's Debug names are CamelCase ("InvalidArgument"); the API uses the gRPC names.
+    let mut upper = String::new();
+    for (i, c) in code.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            upper.push('_');
+        }
+        upper.push(c.to_ascii_uppercase());
+    }
+    Event::Failed(JobError { code: upper, message: message.into() })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/vidmesh-tiny");
+        vidmesh_model::Bundle::manifest_only(&dir).unwrap().manifest
+    }
+
+    fn req(prompt: &str) -> GenerateRequest {
+        GenerateRequest { prompt: prompt.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_are_filled_and_seconds_round_to_a_supported_count() {
+        let m = manifest();
+        let l = LimitsConfig::default();
+        let r = resolve(req("a red circle"), &m, &l).unwrap();
+        assert_eq!((r.width, r.height, r.num_frames, r.fps), (64, 64, 16, 8));
+        assert_eq!(r.num_inference_steps, m.scheduler.steps);
+        assert!(r.seed.is_some() && r.guidance_scale == Some(m.scheduler.guidance));
+        let r = resolve(GenerateRequest { seconds: 3.4, ..req("x") }, &m, &l).unwrap();
+        assert_eq!((r.num_frames, r.seconds), (32, 4.0));
+        let r = resolve(GenerateRequest { seed: Some(7), width: 96, height: 64, ..req("x") }, &m, &l).unwrap();
+        assert_eq!((r.seed, r.width), (Some(7), 96));
+    }
+
+    #[test]
+    fn what_the_model_cannot_do_is_refused_with_the_choices() {
+        let m = manifest();
+        let l = LimitsConfig::default();
+        let err = |r: GenerateRequest| resolve(r, &m, &l).unwrap_err().to_string();
+        assert!(err(req(" ")).contains("prompt is required"));
+        assert!(err(GenerateRequest { width: 4096, height: 4096, ..req("x") }).contains("64x64, 96x64"));
+        assert!(err(GenerateRequest { num_frames: 17, ..req("x") }).contains("[8, 16, 32]"));
+        assert!(err(GenerateRequest { seconds: 3600.0, ..req("x") }).contains("1s, 2s, 4s"));
+        assert!(err(GenerateRequest { num_inference_steps: 100_000, ..req("x") }).contains("limit 200"));
+        assert!(err(GenerateRequest { guidance_scale: Some(f32::NAN), ..req("x") }).contains("guidance"));
+        assert!(err(GenerateRequest { model: "sora".into(), ..req("x") }).contains("vidmesh-tiny"));
+        assert!(err(req(&"x".repeat(5000))).contains("at most 2000"));
+    }
+
+    #[test]
+    fn progress_is_monotonic_and_final_states_stick() {
+        let mut job = Job::default();
+        let ev = |seq, progress, event| JobEvent { sequence: seq, progress, event: Some(event), ..Default::default() };
+        apply(&mut job, &ev(1, 0.5, Event::Encoding(Default::default())));
+        apply(&mut job, &ev(2, 0.1, Event::Queued(Default::default())));
+        assert_eq!((job.progress, job.state, job.last_sequence), (0.5, JobState::Queued as i32, 2));
+        apply(&mut job, &ev(3, 0.6, failed(tonic::Code::InvalidArgument, "no")));
+        assert!(is_final(job.state));
+        assert_eq!(job.error.as_ref().unwrap().code, "INVALID_ARGUMENT");
+    }
+}

@@ -1,0 +1,238 @@
+//! The OpenAI-compatible HTTP front and admission, against a real gateway: create (JSON and multipart, as the SDK
+//! sends it) → SSE progress → retrieve → content (video, thumbnail, spritesheet) → list → delete; and every refusal
+//! — no key, bad key, over rate, over quota, policy, malformed body, absurd size — with the right status, an
+//! OpenAI-style error body, Retry-After on 429, and no job stored for what was refused.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{Gateway, Stages};
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tonic::Code;
+use vidmesh_gateway::config::{PolicyCategory, TenantConfig};
+use vidmesh_proto::gateway::v1::{GenerateRequest, ListJobsRequest};
+
+fn sqlite(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("jobs.db").display())
+}
+
+/// Reads an SSE stream to its end: (event name, data JSON) pairs.
+async fn sse(resp: reqwest::Response) -> Vec<(String, Value)> {
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ").or_else(|| line.strip_prefix("event:")) {
+                    name = Some(n.trim().to_string());
+                }
+                if let Some(d) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                    data = Some(serde_json::from_str(d.trim()).unwrap());
+                }
+            }
+            Some((name?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_openai_videos_api_creates_streams_downloads_lists_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = Stages::start(dir.path()).await;
+    let gw = Gateway::start(stages.gateway_config(dir.path(), &sqlite(dir.path()))).await;
+    let http = reqwest::Client::new();
+
+    // JSON body with vidmesh's extensions.
+    let created: Value = http
+        .post(gw.url("/v1/videos"))
+        .json(&json!({"prompt": "a red circle moving right", "model": "vidmesh-tiny", "seconds": "1",
+                      "size": "96x64", "num_inference_steps": 3, "seed": 11}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((created["object"].as_str(), created["status"].as_str()), (Some("video"), Some("queued")));
+    assert_eq!((created["size"].as_str(), created["seconds"].as_str()), (Some("96x64"), Some("1")));
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("video_"));
+
+    // Progress as server-sent events, to the end.
+    let events = sse(http.get(gw.url(&format!("/v1/videos/{id}/events"))).send().await.unwrap()).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"accepted"));
+    assert_eq!(names.last(), Some(&"completed"), "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "denoising").count(), 3);
+    // Resuming after a sequence number (Last-Event-ID) gives the rest only.
+    let tail =
+        sse(http.get(gw.url(&format!("/v1/videos/{id}/events"))).header("last-event-id", "4").send().await.unwrap())
+            .await;
+    assert_eq!(tail.len(), events.len() - 4);
+    assert_eq!(tail[0].1["sequence"], 5);
+
+    let got = http.get(gw.url(&format!("/v1/videos/{id}"))).send().await.unwrap();
+    assert!(got.headers().contains_key("openai-poll-after-ms"));
+    let got: Value = got.json().await.unwrap();
+    assert_eq!((got["status"].as_str(), got["progress"].as_i64()), (Some("completed"), Some(100)));
+    assert_eq!(got["detection"]["verdict"], "generated");
+
+    let mp4 = http.get(gw.url(&format!("/v1/videos/{id}/content"))).send().await.unwrap();
+    assert_eq!(mp4.headers()["content-type"], "video/mp4");
+    let mp4 = mp4.bytes().await.unwrap();
+    assert_eq!(&mp4[4..8], b"ftyp");
+    let decoded = vidmesh_video::decode_mp4(&mp4).unwrap();
+    assert_eq!((decoded.width, decoded.height, decoded.frames.len()), (96, 64, 8));
+    for variant in ["thumbnail", "spritesheet"] {
+        let png = http.get(gw.url(&format!("/v1/videos/{id}/content?variant={variant}"))).send().await.unwrap();
+        assert_eq!(png.status(), 200, "{variant}");
+        assert_eq!(&png.bytes().await.unwrap()[1..4], b"PNG", "{variant}");
+    }
+    let bad = http.get(gw.url(&format!("/v1/videos/{id}/content?variant=gif"))).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // The SDK's create: a multipart form with string fields.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a blue square moving up")
+        .text("seconds", "1")
+        .text("num_inference_steps", "2");
+    let second: Value = http.post(gw.url("/v1/videos")).multipart(form).send().await.unwrap().json().await.unwrap();
+    let second_id = second["id"].as_str().unwrap().to_string();
+    sse(http.get(gw.url(&format!("/v1/videos/{second_id}/events"))).send().await.unwrap()).await;
+
+    let list: Value = http.get(gw.url("/v1/videos?limit=1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((list["object"].as_str(), list["has_more"].as_bool()), (Some("list"), Some(true)));
+    assert_eq!(list["data"][0]["id"], second_id.as_str(), "newest first");
+    let after = list["last_id"].as_str().unwrap();
+    let page: Value =
+        http.get(gw.url(&format!("/v1/videos?limit=1&after={after}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!((page["data"][0]["id"].as_str(), page["has_more"].as_bool()), (Some(id.as_str()), Some(false)));
+    let asc: Value = http.get(gw.url("/v1/videos?order=asc")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(asc["data"][0]["id"], id.as_str());
+
+    let deleted: Value = http.delete(gw.url(&format!("/v1/videos/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(deleted, json!({"id": id, "object": "video.deleted", "deleted": true}));
+    let gone = http.get(gw.url(&format!("/v1/videos/{id}"))).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let err: Value = gone.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains(&id));
+    assert!(!dir.path().join(format!("jobs/{id}/video.mp4")).exists(), "outputs deleted");
+    gw.stop().await;
+    stages.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_clear_and_spend_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // No stages run here: whatever is admitted waits (the denoiser endpoint refuses connections and retries back
+    // off for a minute), and whatever is refused must not be stored at all.
+    let stages = Stages { addrs: ["127.0.0.1:9".parse().unwrap(); 4], ..Stages::empty() };
+    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    config.stages.text_encoder.backoff_ms = 60_000;
+    config.admission.anonymous_tenant = String::new();
+    config.admission.tenants = vec![
+        TenantConfig {
+            name: "acme".into(),
+            key_sha256: vec![vidmesh_storage::sha256_hex(b"sk-acme")],
+            max_active_jobs: 1,
+            ..Default::default()
+        },
+        TenantConfig {
+            name: "slow".into(),
+            key_sha256: vec![vidmesh_storage::sha256_hex(b"sk-slow")],
+            rate_per_minute: 1,
+            burst: 1,
+            ..Default::default()
+        },
+    ];
+    config.policy.categories = vec![PolicyCategory {
+        name: "weapons".into(),
+        terms: vec!["machine gun".into()],
+        reason: "weapons are not shown on this service".into(),
+    }];
+    let gw = Gateway::start(config).await;
+    let http = reqwest::Client::new();
+    let post = |key: Option<&str>, body: Value| {
+        let mut r = http.post(gw.url("/v1/videos")).json(&body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let ok = json!({"prompt": "a red circle", "seconds": "1"});
+
+    let r = post(None, ok.clone()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert_eq!(post(Some("sk-wrong"), ok.clone()).await.unwrap().status(), 401);
+
+    let r = post(Some("sk-acme"), json!({"prompt": "a machine  gun on a hill"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "content_policy_violation");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("weapons") && msg.contains("not shown"), "{msg}");
+
+    for (bad, why) in [
+        (json!({"prompt": "x", "size": "4096x4096"}), "64x64"),
+        (json!({"prompt": "x", "seconds": "3600"}), "seconds"),
+        (json!({"prompt": "x", "num_inference_steps": -3}), "whole number"),
+        (json!({"prompt": ""}), "prompt is required"),
+        (json!({"prompt": "x", "seed": "abc"}), "seed must be a number"),
+    ] {
+        let r = post(Some("sk-acme"), bad.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains(why), "{bad}: {body}");
+    }
+    let r = http
+        .post(gw.url("/v1/videos"))
+        .bearer_auth("sk-acme")
+        .header("content-type", "application/json")
+        .body("{\"prompt\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("not valid JSON"));
+
+    // Quota: acme may have one active job.
+    assert_eq!(post(Some("sk-acme"), ok.clone()).await.unwrap().status(), 200);
+    let r = post(Some("sk-acme"), ok.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    // Rate: slow may submit once a minute.
+    assert_eq!(post(Some("sk-slow"), ok.clone()).await.unwrap().status(), 200);
+    let r = post(Some("sk-slow"), ok.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().contains("rate"));
+
+    // The same over gRPC.
+    let mut client = gw.client().await;
+    let err = client.submit(GenerateRequest { prompt: "x".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut req = tonic::Request::new(GenerateRequest { prompt: "x".into(), ..Default::default() });
+    req.metadata_mut().insert("authorization", "Bearer sk-acme".parse().unwrap());
+    let err = client.submit(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.metadata().get("retry-after").is_some());
+    assert!(vidmesh_runtime::status::retry_after(&err).is_some());
+    let mut req = tonic::Request::new(GenerateRequest { prompt: "machine gun".into(), ..Default::default() });
+    req.metadata_mut().insert("authorization", "Bearer sk-slow".parse().unwrap());
+    assert_eq!(client.submit(req).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // Only the two admitted jobs exist.
+    for (key, n) in [("sk-acme", 1), ("sk-slow", 1)] {
+        let mut req = tonic::Request::new(ListJobsRequest::default());
+        req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+        assert_eq!(client.list(req).await.unwrap().into_inner().jobs.len(), n, "{key}");
+    }
+    gw.shutdown.cancel();
+}

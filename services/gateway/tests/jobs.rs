@@ -1,0 +1,217 @@
+//! The gateway over real gRPC in front of the four real stages (bundled model, ONNX Runtime), jobs in SQLite:
+//! Generate streams a job from accepted to completed with monotonic progress and a stored, recognised MP4; Watch
+//! resumes from any sequence; Get/List/idempotency; cancel mid-denoise stops the denoiser within a step; a gateway
+//! that stops mid-job hands the job back and the next gateway on the same database completes it.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, Stages};
+use tonic::Code;
+use vidmesh_proto::gateway::v1::{
+    CancelJobRequest, GenerateRequest, GetJobRequest, JobEvent, JobState, ListJobsRequest, ListModelsRequest,
+    WatchJobRequest, job_event::Event,
+};
+
+fn small(prompt: &str) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.into(),
+        num_frames: 8,
+        num_inference_steps: 4,
+        seed: Some(7),
+        ..Default::default()
+    }
+}
+
+async fn collect(mut s: tonic::Streaming<JobEvent>) -> Vec<JobEvent> {
+    let mut out = Vec::new();
+    while let Some(ev) = s.message().await.unwrap() {
+        out.push(ev);
+    }
+    out
+}
+
+fn kinds(events: &[JobEvent]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|e| match e.event.as_ref().unwrap() {
+            Event::Accepted(_) => "accepted",
+            Event::Queued(_) => "queued",
+            Event::Encoding(_) => "encoding",
+            Event::Denoising(_) => "denoising",
+            Event::Decoding(_) => "decoding",
+            Event::Classifying(_) => "classifying",
+            Event::Completed(_) => "completed",
+            Event::Failed(_) => "failed",
+            Event::Cancelled(_) => "cancelled",
+        })
+        .collect()
+}
+
+fn sqlite(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("jobs.db").display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_streams_from_accepted_to_a_stored_recognised_video_and_can_be_watched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = Stages::start(dir.path()).await;
+    let gw = Gateway::start(stages.gateway_config(dir.path(), &sqlite(dir.path()))).await;
+    let mut client = gw.client().await;
+
+    let models = client.list_models(ListModelsRequest {}).await.unwrap().into_inner().models;
+    assert_eq!(models[0].name, "vidmesh-tiny");
+    assert!(models[0].sizes.contains(&"64x64".to_string()));
+
+    let events = collect(client.generate(small("a red circle moving left")).await.unwrap().into_inner()).await;
+    let k = kinds(&events);
+    assert_eq!(&k[..3], ["accepted", "queued", "encoding"], "{k:?}");
+    assert_eq!(k.iter().filter(|k| **k == "denoising").count(), 4, "one event per step: {k:?}");
+    assert!(k.contains(&"decoding") && k.contains(&"classifying"), "{k:?}");
+    assert_eq!(k.last(), Some(&"completed"), "{k:?}");
+    for (i, ev) in events.iter().enumerate() {
+        assert_eq!(ev.sequence, i as u64 + 1, "sequences are 1, 2, 3, ...");
+    }
+    for w in events.windows(2) {
+        assert!(w[1].progress >= w[0].progress, "progress went down: {} → {}", w[0].progress, w[1].progress);
+    }
+    assert_eq!(events.last().unwrap().progress, 1.0);
+    let steps: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::Denoising(d)) => Some(d.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    let Some(Event::Completed(result)) = events.last().unwrap().event.clone() else { unreachable!() };
+    let video = result.video.unwrap();
+    let path = video.uri.strip_prefix("file://").unwrap();
+    let mp4 = std::fs::read(path).unwrap();
+    assert_eq!((mp4.len() as u64, vidmesh_storage::sha256_hex(&mp4)), (video.bytes, video.sha256));
+    assert_eq!(&mp4[4..8], b"ftyp");
+    assert_eq!((result.width, result.height, result.frames, result.fps), (64, 64, 8, 8));
+    assert_eq!(result.detection_verdict, "generated", "{:?}", result.detection_reasons);
+
+    // Watch resumes after any sequence with exactly the rest of the log.
+    let id = events[0].job_id.clone();
+    let again =
+        collect(client.watch(WatchJobRequest { id: id.clone(), after_sequence: 3 }).await.unwrap().into_inner()).await;
+    assert_eq!(again, events[3..]);
+    let job = client.get(GetJobRequest { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!((job.state, job.progress, job.last_sequence), (JobState::Completed as i32, 1.0, events.len() as u64));
+    assert_eq!(job.request.unwrap().seed, Some(7));
+
+    // Idempotency: the same key returns the same job.
+    let keyed = GenerateRequest { idempotency_key: "once".into(), ..small("a blue square") };
+    let a = client.submit(keyed.clone()).await.unwrap().into_inner();
+    let b = client.submit(keyed).await.unwrap().into_inner();
+    assert_eq!(a.id, b.id);
+    collect(client.watch(WatchJobRequest { id: a.id.clone(), after_sequence: 0 }).await.unwrap().into_inner()).await;
+
+    // List: newest first, paginated.
+    let page = client.list(ListJobsRequest { limit: 1, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(page.jobs[0].id, a.id);
+    let next = client.list(ListJobsRequest { limit: 1, after: page.next_after, ..Default::default() }).await.unwrap();
+    assert_eq!(next.get_ref().jobs[0].id, id);
+    assert!(next.get_ref().next_after.is_empty());
+
+    for bad in ["nope", ""] {
+        let err = client.get(GetJobRequest { id: bad.into() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+    let err = client.generate(GenerateRequest { width: 4096, height: 4096, ..small("x") }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("64x64"), "{}", err.message());
+    gw.stop().await;
+    stages.shutdown.cancel();
+}
+
+fn steps_run(stages: &Stages) -> f64 {
+    vidmesh_runtime::metrics::value(&stages.denoiser_metrics, "denoiser_steps_total").unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_mid_denoise_stops_the_denoiser_within_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = Stages::start(dir.path()).await;
+    let gw = Gateway::start(stages.gateway_config(dir.path(), &sqlite(dir.path()))).await;
+    let mut client = gw.client().await;
+    let job = client
+        .submit(GenerateRequest { num_inference_steps: 1000, num_frames: 32, ..small("a green triangle") })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watch = client.watch(WatchJobRequest { id: job.id.clone(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while let Some(ev) = watch.message().await.unwrap() {
+        let at_step_two = matches!(&ev.event, Some(Event::Denoising(d)) if d.step >= 2);
+        seen.push(ev);
+        if at_step_two {
+            break;
+        }
+    }
+    let cancelled = client.cancel(CancelJobRequest { id: job.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(cancelled.state, JobState::Cancelled as i32);
+    let at_cancel = steps_run(&stages);
+    seen.extend(collect(watch).await);
+    assert_eq!(kinds(&seen).last(), Some(&"cancelled"));
+    // The denoiser lets go of the request within one step of the stream being dropped.
+    let active = || vidmesh_runtime::metrics::value(&stages.denoiser_metrics, "denoiser_active_requests").unwrap();
+    let t0 = std::time::Instant::now();
+    while active() > 0.0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the denoiser kept the cancelled request");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = steps_run(&stages);
+    assert!(after - at_cancel <= 1.0, "{} steps ran after the cancel", after - at_cancel);
+    assert!(after < 100.0, "{after} of 1000 steps ran");
+    // Cancel is idempotent on final jobs.
+    let again = client.cancel(CancelJobRequest { id: job.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(again.state, JobState::Cancelled as i32);
+    gw.stop().await;
+    stages.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_gateway_stops_mid_run_is_completed_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = Stages::start(dir.path()).await;
+    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    // No drain grace: the running job is handed back at once.
+    config.server.drain_grace_secs = 0;
+    let first = Gateway::start(config.clone()).await;
+    let mut client = first.client().await;
+    let job = client
+        .submit(GenerateRequest { num_inference_steps: 400, ..small("a yellow circle") })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watch = client.watch(WatchJobRequest { id: job.id.clone(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut last = 0;
+    while let Some(ev) = watch.message().await.unwrap() {
+        last = ev.sequence;
+        if matches!(ev.event, Some(Event::Denoising(_))) {
+            break;
+        }
+    }
+    first.shutdown.cancel();
+    let _ = first.task.await.unwrap();
+
+    let second = Gateway::start(config).await;
+    let mut client = second.client().await;
+    let rest =
+        collect(client.watch(WatchJobRequest { id: job.id.clone(), after_sequence: last }).await.unwrap().into_inner())
+            .await;
+    let k = kinds(&rest);
+    assert!(k.contains(&"queued"), "handed back to the queue: {k:?}");
+    assert_eq!(k.last(), Some(&"completed"), "{k:?}");
+    assert_eq!(rest[0].sequence, last + 1, "nothing lost in between");
+    let done = client.get(GetJobRequest { id: job.id }).await.unwrap().into_inner();
+    assert_eq!(done.state, JobState::Completed as i32);
+    second.stop().await;
+    stages.shutdown.cancel();
+}
