@@ -3,7 +3,7 @@
 //!   vidmesh generate "a red circle moving left" -o video.mp4 [--seconds 2] [--size 64x64] [--steps 30] [--seed 7]
 //!   vidmesh detect video.mp4
 //!   vidmesh models
-//!   vidmesh serve all | text-encoder | denoiser | decoder | classifier [CONFIG.toml]
+//!   vidmesh serve all | gateway | text-encoder | denoiser | decoder | classifier [CONFIG.toml]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -63,9 +63,10 @@ enum Command {
     /// The bundle's model: name, sizes, frame counts, defaults.
     Models,
     /// Run services in this process until SIGTERM/Ctrl-C: one named service with its config file (as its own binary
-    /// does), or `all` on ports 50051-50054 (metrics 9090-9093) with defaults.
+    /// does), or `all`: the gateway on 50050 (HTTP 8080, metrics 9094) and the stages on 50051-50054 (metrics
+    /// 9090-9093) with defaults.
     Serve {
-        /// all | text-encoder | denoiser | decoder | classifier
+        /// all | gateway | text-encoder | denoiser | decoder | classifier
         service: String,
         /// TOML config for a single service (environment VIDMESH__… applies on top).
         config: Option<PathBuf>,
@@ -182,8 +183,18 @@ fn models(bundle: PathBuf) -> Result<()> {
     Ok(())
 }
 
-async fn bind(port: u16) -> Result<TcpListener> {
-    TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding port {port}"))
+/// One line on stderr per service with the addresses it actually bound (ports may be 0 in the config):
+/// `NAME grpc=ADDR http=ADDR metrics=ADDR`. Scripts and tests read it.
+fn announce(name: &str, grpc: &TcpListener, http: Option<&TcpListener>, metrics: Option<&TcpListener>) -> Result<()> {
+    let addr = |l: Option<&TcpListener>| -> Result<String> {
+        Ok(l.map(|l| l.local_addr()).transpose()?.map_or("off".to_string(), |a| a.to_string()))
+    };
+    eprintln!("{name} grpc={} http={} metrics={}", grpc.local_addr()?, addr(http)?, addr(metrics)?);
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
 }
 
 async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashMap<String, String>) -> Result<()> {
@@ -203,16 +214,30 @@ async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashM
                 model.bundle.clone_from(&bundle);
             }
         };
+    let all = service == "all";
+    if all && file.is_some() {
+        bail!("serve all takes no config file (each service has its own); serve one service with its file instead");
+    }
+    // One process, one tracer: `serve all` traces as "vidmesh" with default telemetry (OTEL_* variables apply);
+    // a single service traces under its own name with its config's [telemetry].
+    let mut telemetry = None;
+    if all {
+        let cfg = vidmesh_runtime::TelemetryConfig::default();
+        telemetry = Some(vidmesh_runtime::telemetry::init("vidmesh", &cfg, &env)?);
+    }
     // Loads `$krate`'s config, applies the local defaults and the optional `$edit`, binds, and spawns the service.
     macro_rules! stage {
-        ($krate:ident, $ports:expr, |$c:ident| $($edit:block)?) => {{
+        ($krate:ident, $name:literal, $ports:expr, |$c:ident| $($edit:block)?) => {{
             let mut $c: $krate::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
             local_defaults(&mut $c.server, &mut $c.model, $ports);
             $($edit)?
-            let listener = bind($c.server.listen.port()).await?;
-            eprintln!("{} on {}", stringify!($krate), listener.local_addr()?);
+            if telemetry.is_none() {
+                telemetry = Some(vidmesh_runtime::telemetry::init($name, &$c.telemetry, &env)?);
+            }
+            let listener = bind($c.server.listen).await?;
             let opts =
                 $krate::Options { env: env.clone(), ..$krate::Options::from_process($c.server.metrics_listen).await? };
+            announce($name, &listener, None, opts.metrics_listener.as_ref())?;
             let token: CancellationToken = shutdown.clone();
             tokio::spawn(
                 async move { $krate::serve_with($c, listener, token, opts).await.map_err(anyhow::Error::from) },
@@ -220,33 +245,55 @@ async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashM
         }};
     }
     let mut tasks = Vec::new();
-    let all = service == "all";
-    if all && file.is_some() {
-        bail!("serve all takes no config file (each service has its own); serve one service with its file instead");
-    }
     if all || service == "text-encoder" {
-        tasks.push(stage!(vidmesh_text_encoder, (50051, 9090), |c|));
+        tasks.push(stage!(vidmesh_text_encoder, "vidmesh-text-encoder", (50051, 9090), |c|));
     }
     if all || service == "denoiser" {
-        tasks.push(stage!(vidmesh_denoiser, (50052, 9091), |c|));
+        tasks.push(stage!(vidmesh_denoiser, "vidmesh-denoiser", (50052, 9091), |c|));
     }
     if all || service == "decoder" {
-        tasks.push(stage!(vidmesh_decoder, (50053, 9092), |c|));
-    }
-    if all || service == "classifier" {
-        tasks.push(stage!(vidmesh_classifier, (50054, 9093), |c| {
+        tasks.push(stage!(vidmesh_decoder, "vidmesh-decoder", (50053, 9092), |c| {
             if c.watermark.key_hex.is_empty() {
                 c.watermark.key_hex = local::watermark_key(&env)?;
             }
         }));
     }
+    if all || service == "classifier" {
+        tasks.push(stage!(vidmesh_classifier, "vidmesh-classifier", (50054, 9093), |c| {
+            if c.watermark.key_hex.is_empty() {
+                c.watermark.key_hex = local::watermark_key(&env)?;
+            }
+        }));
+    }
+    if all || service == "gateway" {
+        let mut c: vidmesh_gateway::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
+        local_defaults(&mut c.server, &mut c.model, (50050, 9094));
+        if telemetry.is_none() {
+            telemetry = Some(vidmesh_runtime::telemetry::init("vidmesh-gateway", &c.telemetry, &env)?);
+        }
+        let listener = bind(c.server.listen).await?;
+        let opts = vidmesh_gateway::Options { env: env.clone(), ..vidmesh_gateway::Options::from_process(&c).await? };
+        announce("vidmesh-gateway", &listener, opts.http_listener.as_ref(), opts.metrics_listener.as_ref())?;
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            vidmesh_gateway::serve_with(c, listener, token, opts).await.map_err(anyhow::Error::from)
+        }));
+    }
     if tasks.is_empty() {
-        bail!("unknown service {service:?}: all | text-encoder | denoiser | decoder | classifier");
+        bail!("unknown service {service:?}: all | gateway | text-encoder | denoiser | decoder | classifier");
     }
+    let mut result = Ok(());
     for t in tasks {
-        t.await??;
+        if let Err(e) = t.await? {
+            // One stage failing stops the rest rather than leaving a half mesh up.
+            shutdown.cancel();
+            result = result.and(Err(e));
+        }
     }
-    Ok(())
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    result
 }
 
 #[tokio::main]
