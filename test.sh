@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test of the repository. This is the README's test command; .ci/run calls it on a fresh machine.
 # Set-up (first run only, cached after): libonnxruntime from the onnxruntime wheel, Garage (a real S3 server, built
-# with cargo, ~7 min), Debian's ffmpeg (ffprobe checks the MP4 files).
+# with cargo, ~7 min), Debian's ffmpeg (ffprobe checks the MP4 files), the official `openai` Python SDK in a venv
+# (the HTTP API is tested with it), and a running PostgreSQL on 127.0.0.1:5432 (the multi-replica gateway tests;
+# started here when the Debian cluster is installed but down; VIDMESH_TEST_POSTGRES names another server).
 # Then Rust: format, lints (warnings are errors), all tests against the real vidmesh-tiny bundle on ONNX Runtime;
 # Python: the model bundle's manifest, noise, world, fixtures and generate command (models/test.sh).
 set -euo pipefail
@@ -14,6 +16,17 @@ if ! command -v ffprobe >/dev/null; then
   echo "installing ffmpeg (ffprobe) from Debian" >&2
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null \
     || { $SUDO apt-get update -q >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null; }
+fi
+venv=tests/openai/.venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/openai/requirements.txt
+export VIDMESH_OPENAI_PYTHON="$PWD/$venv/bin/python"
+if [ -z "${VIDMESH_TEST_POSTGRES:-}" ] && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null; then
+    echo "starting PostgreSQL" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  fi
+  pg_isready -q -h 127.0.0.1 || { echo "PostgreSQL must run on 127.0.0.1:5432 (trust auth) or VIDMESH_TEST_POSTGRES be set" >&2; exit 1; }
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

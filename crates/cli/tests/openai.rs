@@ -1,0 +1,41 @@
+//! The official `openai` Python SDK (tests/openai/requirements.txt) against the gateway's HTTP API, with the five
+//! services as processes: create_and_poll, download_content (MP4 checked by ffprobe, thumbnail, spritesheet),
+//! list, delete, and the SDK's typed errors for a bad key and a refused size (tests/openai/sdk_check.py).
+//! The interpreter comes from VIDMESH_OPENAI_PYTHON (test.sh makes a venv with the SDK and sets it).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{Proc, Stages};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_works_unmodified() {
+    let python = std::env::var("VIDMESH_OPENAI_PYTHON").unwrap_or_else(|_| {
+        panic!("set VIDMESH_OPENAI_PYTHON to a python with `pip install -r tests/openai/requirements.txt` (test.sh does)")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let stages = Stages::start(dir.path(), &root, None).await;
+    let store = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let key = "sk-vidmesh-test";
+    let digest = vidmesh_storage_digest(key);
+    let config = stages.gateway_toml(&root, &store, None, 10)
+        + &format!("[admission]\nanonymous_tenant = \"\"\n\n[[admission.tenants]]\nname = \"sdk\"\nkey_sha256 = [\"{digest}\"]\n");
+    let gw = Proc::start("gateway", dir.path(), &config).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/openai/sdk_check.py");
+    let base = format!("http://{}/v1", gw.http.unwrap());
+    let args = [script.display().to_string(), base, key.to_string(), dir.path().display().to_string()];
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sdk_check.py failed:\n{stdout}");
+    assert!(stdout.contains("ok: video_"), "{stdout}");
+}
+
+fn vidmesh_storage_digest(key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
