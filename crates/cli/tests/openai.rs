@@ -11,7 +11,9 @@ use common::{Proc, Stages};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_sdk_works_unmodified() {
     let python = std::env::var("VIDMESH_OPENAI_PYTHON").unwrap_or_else(|_| {
-        panic!("set VIDMESH_OPENAI_PYTHON to a python with `pip install -r tests/openai/requirements.txt` (test.sh does)")
+        panic!(
+            "set VIDMESH_OPENAI_PYTHON to a python with `pip install -r tests/openai/requirements.txt` (test.sh does)"
+        )
     });
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
@@ -20,7 +22,9 @@ async fn the_official_openai_sdk_works_unmodified() {
     let key = "sk-vidmesh-test";
     let digest = vidmesh_storage_digest(key);
     let config = stages.gateway_toml(&root, &store, None, 10)
-        + &format!("[admission]\nanonymous_tenant = \"\"\n\n[[admission.tenants]]\nname = \"sdk\"\nkey_sha256 = [\"{digest}\"]\n");
+        + &format!(
+            "[admission]\nanonymous_tenant = \"\"\n\n[[admission.tenants]]\nname = \"sdk\"\nkey_sha256 = [\"{digest}\"]\n"
+        );
     let gw = Proc::start("gateway", dir.path(), &config).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/openai/sdk_check.py");
     let base = format!("http://{}/v1", gw.http.unwrap());

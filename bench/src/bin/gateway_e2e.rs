@@ -1,0 +1,218 @@
+//! End-to-end latency through the gateway and what the gateway adds: the four stages and a gateway served in this
+//! process on loopback (real gRPC, jobs in SQLite), jobs of the bundle's default size (16x64x64, 30 steps, CFG 5)
+//! submitted over gRPC at 1 and 4 concurrent jobs.
+//!
+//! e2e = Submit sent → completed event received. Stage time = the gateway's own timing of its stage calls
+//! (gateway_stage_seconds for text-encoder, denoiser, decoder, classifier). Gateway overhead = e2e − stage time:
+//! admission, the job store's writes (one per event), claiming, event fan-out to the watcher.
+//!
+//!   cargo run --release -p vidmesh-bench --bin gateway_e2e -- [--jobs N] [--out FILE]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use vidmesh_proto::gateway::v1::gateway_client::GatewayClient;
+use vidmesh_proto::gateway::v1::{GenerateRequest, WatchJobRequest, job_event::Event};
+
+fn bundle() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/vidmesh-tiny").display().to_string()
+}
+
+async fn serving(addr: SocketAddr, service: &str) -> Result<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let mut watch =
+        HealthClient::new(channel.clone()).watch(HealthCheckRequest { service: service.into() }).await?.into_inner();
+    while let Some(m) = watch.message().await? {
+        if m.status == 1 {
+            return Ok(channel);
+        }
+    }
+    anyhow::bail!("{service} never became SERVING")
+}
+
+async fn start<F, E>(
+    service: &str,
+    stop: &CancellationToken,
+    serve: impl FnOnce(TcpListener, CancellationToken) -> F,
+) -> Result<SocketAddr>
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: Send + std::fmt::Debug + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(serve(listener, stop.clone()));
+    tokio::select! {
+        ready = serving(addr, service) => ready.map(|_| addr),
+        ended = task => anyhow::bail!("{service} stopped before serving (is ORT_DYLIB_PATH set?): {ended:?}"),
+    }
+}
+
+fn opts(env: &HashMap<String, String>) -> vidmesh_runtime::service::Options<std::future::Ready<()>> {
+    vidmesh_runtime::service::Options {
+        env: env.clone(),
+        registry: prometheus::Registry::new(),
+        metrics_listener: None,
+        load_gate: std::future::ready(()),
+    }
+}
+
+fn stage_sum(registry: &prometheus::Registry) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "gateway_stage_seconds")
+        .flat_map(|f| f.get_metric())
+        .filter(|m| m.get_label().iter().any(|l| l.name() == "stage" && l.value() != "job"))
+        .map(|m| m.get_histogram().get_sample_sum())
+        .sum()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let jobs: usize = arg("--jobs").map(|j| j.parse()).transpose()?.unwrap_or(8);
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().display().to_string();
+    let key = "5a".repeat(32);
+    let stop = CancellationToken::new();
+    let te = start(vidmesh_text_encoder::SERVICE_NAME, &stop, |l, s| {
+        let mut c = vidmesh_text_encoder::Config::default();
+        c.model.bundle = bundle();
+        vidmesh_text_encoder::serve_with(c, l, s, opts(&env))
+    })
+    .await?;
+    let dn = start(vidmesh_denoiser::SERVICE_NAME, &stop, |l, s| {
+        let mut c = vidmesh_denoiser::Config::default();
+        c.model.bundle = bundle();
+        vidmesh_denoiser::serve_with(c, l, s, opts(&env))
+    })
+    .await?;
+    let dc = start(vidmesh_decoder::SERVICE_NAME, &stop, |l, s| {
+        let mut c = vidmesh_decoder::Config::default();
+        c.model.bundle = bundle();
+        c.storage.local_root.clone_from(&root);
+        c.watermark.key_hex.clone_from(&key);
+        vidmesh_decoder::serve_with(c, l, s, opts(&env))
+    })
+    .await?;
+    let cl = start(vidmesh_classifier::SERVICE_NAME, &stop, |l, s| {
+        let mut c = vidmesh_classifier::Config::default();
+        c.model.bundle = bundle();
+        c.storage.local_root.clone_from(&root);
+        c.watermark.key_hex.clone_from(&key);
+        vidmesh_classifier::serve_with(c, l, s, opts(&env))
+    })
+    .await?;
+
+    let mut config = vidmesh_gateway::Config::default();
+    config.model.bundle = bundle();
+    config.storage.local_root.clone_from(&root);
+    config.store.url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    for (stage, addr) in [
+        (&mut config.stages.text_encoder, te),
+        (&mut config.stages.denoiser, dn),
+        (&mut config.stages.decoder, dc),
+        (&mut config.stages.classifier, cl),
+    ] {
+        stage.endpoints = vec![format!("http://{addr}")];
+    }
+    config.admission.tenants = vec![vidmesh_gateway::config::TenantConfig {
+        name: "default".into(),
+        max_active_jobs: 64,
+        rate_per_minute: 6000,
+        burst: 64,
+        ..Default::default()
+    }];
+    let registry = prometheus::Registry::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let gw_opts = vidmesh_gateway::Options {
+        env: env.clone(),
+        registry: registry.clone(),
+        metrics_listener: None,
+        http_listener: None,
+    };
+    tokio::spawn(vidmesh_gateway::serve_with(config, listener, stop.clone(), gw_opts));
+    let channel = serving(addr, vidmesh_gateway::SERVICE_NAME).await?;
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut out = format!(
+        "\n## Gateway end to end ({cores} cores; 4 stages + gateway in one process over loopback gRPC, SQLite jobs; \
+         16x64x64, 30 steps, CFG 5; {jobs} jobs per row)\n\n\
+         Reproduce: `cargo run --release -p vidmesh-bench --bin gateway_e2e -- --jobs {jobs}`\n\n\
+         | concurrent jobs | e2e p50 s | e2e mean s | jobs/s | stage time per job s | gateway overhead per job ms |\n\
+         |---|---|---|---|---|---|\n"
+    );
+    // One warm-up job so sessions and caches are hot.
+    run(&channel, 1, 0).await?;
+    for concurrency in [1usize, 4] {
+        let before = stage_sum(&registry);
+        let t0 = Instant::now();
+        let mut latencies = Vec::new();
+        for wave in 0..jobs.div_ceil(concurrency) {
+            let n = concurrency.min(jobs - wave * concurrency);
+            latencies.extend(run(&channel, n, (wave * concurrency) as u64 + 1).await?);
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let stage = (stage_sum(&registry) - before) / jobs as f64;
+        latencies.sort();
+        let mean = latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / jobs as f64;
+        out.push_str(&format!(
+            "| {concurrency} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |\n",
+            latencies[jobs / 2].as_secs_f64(),
+            mean,
+            jobs as f64 / wall,
+            stage,
+            (mean - stage) * 1e3
+        ));
+    }
+    out.push_str(
+        "\nAt 4 concurrent jobs the stage time includes waiting for the shared stages (the denoiser batches steps \
+         of concurrent jobs), so e2e grows while jobs/s rises; the overhead column is what the gateway adds per job.\n",
+    );
+    print!("{out}");
+    if let Some(p) = arg("--out") {
+        let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+        text.push_str(&out);
+        std::fs::write(&p, text).with_context(|| format!("writing {p}"))?;
+    }
+    stop.cancel();
+    Ok(())
+}
+
+/// Submits `n` jobs at once and returns each one's submit → completed time.
+async fn run(channel: &Channel, n: usize, seed0: u64) -> Result<Vec<Duration>> {
+    let runs = (0..n).map(|k| {
+        let mut client = GatewayClient::new(channel.clone());
+        async move {
+            let t0 = Instant::now();
+            let req = GenerateRequest {
+                prompt: "a small red circle moving left slowly on a black background".into(),
+                seed: Some(seed0 + k as u64),
+                ..Default::default()
+            };
+            let job = client.submit(req).await?.into_inner();
+            let mut events = client.watch(WatchJobRequest { id: job.id, after_sequence: 0 }).await?.into_inner();
+            while let Some(ev) = events.message().await? {
+                match ev.event {
+                    Some(Event::Completed(_)) => return Ok(t0.elapsed()),
+                    Some(Event::Failed(e)) => anyhow::bail!("job failed: {} {}", e.code, e.message),
+                    _ => {}
+                }
+            }
+            anyhow::bail!("the watch ended before the job did")
+        }
+    });
+    futures::future::try_join_all(runs).await
+}
