@@ -16,11 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure().file_descriptor_set_path(out.join("vidmesh_descriptor.bin")).compile_with_config(
-        config,
-        &FILES.map(|f| root.join(f)),
-        std::slice::from_ref(&root),
-    )?;
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::Codec")
+        .file_descriptor_set_path(out.join("vidmesh_descriptor.bin"))
+        .compile_with_config(config, &FILES.map(|f| root.join(f)), std::slice::from_ref(&root))?;
     for f in FILES {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

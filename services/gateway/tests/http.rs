@@ -228,6 +228,16 @@ async fn refusals_are_clear_and_spend_nothing() {
     req.metadata_mut().insert("authorization", "Bearer sk-slow".parse().unwrap());
     assert_eq!(client.submit(req).await.unwrap_err().code(), Code::InvalidArgument);
 
+    // Bytes that are not a protobuf message: INVALID_ARGUMENT, not an internal error.
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", gw.grpc)).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/vidmesh.gateway.v1.Gateway/Submit");
+    let err = grpc.unary::<_, Vec<u8>, _>(tonic::Request::new(vec![0xff, 0xff, 0xff]), path, Raw).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("malformed protobuf"), "{}", err.message());
+
     // Only the two admitted jobs exist.
     for (key, n) in [("sk-acme", 1), ("sk-slow", 1)] {
         let mut req = tonic::Request::new(ListJobsRequest::default());
@@ -235,4 +245,41 @@ async fn refusals_are_clear_and_spend_nothing() {
         assert_eq!(client.list(req).await.unwrap().into_inner().jobs.len(), n, "{key}");
     }
     gw.shutdown.cancel();
+}
+
+/// Sends and receives raw bytes as gRPC messages.
+#[derive(Default)]
+struct Raw;
+
+struct RawCoder;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCoder;
+    type Decoder = RawCoder;
+    fn encoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+    fn decoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+}
+
+impl tonic::codec::Encoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+    }
 }
