@@ -7,8 +7,8 @@ use futures::Stream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 use vidmesh_proto::decoder::v1::{
-    DecodeEvent, DecodeProgress, DecodeRequest, StoredObject, VideoRef, decode_event::Event as Ev,
-    decoder_server::Decoder as DecoderRpc,
+    DecodeEvent, DecodeProgress, DecodeRequest, PreviewRequest, PreviewResponse, StoredObject, VideoRef,
+    decode_event::Event as Ev, decoder_server::Decoder as DecoderRpc,
 };
 use vidmesh_runtime::{Drain, TensorF32};
 use vidmesh_storage::{ObjectRef, validate_key};
@@ -39,13 +39,17 @@ fn bad(msg: String) -> Error {
     Error::InvalidArgument(msg)
 }
 
-/// Checks the request against the manifest; returns the latents, fps and generation record.
-pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32, Generation), Error> {
+/// Checks latents against the manifest (model name, channels, frame count, size).
+fn validate_latents(
+    d: &Decoder,
+    model: &str,
+    latents: Option<&vidmesh_proto::tensor::v1::Tensor>,
+) -> Result<TensorF32, Error> {
     let m = &d.manifest;
-    if !req.model.is_empty() && req.model != m.model.name {
-        return Err(Error::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() });
+    if !model.is_empty() && model != m.model.name {
+        return Err(Error::UnknownModel { requested: model.to_string(), served: m.model.name.clone() });
     }
-    let latents = TensorF32::from_proto("latents", req.latents.as_ref())?;
+    let latents = TensorF32::from_proto("latents", latents)?;
     let (tc, sc) = (m.vae.temporal_compression, m.vae.spatial_compression);
     let ok_shape = match latents.shape[..] {
         [c, t, h, w] => {
@@ -62,6 +66,13 @@ pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32, Gen
             latents.shape, m.vae.latent_channels, m.video.frames, m.video.sizes
         )));
     }
+    Ok(latents)
+}
+
+/// Checks the request against the manifest; returns the latents, fps and generation record.
+pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32, Generation), Error> {
+    let m = &d.manifest;
+    let latents = validate_latents(d, &req.model, req.latents.as_ref())?;
     let fps = if req.fps == 0 { m.video.default_fps } else { req.fps };
     if !m.video.fps.contains(&fps) {
         return Err(bad(format!("fps {fps} is not supported; use one of {:?}", m.video.fps)));
@@ -145,5 +156,17 @@ impl DecoderRpc for Service {
             });
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn preview(&self, request: Request<PreviewRequest>) -> Result<Response<PreviewResponse>, Status> {
+        if self.0.drain.draining() {
+            return Err(Error::Draining.into());
+        }
+        let d = self.0.decoder.get().ok_or(Error::NotReady)?;
+        let req = request.into_inner();
+        let latents = validate_latents(d, &req.model, req.latents.as_ref())?;
+        let _permit = d.admit()?;
+        let (png, width, height) = d.preview(&latents).await?;
+        Ok(Response::new(PreviewResponse { png, width: width as u32, height: height as u32 }))
     }
 }

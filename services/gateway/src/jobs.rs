@@ -106,9 +106,6 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
     if req.scheduler.is_empty() {
         req.scheduler.clone_from(&m.scheduler.kind);
     }
-    if req.preview_every != 0 {
-        return bad("previews (preview_every) are not produced by this gateway yet; leave it 0".into());
-    }
     if req.idempotency_key.len() > 200 {
         return bad("idempotency_key is longer than 200 bytes".into());
     }

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tonic::{Request, Status};
 use vidmesh_proto::classifier::v1::{DetectRequest, Verdict, classifier_client::ClassifierClient, detect_request};
-use vidmesh_proto::decoder::v1::{DecodeRequest, StoredObject, decode_event, decoder_client::DecoderClient};
+use vidmesh_proto::decoder::v1::{
+    DecodeRequest, PreviewRequest, StoredObject, decode_event, decoder_client::DecoderClient,
+};
 use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event, denoiser_client::DenoiserClient};
 use vidmesh_proto::gateway::v1::{Decoding, Denoising, Job, Output, Result as JobResult, Stage, job_event::Event};
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, text_encoder_client::TextEncoderClient};
@@ -99,6 +101,7 @@ impl Pipeline {
             steps: req.num_inference_steps,
             guidance: req.guidance_scale,
             scheduler: req.scheduler.clone(),
+            preview_every: req.preview_every,
             ..Default::default()
         };
         let mut stream = dn
@@ -113,13 +116,22 @@ impl Pipeline {
             .into_inner();
         let mut asm = Assembler::new("latents");
         let mut latents = None;
+        // The denoiser sends a step's preview just before its progress event; the PNG rides on the latter.
+        let mut preview: Option<(u32, Vec<u8>)> = None;
         while let Some(ev) = stream.message().await.map_err(|s| stage_error(dn.name, s))? {
             match ev.event {
+                Some(denoise_event::Event::Preview(p)) => {
+                    preview = self.preview(deadline, p.x0).await.map(|png| (p.step, png));
+                }
                 Some(denoise_event::Event::Progress(p)) => {
                     let frac = f64::from(p.step) / f64::from(p.total.max(1));
                     let progress = PROGRESS_DENOISE_START + (PROGRESS_DENOISE_END - PROGRESS_DENOISE_START) * frac;
                     let eta = p.eta_ms as f64 / 1e3 + self.tail();
-                    let event = Event::Denoising(Denoising { step: p.step, total: p.total, preview_png: Vec::new() });
+                    let preview_png = match preview.take() {
+                        Some((step, png)) if step == p.step => png,
+                        _ => Vec::new(),
+                    };
+                    let event = Event::Denoising(Denoising { step: p.step, total: p.total, preview_png });
                     self.emit(id, event, progress, eta).await?;
                 }
                 Some(denoise_event::Event::Latents(chunk)) => {
@@ -213,6 +225,27 @@ impl Pipeline {
             detection_verdict: verdict,
             detection_reasons: reasons,
         })
+    }
+
+    /// The decoder's PNG of an x0 estimate; `None` (logged) when it fails — previews are best effort.
+    async fn preview(&self, deadline: Instant, x0: Option<vidmesh_proto::tensor::v1::Tensor>) -> Option<Vec<u8>> {
+        let dc = &self.stages.decoder;
+        let req = PreviewRequest { latents: x0, ..Default::default() };
+        let result = dc
+            .retry(deadline, |left| {
+                let mut r = Request::new(req.clone());
+                r.set_timeout(left);
+                let mut client = DecoderClient::new(dc.svc());
+                async move { client.preview(r).await }
+            })
+            .await;
+        match result {
+            Ok(r) => Some(r.into_inner().png),
+            Err(s) => {
+                tracing::warn!("preview skipped: {}", s.message());
+                None
+            }
+        }
     }
 
     /// A stored object as the API shows it, with a presigned URL when the storage has them.

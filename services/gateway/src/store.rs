@@ -264,9 +264,35 @@ impl Store {
             });
         }
         let priority = i64::from(request.priority);
+        // The row and its first two events commit together: a runner can never claim a job whose log has not begun.
+        let mut tx = self.pool.begin().await?;
+        let ahead = sqlx::query(
+            "SELECT COUNT(*) FROM jobs WHERE state = $1 AND owner IS NULL AND cancel_requested = 0 AND priority >= $2",
+        )
+        .bind(queued)
+        .bind(priority)
+        .fetch_one(&mut *tx)
+        .await?;
+        let position = ahead.try_get::<i64, _>(0)? as u32 + 1;
+        let mut job = job;
+        let events = [Event::Accepted(job.clone()), Event::Queued(Queued { position })].map(|e| JobEvent {
+            job_id: job.id.clone(),
+            at: Some(jobs::timestamp(SystemTime::now())),
+            event: Some(e),
+            ..Default::default()
+        });
+        let events: Vec<JobEvent> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut ev)| {
+                ev.sequence = i as u64 + 1;
+                jobs::apply(&mut job, &ev);
+                ev
+            })
+            .collect();
         let inserted = sqlx::query(
-            "INSERT INTO jobs (id, tenant, state, priority, created_us, idempotency_key, traceparent, job) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO jobs (id, tenant, state, priority, created_us, idempotency_key, traceparent, last_sequence, job) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(job.id.clone())
         .bind(tenant)
@@ -275,10 +301,12 @@ impl Store {
         .bind(now_us())
         .bind(key.clone())
         .bind(traceparent)
+        .bind(events.len() as i64)
         .bind(job.encode_to_vec())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {
+            drop(tx);
             // A concurrent submit with the same idempotency key won the race: answer with its job.
             if let (Some(k), Some(db)) = (&key, e.as_database_error())
                 && db.is_unique_violation()
@@ -292,12 +320,16 @@ impl Store {
             }
             return Err(e.into());
         }
-        let position = self.queue_position(&job.id, priority).await?;
-        self.append(&job.id, Event::Accepted(job.clone()), 0.0, 0.0).await?;
-        let job = match self.append(&job.id, Event::Queued(Queued { position }), 0.0, 0.0).await? {
-            Some((job, _)) => job,
-            None => job,
-        };
+        for ev in &events {
+            sqlx::query("INSERT INTO job_events (job_id, sequence, event) VALUES ($1, $2, $3)")
+                .bind(job.id.clone())
+                .bind(ev.sequence as i64)
+                .bind(ev.encode_to_vec())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.notify(Notice::Event(job.id.clone())).await?;
         self.notify(Notice::Queued).await?;
         Ok((job, true))
     }

@@ -65,7 +65,8 @@ async fn a_job_streams_from_accepted_to_a_stored_recognised_video_and_can_be_wat
     assert_eq!(models[0].name, "vidmesh-tiny");
     assert!(models[0].sizes.contains(&"64x64".to_string()));
 
-    let events = collect(client.generate(small("a red circle moving left")).await.unwrap().into_inner()).await;
+    let with_previews = GenerateRequest { preview_every: 2, ..small("a red circle moving left") };
+    let events = collect(client.generate(with_previews).await.unwrap().into_inner()).await;
     let k = kinds(&events);
     assert_eq!(&k[..3], ["accepted", "queued", "encoding"], "{k:?}");
     assert_eq!(k.iter().filter(|k| **k == "denoising").count(), 4, "one event per step: {k:?}");
@@ -86,6 +87,18 @@ async fn a_job_streams_from_accepted_to_a_stored_recognised_video_and_can_be_wat
         })
         .collect();
     assert_eq!(steps, [1, 2, 3, 4]);
+    // A preview every 2 steps (before the last): step 2 carries a PNG of the x0 estimate, the others none.
+    let previews: Vec<(u32, usize)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::Denoising(d)) if !d.preview_png.is_empty() => {
+                assert_eq!(&d.preview_png[1..4], b"PNG");
+                Some((d.step, d.preview_png.len()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(previews.iter().map(|p| p.0).collect::<Vec<_>>(), [2], "{previews:?}");
     let Some(Event::Completed(result)) = events.last().unwrap().event.clone() else { unreachable!() };
     let video = result.video.unwrap();
     let path = video.uri.strip_prefix("file://").unwrap();
@@ -180,10 +193,11 @@ async fn cancel_mid_denoise_stops_the_denoiser_within_a_step() {
 async fn a_job_whose_gateway_stops_mid_run_is_completed_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let stages = Stages::start(dir.path()).await;
-    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    let config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
     // No drain grace: the running job is handed back at once.
-    config.server.drain_grace_secs = 0;
-    let first = Gateway::start(config.clone()).await;
+    let mut impatient = config.clone();
+    impatient.server.drain_grace_secs = 0;
+    let first = Gateway::start(impatient).await;
     let mut client = first.client().await;
     let job = client
         .submit(GenerateRequest { num_inference_steps: 400, ..small("a yellow circle") })

@@ -194,6 +194,27 @@ impl Decoder {
         Ok((frames, height, width))
     }
 
+    /// A PNG of one frame of `latents` ([C, T', h, w], scaled): the first frame decoded from the middle latent
+    /// frame. Returns (png, width, height).
+    pub async fn preview(&self, latents: &TensorF32) -> Result<(Vec<u8>, usize, usize), Error> {
+        let [c, t, h, w] = [latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3]];
+        let (mid, plane) = (t / 2, h * w);
+        let data: Vec<f32> = (0..c)
+            .flat_map(|ch| latents.data[(ch * t + mid) * plane..(ch * t + mid + 1) * plane].iter().copied())
+            .collect();
+        let one = TensorF32::new(vec![c, 1, h, w], data);
+        let mut first = None;
+        let sink = |i: usize, f: Vec<u8>| {
+            if i == 0 {
+                first = Some(f);
+            }
+            Ok(())
+        };
+        let (_, height, width) = self.decode_frames(&one, sink, |_, _| {}).await?;
+        let frame = first.ok_or_else(|| Error::Inference("the VAE returned no frame".into()))?;
+        Ok((vidmesh_video::png_frame(width, height, &frame)?, width, height))
+    }
+
     /// Decodes `latents` ([C, T', h, w], scaled), watermarks, encodes and stores them under `prefix`;
     /// `progress(done, total)` is called after every chunk.
     pub async fn decode(
