@@ -28,6 +28,8 @@ if [ -z "${VIDMESH_TEST_POSTGRES:-}" ] && ! pg_isready -q -h 127.0.0.1 2>/dev/nu
   fi
   pg_isready -q -h 127.0.0.1 || { echo "PostgreSQL must run on 127.0.0.1:5432 (trust auth) or VIDMESH_TEST_POSTGRES be set" >&2; exit 1; }
 fi
+command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is needed for the Kubernetes checks" >&2; exit 1; }
+k8s/test.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # A hung test must fail CI quickly rather than use up its time limit.

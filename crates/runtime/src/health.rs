@@ -1,9 +1,14 @@
 //! grpc.health.v1 for one service. The service starts NOT_SERVING and flips to SERVING only when its model is
 //! loaded and warmed ([`Health::serving`]); a drain flips it back so load balancers stop sending new work.
-//! The overall status (service name "") follows the service's.
+//! The overall status (service name "") follows the service's. The service name [`LIVENESS`] is SERVING for as long
+//! as the process serves at all — loading and draining included — for liveness probes that must not restart a pod
+//! that is merely warming up or draining.
 
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// The health service name a liveness probe asks for.
+pub const LIVENESS: &str = "liveness";
 
 /// The health reporter of one named gRPC service.
 #[derive(Clone)]
@@ -20,6 +25,7 @@ impl Health {
     ) -> (Self, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
         let (reporter, server) = tonic_health::server::health_reporter();
         let health = Self { reporter, service };
+        health.reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
         health.set(ServingStatus::NotServing).await;
         (health, server)
     }

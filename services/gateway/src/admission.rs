@@ -51,12 +51,28 @@ fn matches(category: &PolicyCategory, prompt: &[String]) -> bool {
 }
 
 impl Admission {
-    /// Checks the configuration (digests are 64 hex digits, names unique) and builds the limiters.
+    /// Checks the configuration (digests are 64 hex digits, names unique; `tenants_file` read and parsed) and
+    /// builds the limiters.
     pub fn new(config: &AdmissionConfig, policy: &PolicyConfig) -> Result<Self, Error> {
         let bad = |m: String| Err(Error::InvalidArgument(format!("admission: {m}")));
+        let mut listed = config.tenants.clone();
+        if !config.tenants_file.is_empty() {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct File {
+                #[serde(default)]
+                tenants: Vec<TenantConfig>,
+            }
+            let path = &config.tenants_file;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::InvalidArgument(format!("admission.tenants_file {path}: {e}")))?;
+            let file: File = toml::from_str(&text)
+                .map_err(|e| Error::InvalidArgument(format!("admission.tenants_file {path}: {e}")))?;
+            listed.extend(file.tenants);
+        }
         let mut by_key = HashMap::new();
         let mut tenants: HashMap<String, Tenant> = HashMap::new();
-        for t in &config.tenants {
+        for t in &listed {
             if t.name.is_empty() || tenants.contains_key(&t.name) {
                 return bad(format!("tenant names must be unique and non-empty ({:?})", t.name));
             }
@@ -165,6 +181,24 @@ mod tests {
             check_negative_prompt: false,
         };
         Admission::new(&config, &policy).unwrap()
+    }
+
+    #[test]
+    fn tenants_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tenants.toml");
+        let digest = vidmesh_storage::sha256_hex(b"sk-file");
+        std::fs::write(&file, format!("[[tenants]]\nname = \"filed\"\nkey_sha256 = [\"{digest}\"]\n")).unwrap();
+        let config = AdmissionConfig {
+            tenants_file: file.display().to_string(),
+            anonymous_tenant: String::new(),
+            ..Default::default()
+        };
+        let a = Admission::new(&config, &PolicyConfig::default()).unwrap();
+        assert_eq!(a.authenticate(Some("Bearer sk-file")).unwrap().name, "filed");
+        std::fs::write(&file, "[[tenants]]\nname = \"x\"\nkeys = []\n").unwrap();
+        let err = Admission::new(&config, &PolicyConfig::default()).err().unwrap().to_string();
+        assert!(err.contains("tenants_file") && err.contains("keys"), "{err}");
     }
 
     #[test]

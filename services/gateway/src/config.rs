@@ -204,6 +204,9 @@ impl Default for TenantConfig {
 pub struct AdmissionConfig {
     /// The tenants and their keys.
     pub tenants: Vec<TenantConfig>,
+    /// A TOML file of more tenants (`[[tenants]]` tables as above), read at start-up: mount it from a Secret so
+    /// key digests are managed apart from the config. Empty = none.
+    pub tenants_file: String,
     /// When set, calls without an API key act as this tenant (development); when empty, a key is required.
     /// The tenant must be listed in `tenants` or it gets the defaults of a tenant.
     pub anonymous_tenant: String,
@@ -215,7 +218,13 @@ pub struct AdmissionConfig {
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
-        Self { tenants: Vec::new(), anonymous_tenant: "default".into(), max_queued: 64, retry_after_secs: 10 }
+        Self {
+            tenants: Vec::new(),
+            tenants_file: String::new(),
+            anonymous_tenant: "default".into(),
+            max_queued: 64,
+            retry_after_secs: 10,
+        }
     }
 }
 

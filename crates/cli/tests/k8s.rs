@@ -1,0 +1,443 @@
+//! What the Kubernetes manifests set is exactly what the services read, for both overlays (rendered with
+//! `kubectl kustomize`): each Deployment's ConfigMap file and environment load into its service's config type
+//! (unknown keys fail: every config struct denies them); Secret-provided keys are present (a production config
+//! with one missing falls back to a dev default and fails here); ports, probes, Prometheus annotations and the
+//! drain agree with the config; files the config names are mounted; the gateway's stage endpoints are headless
+//! Services of the right ports; GPU Deployments ask for a GPU exactly when their config says CUDA. And the metric
+//! each HPA scales on is exported by that service, started here for real.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vidmesh_runtime::ServerConfig;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn render(overlay: &str) -> Vec<Value> {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", repo().join("k8s/overlays").join(overlay).to_str().unwrap()])
+        .output()
+        .expect("kubectl (with kustomize) is installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// One Deployment's container as the service will see it.
+struct Pod<'a> {
+    where_: String,
+    dep: &'a Value,
+    container: &'a Value,
+    toml: String,
+    env: HashMap<String, String>,
+}
+
+impl Pod<'_> {
+    fn port(&self, name: &str) -> Option<u16> {
+        self.container["ports"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["containerPort"].as_u64().unwrap() as u16)
+    }
+
+    fn load<T: Default + serde::Serialize + serde::de::DeserializeOwned>(&self) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, &self.toml).unwrap();
+        vidmesh_runtime::config::load(Some(&file), &self.env).unwrap_or_else(|e| panic!("{}: {e}", self.where_))
+    }
+
+    /// The mount a path lies under: (mountPath, read-only, volume).
+    fn mount_of(&self, path: &str) -> Option<(String, bool, Value)> {
+        let volumes = self.dep["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+        self.container["volumeMounts"].as_array()?.iter().find_map(|m| {
+            let at = m["mountPath"].as_str().unwrap();
+            let inside = path == at || path.starts_with(&format!("{}/", at.trim_end_matches('/')));
+            inside.then(|| {
+                let volume = volumes.iter().find(|v| v["name"] == m["name"]).unwrap().clone();
+                (at.to_string(), m["readOnly"].as_bool().unwrap_or(false), volume)
+            })
+        })
+    }
+
+    fn assert_secret_file(&self, what: &str, path: &str) {
+        let (_, _, volume) =
+            self.mount_of(path).unwrap_or_else(|| panic!("{}: {what} {path} is not mounted", self.where_));
+        assert!(volume.get("secret").is_some(), "{}: {what} {path} is not from a Secret", self.where_);
+    }
+
+    fn check_server(&self, server: &ServerConfig) {
+        let w = &self.where_;
+        assert_eq!(Some(server.listen.port()), self.port("grpc"), "{w}: server.listen vs the grpc containerPort");
+        assert_eq!(Some(server.metrics_listen.port()), self.port("metrics"), "{w}: metrics_listen vs containerPort");
+        let annotations = &self.dep["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/port"], server.metrics_listen.port().to_string(), "{w}: scrape port");
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(
+                self.container[probe]["grpc"]["port"].as_u64(),
+                Some(u64::from(server.listen.port())),
+                "{w}: {probe}"
+            );
+        }
+        let grace = self.dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let pause = self.container["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap_or(0);
+        assert!(
+            server.drain_grace_secs + pause < grace,
+            "{w}: drain {} + preStop {pause} >= grace {grace}",
+            server.drain_grace_secs
+        );
+    }
+
+    fn check_model(&self, model: &vidmesh_model::ModelConfig) {
+        let w = &self.where_;
+        assert!(
+            model.bundle.starts_with("s3://") || model.bundle.starts_with("/opt/vidmesh/models/"),
+            "{w}: bundle {}",
+            model.bundle
+        );
+        let (_, read_only, _) = self.mount_of(&model.cache_dir).unwrap_or_else(|| panic!("{w}: cache_dir not mounted"));
+        assert!(!read_only, "{w}: the bundle cache must be writable");
+    }
+
+    fn check_storage(&self, storage: &vidmesh_storage::StorageConfig) {
+        assert_eq!(storage.backend, "s3", "{}: production storage is S3", self.where_);
+        assert!(!storage.s3.bucket.is_empty(), "{}: storage.s3.bucket", self.where_);
+        assert!(
+            !storage.s3.access_key_id.is_empty() && !storage.s3.secret_access_key.is_empty(),
+            "{}: S3 credentials",
+            self.where_
+        );
+    }
+
+    fn gpu(&self) -> bool {
+        self.container["resources"]["limits"].get("nvidia.com/gpu").is_some()
+    }
+}
+
+/// Placeholder values for Secret-provided variables, shaped like the real thing.
+fn from_secret(var: &str) -> String {
+    if var.ends_with("KEY_HEX") {
+        "ab".repeat(32)
+    } else if var.ends_with("STORE__URL") {
+        "postgres://vidmesh@postgres.database/vidmesh".into()
+    } else {
+        "from-a-secret".into()
+    }
+}
+
+fn pods<'a>(docs: &'a [Value], overlay: &str) -> Vec<(String, Pod<'a>)> {
+    let configmaps: HashMap<&str, &Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ConfigMap")
+        .map(|d| (d["metadata"]["name"].as_str().unwrap(), d))
+        .collect();
+    docs.iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|dep| {
+            let container = &dep["spec"]["template"]["spec"]["containers"][0];
+            let binary = container["command"][0].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            let config_volume = dep["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "config")
+                .unwrap();
+            let cm = configmaps[config_volume["configMap"]["name"].as_str().unwrap()];
+            assert_eq!(container["command"][1], "/etc/vidmesh/config.toml");
+            let env = container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| {
+                    let name = e["name"].as_str().unwrap().to_string();
+                    let value = if let Some(v) = e["value"].as_str() {
+                        v.to_string()
+                    } else if e["valueFrom"].get("secretKeyRef").is_some() {
+                        from_secret(&name)
+                    } else {
+                        "from-the-pod".into()
+                    };
+                    name.starts_with("VIDMESH__").then_some((name, value))
+                })
+                .collect();
+            let where_ = format!("{overlay}/{}", dep["metadata"]["name"].as_str().unwrap());
+            let toml = cm["data"]["config.toml"].as_str().unwrap().to_string();
+            (binary, Pod { where_, dep, container, toml, env })
+        })
+        .collect()
+}
+
+#[test]
+fn what_the_manifests_set_is_what_the_services_read() {
+    for overlay in ["cpu", "gpu"] {
+        let docs = render(overlay);
+        let services: HashMap<&str, &Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "Service")
+            .map(|d| (d["metadata"]["name"].as_str().unwrap(), d))
+            .collect();
+        let all = pods(&docs, overlay);
+        assert_eq!(all.len(), 5, "{overlay}: five Deployments");
+        for (binary, pod) in &all {
+            let w = &pod.where_;
+            match binary.as_str() {
+                "vidmesh-gateway" => {
+                    let c: vidmesh_gateway::Config = pod.load();
+                    pod.check_server(&c.server);
+                    pod.check_model(&c.model);
+                    pod.check_storage(&c.storage);
+                    assert_eq!(Some(c.http.listen.port()), pod.port("http"), "{w}: http.listen");
+                    assert!(
+                        c.store.url.starts_with("postgres://"),
+                        "{w}: the job store must be PostgreSQL: {}",
+                        c.store.url
+                    );
+                    assert!(c.admission.anonymous_tenant.is_empty(), "{w}: production needs API keys");
+                    pod.assert_secret_file("admission.tenants_file", &c.admission.tenants_file);
+                    for (stage, cfg) in [
+                        ("text-encoder", &c.stages.text_encoder),
+                        ("denoiser", &c.stages.denoiser),
+                        ("decoder", &c.stages.decoder),
+                        ("classifier", &c.stages.classifier),
+                    ] {
+                        let uri: http::Uri = cfg.endpoints[0].parse().unwrap();
+                        let svc = services.get(uri.host().unwrap()).unwrap_or_else(|| panic!("{w}: no Service {uri}"));
+                        assert_eq!(
+                            svc["spec"]["clusterIP"], "None",
+                            "{w}: {stage} must be headless for client-side balancing"
+                        );
+                        assert_eq!(
+                            svc["spec"]["selector"]["app.kubernetes.io/name"], stage,
+                            "{w}: {uri} selects {stage}"
+                        );
+                        let ports: Vec<u64> = svc["spec"]["ports"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| p["port"].as_u64().unwrap())
+                            .collect();
+                        assert!(
+                            ports.contains(&u64::from(uri.port_u16().unwrap())),
+                            "{w}: {uri} port not on the Service"
+                        );
+                    }
+                }
+                "vidmesh-text-encoder" => {
+                    let c: vidmesh_text_encoder::Config = pod.load();
+                    pod.check_server(&c.server);
+                    pod.check_model(&c.model);
+                    assert_eq!(
+                        c.onnxruntime.execution_provider == vidmesh_model::ExecutionProvider::Cuda,
+                        pod.gpu(),
+                        "{w}"
+                    );
+                }
+                "vidmesh-denoiser" => {
+                    let c: vidmesh_denoiser::Config = pod.load();
+                    pod.check_server(&c.server);
+                    pod.check_model(&c.model);
+                    assert_eq!(
+                        c.onnxruntime.execution_provider == vidmesh_model::ExecutionProvider::Cuda,
+                        pod.gpu(),
+                        "{w}: CUDA iff a GPU"
+                    );
+                    assert_eq!(pod.gpu(), overlay == "gpu", "{w}: the denoiser runs on GPU nodes in the gpu overlay");
+                }
+                "vidmesh-decoder" => {
+                    let c: vidmesh_decoder::Config = pod.load();
+                    pod.check_server(&c.server);
+                    pod.check_model(&c.model);
+                    pod.check_storage(&c.storage);
+                    assert_eq!(
+                        c.onnxruntime.execution_provider == vidmesh_model::ExecutionProvider::Cuda,
+                        pod.gpu(),
+                        "{w}: CUDA iff a GPU"
+                    );
+                    assert_eq!(c.watermark.key_hex.len(), 64, "{w}: the watermark key comes from its Secret");
+                    for (what, path) in
+                        [("cert_chain_path", &c.c2pa.cert_chain_path), ("private_key_path", &c.c2pa.private_key_path)]
+                    {
+                        pod.assert_secret_file(what, path);
+                    }
+                }
+                "vidmesh-classifier" => {
+                    let c: vidmesh_classifier::Config = pod.load();
+                    pod.check_server(&c.server);
+                    pod.check_model(&c.model);
+                    pod.check_storage(&c.storage);
+                    assert_eq!(c.watermark.key_hex.len(), 64, "{w}: the watermark key comes from its Secret");
+                    pod.assert_secret_file("trust_anchors_path", &c.c2pa.trust_anchors_path);
+                }
+                other => panic!("{w}: unknown binary {other}"),
+            }
+        }
+        // An unknown key anywhere is refused by the service's config type, so this test would fail on it.
+        let (_, gw) = all.iter().find(|(b, _)| b == "vidmesh-gateway").unwrap();
+        let typo = Pod {
+            toml: format!("{}\n[http]\nlisten_adress = \"0.0.0.0:1\"\n", gw.toml),
+            env: gw.env.clone(),
+            where_: String::new(),
+            ..*gw
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.toml"), &typo.toml).unwrap();
+        assert!(
+            vidmesh_runtime::config::load::<vidmesh_gateway::Config>(Some(&dir.path().join("c.toml")), &typo.env)
+                .is_err()
+        );
+    }
+}
+
+fn opts(registry: &prometheus::Registry) -> vidmesh_runtime::service::Options<std::future::Ready<()>> {
+    vidmesh_runtime::service::Options {
+        env: std::env::vars().collect(),
+        registry: registry.clone(),
+        metrics_listener: None,
+        load_gate: std::future::ready(()),
+    }
+}
+
+fn bundle() -> String {
+    repo().join("models/vidmesh-tiny").display().to_string()
+}
+
+/// Starts `service` for real (bundled model, local storage under `root`) and returns its registry once SERVING.
+async fn exported(service: &str, root: &Path, stop: &CancellationToken) -> prometheus::Registry {
+    let registry = prometheus::Registry::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (r, s, local) = (registry.clone(), stop.clone(), root.display().to_string());
+    let key = "ab".repeat(32);
+    let (name, mut task): (&str, tokio::task::JoinHandle<Result<(), String>>) = match service {
+        "gateway" => {
+            let mut c = vidmesh_gateway::Config::default();
+            c.model.bundle = bundle();
+            c.storage.local_root = local;
+            c.store.url = format!("sqlite://{}/jobs.db", root.display());
+            let o = vidmesh_gateway::Options {
+                env: HashMap::new(),
+                registry: r,
+                metrics_listener: None,
+                http_listener: None,
+            };
+            (
+                vidmesh_gateway::SERVICE_NAME,
+                tokio::spawn(
+                    async move { vidmesh_gateway::serve_with(c, listener, s, o).await.map_err(|e| e.to_string()) },
+                ),
+            )
+        }
+        "text-encoder" => {
+            let mut c = vidmesh_text_encoder::Config::default();
+            c.model.bundle = bundle();
+            (
+                vidmesh_text_encoder::SERVICE_NAME,
+                tokio::spawn(async move {
+                    vidmesh_text_encoder::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
+                }),
+            )
+        }
+        "denoiser" => {
+            let mut c = vidmesh_denoiser::Config::default();
+            c.model.bundle = bundle();
+            (
+                vidmesh_denoiser::SERVICE_NAME,
+                tokio::spawn(async move {
+                    vidmesh_denoiser::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
+                }),
+            )
+        }
+        "decoder" => {
+            let mut c = vidmesh_decoder::Config::default();
+            c.model.bundle = bundle();
+            c.storage.local_root = local;
+            c.watermark.key_hex = key;
+            (
+                vidmesh_decoder::SERVICE_NAME,
+                tokio::spawn(async move {
+                    vidmesh_decoder::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
+                }),
+            )
+        }
+        "classifier" => {
+            let mut c = vidmesh_classifier::Config::default();
+            c.model.bundle = bundle();
+            c.storage.local_root = local;
+            c.watermark.key_hex = key;
+            (
+                vidmesh_classifier::SERVICE_NAME,
+                tokio::spawn(async move {
+                    vidmesh_classifier::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
+                }),
+            )
+        }
+        other => panic!("no service {other}"),
+    };
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut watch =
+        HealthClient::new(channel).watch(HealthCheckRequest { service: name.into() }).await.unwrap().into_inner();
+    tokio::select! {
+        () = async { while watch.message().await.unwrap().unwrap().status != 1 {} } => registry,
+        ended = &mut task => panic!("{service} stopped before serving: {ended:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hpa_scales_on_a_metric_its_service_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    for overlay in ["cpu", "gpu"] {
+        for hpa in render(overlay).iter().filter(|d| d["kind"] == "HorizontalPodAutoscaler") {
+            let service = hpa["spec"]["scaleTargetRef"]["name"].as_str().unwrap();
+            let metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"].as_str().unwrap();
+            let registry = exported(service, dir.path(), &stop).await;
+            let names: Vec<String> = registry.gather().iter().map(|f| f.name().to_string()).collect();
+            assert!(names.iter().any(|n| n == metric), "{overlay}: {service} does not export {metric}: {names:?}");
+        }
+    }
+    stop.cancel();
+}
+
+/// The probes' assumption: while the model loads, readiness (overall health) is NOT_SERVING and liveness SERVING,
+/// so Kubernetes holds traffic back without restarting the pod; after the drain starts, readiness drops again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_model_while_liveness_holds() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut c = vidmesh_denoiser::Config::default();
+    c.model.bundle = bundle();
+    let o = vidmesh_runtime::service::Options {
+        env: std::env::vars().collect(),
+        registry: prometheus::Registry::new(),
+        metrics_listener: None,
+        load_gate: async move {
+            let _ = gate_rx.await;
+        },
+    };
+    let task = tokio::spawn(vidmesh_denoiser::serve_with(c, listener, stop.clone(), o));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = |s: &str| HealthCheckRequest { service: s.into() };
+    assert_eq!(health.check(status("")).await.unwrap().into_inner().status, 2, "readiness: NOT_SERVING while loading");
+    assert_eq!(health.check(status("liveness")).await.unwrap().into_inner().status, 1, "liveness: SERVING");
+    gate_tx.send(()).unwrap();
+    let mut watch = health.watch(status("")).await.unwrap().into_inner();
+    while watch.message().await.unwrap().unwrap().status != 1 {}
+    drop((watch, health));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
