@@ -136,7 +136,8 @@ async fn create_fields(req: Request) -> Result<serde_json::Map<String, Value>> {
         }
         return Ok(fields);
     }
-    let body = axum::body::to_bytes(req.into_body(), usize::MAX).await.map_err(|e| bad(format!("body: {e}")))?;
+    // The Bytes extractor enforces the router's body limit (http.max_body_bytes).
+    let body = axum::body::Bytes::from_request(req, &()).await.map_err(|e| bad(format!("body: {}", e.body_text())))?;
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(bad("the body must be a JSON object".into())),
@@ -187,7 +188,7 @@ fn generate_request(f: &serde_json::Map<String, Value>) -> Result<GenerateReques
     }
     let model = text(f, "model")?;
     Ok(GenerateRequest {
-        model: if model.starts_with("sora-") { String::new() } else { model },
+        model,
         prompt: text(f, "prompt")?,
         negative_prompt: text(f, "negative_prompt")?,
         num_frames: whole(f, "num_frames")?.unwrap_or(0),

@@ -44,6 +44,10 @@ pub struct Pipeline {
     pub tail_seconds: Mutex<Option<f64>>,
 }
 
+/// Largest stage reply accepted: a preview carries the whole x0 estimate in one message, larger than gRPC's 4 MiB
+/// default for big models (final latents are streamed in chunks).
+const MAX_MESSAGE: usize = 256 << 20;
+
 fn stage_error(stage: &str, s: Status) -> Status {
     Status::new(s.code(), format!("{stage}: {}", s.message()))
 }
@@ -108,7 +112,7 @@ impl Pipeline {
             .retry(deadline, |left| {
                 let mut r = Request::new(denoise.clone());
                 r.set_timeout(left);
-                let mut client = DenoiserClient::new(dn.svc());
+                let mut client = DenoiserClient::new(dn.svc()).max_decoding_message_size(MAX_MESSAGE);
                 async move { client.denoise(r).await }
             })
             .await

@@ -202,6 +202,19 @@ async fn refusals_are_clear_and_spend_nothing() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("not valid JSON"));
+    // Bodies over http.max_body_bytes (1 MiB) are refused before they are buffered.
+    let huge = format!("{{\"prompt\": \"{}\"}}", "x".repeat(2 << 20));
+    let r = http
+        .post(gw.url("/v1/videos"))
+        .bearer_auth("sk-acme")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("body"), "{text}");
 
     // Quota: acme may have one active job.
     assert_eq!(post(Some("sk-acme"), ok.clone()).await.unwrap().status(), 200);
