@@ -47,7 +47,7 @@ ENTRYPOINT ["/usr/local/bin/vidmesh"]
 CMD ["--help"]
 
 # ---- gpu: the CUDA 13 runtime with cuDNN, onnxruntime-gpu's libraries (CUDA execution provider) ----
-FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 AS gpu
+FROM nvcr.io/nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 AS gpu
 ARG ORT_VERSION
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
