@@ -117,15 +117,37 @@ async fn five_processes_make_a_recognised_video_in_one_trace_and_drain_on_sigter
     assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
     assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "h264,64,64,16");
 
+    // A job submitted over HTTP continues the caller's trace too.
+    let http_trace = "0af7651916cd43dd8448eb211c80319c";
+    let created = reqwest::Client::new()
+        .post(format!("http://{}/v1/videos", gw.http.unwrap()))
+        .header("traceparent", format!("00-{http_trace}-b7ad6b7169203331-01"))
+        .header("content-type", "application/json")
+        .body(r#"{"prompt": "a blue square moving up", "num_inference_steps": 3}"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(&created).unwrap()["id"].as_str().unwrap().to_string();
+    let events =
+        collect(client(&gw).await.watch(WatchJobRequest { id, after_sequence: 0 }).await.unwrap().into_inner()).await;
+    assert!(matches!(events.last().unwrap().event, Some(Event::Completed(_))), "{created}");
+
     // SIGTERM: every process drains and exits cleanly (their exporters flush on the way out).
     assert!(gw.terminate(), "gateway exit status");
     for p in stages.0 {
         let name = p.name.clone();
         assert!(p.terminate(), "{name} exit status");
     }
-    let services = spans.0.lock().unwrap().get(trace_id).cloned().unwrap_or_default();
-    for s in ["vidmesh-gateway", "vidmesh-text-encoder", "vidmesh-denoiser", "vidmesh-decoder", "vidmesh-classifier"] {
-        assert!(services.contains(s), "no span of {s} in trace {trace_id}: {services:?}");
+    for trace in [trace_id, http_trace] {
+        let services = spans.0.lock().unwrap().get(trace).cloned().unwrap_or_default();
+        for s in
+            ["vidmesh-gateway", "vidmesh-text-encoder", "vidmesh-denoiser", "vidmesh-decoder", "vidmesh-classifier"]
+        {
+            assert!(services.contains(s), "no span of {s} in trace {trace}: {services:?}");
+        }
     }
 }
 

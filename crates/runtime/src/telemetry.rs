@@ -127,6 +127,15 @@ pub fn server_span(req: &http::Request<()>) -> Span {
     span
 }
 
+/// The span of one inbound HTTP request (`METHOD /path`), parented on the caller's W3C `traceparent` header when
+/// present — for HTTP fronts, as [`server_span`] is for gRPC.
+pub fn http_server_span(method: &http::Method, path: &str, headers: &http::HeaderMap) -> Span {
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let span = tracing::info_span!("http.server", otel.name = %format!("{method} {path}"), otel.kind = "server");
+    let _ = span.set_parent(parent);
+    span
+}
+
 /// Writes the current span's trace context into outgoing request metadata (`traceparent`, `tracestate`).
 pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     let cx = Span::current().context();

@@ -62,7 +62,16 @@ pub fn router(api: Arc<Api>, max_body: usize) -> Router {
         .route("/v1/videos/{id}/events", get(events))
         .route("/v1/models", get(models))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(traced))
         .with_state(api)
+}
+
+/// Runs each request in a server span that continues the caller's `traceparent`, so jobs submitted over HTTP carry
+/// the caller's trace through every stage.
+async fn traced(req: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    let span = vidmesh_runtime::telemetry::http_server_span(req.method(), req.uri().path(), req.headers());
+    next.run(req).instrument(span).await
 }
 
 fn tenant(api: &Api, headers: &HeaderMap) -> Result<Tenant> {
