@@ -41,6 +41,16 @@ pub struct Api {
     pub shutdown: CancellationToken,
     /// How often a watch re-reads the store without a notification.
     pub poll: Duration,
+    /// Finished jobs are deleted this long after submission (0 = never); shown as `expires_at`.
+    pub retention_secs: u64,
+}
+
+/// Deletes a final job's outputs, then its record (so a failure leaves the record to retry from).
+pub async fn remove(store: &Store, storage: &dyn Storage, tenant: Option<&str>, id: &str) -> Result<(), Error> {
+    for file in ["video.mp4", "thumbnail.png", "spritesheet.png"] {
+        storage.delete(&format!("jobs/{id}/{file}")).await?;
+    }
+    store.delete(tenant, id).await
 }
 
 /// A downloadable output of a job.
@@ -198,10 +208,7 @@ impl Api {
         if !jobs::is_final(job.state) {
             return Err(Error::Unavailable(format!("job {id} is still stopping; retry the delete")));
         }
-        for key in ["video.mp4", "thumbnail.png", "spritesheet.png"] {
-            self.storage.delete(&format!("jobs/{id}/{key}")).await?;
-        }
-        self.store.delete(&tenant.name, id).await
+        remove(&self.store, self.storage.as_ref(), Some(&tenant.name), id).await
     }
 
     /// The bytes and content type of a finished job's output.

@@ -86,11 +86,20 @@ pub struct StoreConfig {
     pub lease_secs: u64,
     /// How often a replica looks for queued jobs and expired leases even without a notification, in milliseconds.
     pub poll_ms: u64,
+    /// Finished jobs (and their videos) are deleted this long after they were submitted, in seconds; 0 = kept
+    /// forever. The API reports the moment as `expires_at`.
+    pub retention_secs: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: "sqlite://vidmesh-jobs.db".into(), max_connections: 8, lease_secs: 15, poll_ms: 1000 }
+        Self {
+            url: "sqlite://vidmesh-jobs.db".into(),
+            max_connections: 8,
+            lease_secs: 15,
+            poll_ms: 1000,
+            retention_secs: 7 * 24 * 3600,
+        }
     }
 }
 

@@ -80,7 +80,7 @@ fn tenant(api: &Api, headers: &HeaderMap) -> Result<Tenant> {
 }
 
 /// The OpenAI `video` object of a job (plus vidmesh's extra fields, which SDKs ignore).
-pub fn video_object(job: &Job) -> Value {
+pub fn video_object(job: &Job, retention_secs: u64) -> Value {
     let req = job.request.clone().unwrap_or_default();
     let state = JobState::try_from(job.state).unwrap_or(JobState::Queued);
     let status = match state {
@@ -103,7 +103,7 @@ pub fn video_object(job: &Job) -> Value {
         "progress": (job.progress * 100.0).floor() as i64,
         "created_at": job.created_at.map(|t| t.seconds),
         "completed_at": job.finished_at.map(|t| t.seconds),
-        "expires_at": Value::Null,
+        "expires_at": job.created_at.filter(|_| retention_secs > 0).map(|t| t.seconds + retention_secs as i64),
         "error": error,
         "prompt": req.prompt,
         "remixed_from_video_id": Value::Null,
@@ -122,8 +122,8 @@ pub fn video_object(job: &Job) -> Value {
     })
 }
 
-fn polled(job: &Job) -> Response {
-    let mut resp = Json(video_object(job)).into_response();
+fn polled(job: &Job, retention_secs: u64) -> Response {
+    let mut resp = Json(video_object(job, retention_secs)).into_response();
     resp.headers_mut().insert("openai-poll-after-ms", HeaderValue::from_static(POLL_AFTER_MS));
     resp
 }
@@ -224,12 +224,12 @@ async fn create(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
         request.idempotency_key = idempotency.unwrap_or_default();
     }
     let job = api.submit(&tenant, request, "http").await?;
-    Ok(polled(&job))
+    Ok(polled(&job, api.retention_secs))
 }
 
 async fn retrieve(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     let tenant = tenant(&api, &headers)?;
-    Ok(polled(&api.get(&tenant, &id).await?))
+    Ok(polled(&api.get(&tenant, &id).await?, api.retention_secs))
 }
 
 async fn list(
@@ -250,7 +250,7 @@ async fn list(
     };
     let query = ListQuery { after: q.get("after").cloned().unwrap_or_default(), limit, ascending, states: Vec::new() };
     let (jobs, more) = api.list(&tenant, &query).await?;
-    let data: Vec<Value> = jobs.iter().map(video_object).collect();
+    let data: Vec<Value> = jobs.iter().map(|j| video_object(j, api.retention_secs)).collect();
     Ok(Json(json!({
         "object": "list",
         "data": data,

@@ -106,6 +106,7 @@ pub async fn serve_with(
         metrics,
         shutdown: shutdown.clone(),
         poll,
+        retention_secs: config.store.retention_secs,
     });
     let host = opts.env.get("HOSTNAME").cloned().unwrap_or_else(|| "gateway".into());
     let runner = Arc::new(runner::Runner {
@@ -115,6 +116,7 @@ pub async fn serve_with(
         poll,
         max_running: config.stages.max_running,
         grace: config.server.drain_grace(),
+        retention: (config.store.retention_secs > 0).then(|| Duration::from_secs(config.store.retention_secs)),
     });
     tracing::info!(owner = %runner.owner, "gateway replica starting");
     let stop = shutdown.child_token();

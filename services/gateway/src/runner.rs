@@ -39,6 +39,8 @@ pub struct Runner {
     pub max_running: usize,
     /// How long running jobs may take to finish after shutdown.
     pub grace: Duration,
+    /// Finished jobs older than this are deleted with their outputs (None = kept forever).
+    pub retention: Option<Duration>,
 }
 
 type Cancels = Arc<Mutex<HashMap<String, CancellationToken>>>;
@@ -62,6 +64,7 @@ impl Runner {
         let cancels: Cancels = Arc::default();
         let mut tasks = JoinSet::new();
         let mut next_poll = Instant::now();
+        let mut polls = 0u64;
         loop {
             // Claim while there are free slots and queued jobs.
             while let Ok(slot) = slots.clone().try_acquire_owned() {
@@ -108,6 +111,10 @@ impl Runner {
                     if let Ok(n) = self.store().queued().await {
                         self.pipeline.metrics.queued.set(n);
                     }
+                    polls += 1;
+                    if polls % 10 == 1 {
+                        self.purge().await;
+                    }
                 }
             }
         }
@@ -119,6 +126,22 @@ impl Runner {
             match self.store().release(Release::Owner(&self.owner)).await {
                 Ok(n) => tracing::warn!("drain grace over: {n} running jobs handed back to the queue"),
                 Err(e) => tracing::error!("handing back running jobs: {e}"),
+            }
+        }
+    }
+
+    /// Deletes finished jobs past the retention, with their outputs (every replica may; deletes are idempotent).
+    async fn purge(&self) {
+        let Some(retention) = self.retention else { return };
+        let Some(before) = std::time::SystemTime::now().checked_sub(retention) else { return };
+        let ids = match self.store().expired(before, 100).await {
+            Ok(ids) => ids,
+            Err(e) => return tracing::error!("listing expired jobs: {e}"),
+        };
+        for id in ids {
+            match crate::api::remove(self.store(), self.pipeline.storage.as_ref(), None, &id).await {
+                Ok(()) => tracing::info!(job_id = %id, "deleted: past its retention"),
+                Err(e) => tracing::warn!(job_id = %id, "deleting an expired job: {e}"),
             }
         }
     }

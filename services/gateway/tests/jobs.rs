@@ -229,3 +229,32 @@ async fn a_job_whose_gateway_stops_mid_run_is_completed_by_the_next_one() {
     second.stop().await;
     stages.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finished_jobs_and_their_videos_are_deleted_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = Stages::start(dir.path()).await;
+    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    config.store.retention_secs = 1;
+    config.store.poll_ms = 50;
+    let gw = Gateway::start(config).await;
+    let mut client = gw.client().await;
+    let events = collect(client.generate(small("a white square")).await.unwrap().into_inner()).await;
+    let Some(Event::Completed(result)) = events.last().unwrap().event.clone() else { panic!("{events:?}") };
+    let video = std::path::PathBuf::from(result.video.unwrap().uri.strip_prefix("file://").unwrap());
+    assert!(video.exists());
+    let id = events[0].job_id.clone();
+    let t0 = std::time::Instant::now();
+    loop {
+        match client.get(GetJobRequest { id: id.clone() }).await {
+            Err(e) if e.code() == Code::NotFound => break,
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "the job outlived its retention by far");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!video.exists(), "the video is deleted with the job");
+    gw.stop().await;
+    stages.shutdown.cancel();
+}

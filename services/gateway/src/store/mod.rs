@@ -124,6 +124,7 @@ const SCHEMA: &[&str] = &[
     "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key)",
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, id)",
     "CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_us)",
     "CREATE TABLE IF NOT EXISTS job_events (
         job_id TEXT NOT NULL,
         sequence BIGINT NOT NULL,

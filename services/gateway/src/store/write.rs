@@ -204,8 +204,8 @@ impl Store {
     }
 
     /// Removes a final job and its events.
-    pub async fn delete(&self, tenant: &str, id: &str) -> Result<(), Error> {
-        let job = self.get(Some(tenant), id).await?;
+    pub async fn delete(&self, tenant: Option<&str>, id: &str) -> Result<(), Error> {
+        let job = self.get(tenant, id).await?;
         if !jobs::is_final(job.state) {
             return Err(Error::FailedPrecondition(format!("job {id} is still running; cancel it first")));
         }
@@ -214,5 +214,21 @@ impl Store {
         sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Up to `limit` finished jobs submitted before `before` (retention), oldest first.
+    pub async fn expired(&self, before: SystemTime, limit: i64) -> Result<Vec<String>, Error> {
+        let before_us = before.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros() as i64;
+        let rows = sqlx::query(
+            "SELECT id FROM jobs WHERE created_us < $1 AND state IN ($2, $3, $4) ORDER BY created_us LIMIT $5",
+        )
+        .bind(before_us)
+        .bind(JobState::Completed as i64)
+        .bind(JobState::Failed as i64)
+        .bind(JobState::Cancelled as i64)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 }
