@@ -66,10 +66,12 @@ impl Runner {
         let mut next_poll = Instant::now();
         let mut polls = 0u64;
         loop {
-            // Claim while there are free slots and queued jobs.
+            // Claim while there are free slots and queued jobs; then the jobs still waiting learn their new places.
+            let mut claimed_any = false;
             while let Ok(slot) = slots.clone().try_acquire_owned() {
                 match self.store().claim(&self.owner, self.lease).await {
                     Ok(Some(claimed)) => {
+                        claimed_any = true;
                         let cancel = CancellationToken::new();
                         if let Ok(mut c) = cancels.lock() {
                             c.insert(claimed.job.id.clone(), cancel.clone());
@@ -90,6 +92,9 @@ impl Runner {
                         break;
                     }
                 }
+            }
+            if claimed_any && let Err(e) = self.store().announce_positions().await {
+                tracing::warn!("announcing queue positions: {e}");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,

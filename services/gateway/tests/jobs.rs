@@ -258,3 +258,34 @@ async fn finished_jobs_and_their_videos_are_deleted_after_the_retention() {
     gw.stop().await;
     stages.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_jobs_hear_their_queue_position_move_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = Stages::start(dir.path()).await;
+    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    config.stages.max_running = 1;
+    let gw = Gateway::start(config).await;
+    let mut client = gw.client().await;
+    let mut ids = Vec::new();
+    for k in 0..3 {
+        ids.push(client.submit(small(&format!("a red circle {k}"))).await.unwrap().into_inner().id);
+    }
+    let last =
+        collect(client.watch(WatchJobRequest { id: ids[2].clone(), after_sequence: 0 }).await.unwrap().into_inner())
+            .await;
+    let positions: Vec<u32> = last
+        .iter()
+        .filter_map(|e| if let Some(Event::Queued(q)) = &e.event { Some(q.position) } else { None })
+        .collect();
+    // Submitted third (two ahead, or one if the first had already been claimed), then moving up to first.
+    assert!(positions.first().is_some_and(|p| *p >= 2), "{positions:?}");
+    assert_eq!(positions.last(), Some(&1), "{positions:?}");
+    assert!(positions.windows(2).all(|w| w[1] < w[0]), "positions only move up: {positions:?}");
+    let k = kinds(&last);
+    let started = k.iter().position(|k| *k == "encoding").unwrap();
+    assert!(k[..started].iter().all(|k| *k == "accepted" || *k == "queued"), "{k:?}");
+    assert_eq!(k.last(), Some(&"completed"));
+    gw.stop().await;
+    stages.shutdown.cancel();
+}

@@ -120,6 +120,7 @@ const SCHEMA: &[&str] = &[
         cancel_requested BIGINT NOT NULL DEFAULT 0,
         attempts BIGINT NOT NULL DEFAULT 0,
         last_sequence BIGINT NOT NULL DEFAULT 0,
+        position BIGINT NOT NULL DEFAULT 0,
         job BLOB NOT NULL)",
     "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key)",
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, id)",

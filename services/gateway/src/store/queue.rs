@@ -111,4 +111,24 @@ impl Store {
             .await?;
         Ok(row.try_get(0)?)
     }
+
+    /// Tells every waiting job whose place in the queue changed its new position (a `queued` event). Called after
+    /// a claim; positions count over all replicas.
+    pub async fn announce_positions(&self) -> Result<(), Error> {
+        let rows = sqlx::query(
+            "SELECT id, position FROM jobs WHERE state = $1 AND owner IS NULL AND cancel_requested = 0 \
+             ORDER BY priority DESC, id ASC",
+        )
+        .bind(JobState::Queued as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        for (i, row) in rows.iter().enumerate() {
+            let position = i as u32 + 1;
+            if row.try_get::<i64, _>(1)? != i64::from(position) {
+                let id: String = row.try_get(0)?;
+                self.announce_position(&id, position).await?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -89,8 +89,8 @@ impl Store {
             })
             .collect();
         let inserted = sqlx::query(
-            "INSERT INTO jobs (id, tenant, state, priority, created_us, idempotency_key, traceparent, last_sequence, job) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO jobs (id, tenant, state, priority, created_us, idempotency_key, traceparent, last_sequence, \
+             job, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(job.id.clone())
         .bind(tenant)
@@ -101,6 +101,7 @@ impl Store {
         .bind(traceparent)
         .bind(events.len() as i64)
         .bind(job.encode_to_vec())
+        .bind(i64::from(position))
         .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {
@@ -141,12 +142,36 @@ impl Store {
         progress: f64,
         eta_seconds: f64,
     ) -> Result<Option<(Job, JobEvent)>, Error> {
+        self.append_if(id, event, progress, eta_seconds, None).await
+    }
+
+    /// A new queue position for a job that is still waiting (unclaimed, not being cancelled); `None` when it no
+    /// longer waits — a position must never move a started job back to QUEUED.
+    pub async fn announce_position(&self, id: &str, position: u32) -> Result<Option<(Job, JobEvent)>, Error> {
+        self.append_if(id, Event::Queued(Queued { position }), 0.0, 0.0, Some(position)).await
+    }
+
+    async fn append_if(
+        &self,
+        id: &str,
+        event: Event,
+        progress: f64,
+        eta_seconds: f64,
+        waiting_at: Option<u32>,
+    ) -> Result<Option<(Job, JobEvent)>, Error> {
         let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("UPDATE jobs SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence, job")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let sql = match waiting_at {
+            None => "UPDATE jobs SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence, job",
+            Some(_) => {
+                "UPDATE jobs SET last_sequence = last_sequence + 1, position = $2 \
+                 WHERE id = $1 AND owner IS NULL AND cancel_requested = 0 AND state = $3 RETURNING last_sequence, job"
+            }
+        };
+        let mut query = sqlx::query(sql).bind(id);
+        if let Some(p) = waiting_at {
+            query = query.bind(i64::from(p)).bind(JobState::Queued as i64);
+        }
+        let row = query.fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Ok(None) };
         let seq: i64 = row.try_get(0)?;
         let mut job = decode_job(&row.try_get::<Vec<u8>, _>(1)?)?;
