@@ -323,7 +323,9 @@ async fn exported(service: &str, root: &Path, stop: &CancellationToken) -> prome
             let mut c = vidmesh_gateway::Config::default();
             c.model.bundle = bundle();
             c.storage.local_root = local;
-            c.store.url = format!("sqlite://{}/jobs.db", root.display());
+            // A store of its own each time (a SQLite store has one replica, and earlier gateways still run).
+            let db = tempfile::NamedTempFile::new_in(root).unwrap().into_temp_path().keep().unwrap();
+            c.store.url = format!("sqlite://{}", db.display());
             let o = vidmesh_gateway::Options {
                 env: HashMap::new(),
                 registry: r,

@@ -86,6 +86,9 @@ pub struct StoreConfig {
     pub lease_secs: u64,
     /// How often a replica looks for queued jobs and expired leases even without a notification, in milliseconds.
     pub poll_ms: u64,
+    /// SQLite only: how long start-up waits for another process to let go of the store (one replica per SQLite
+    /// file; the second process fails with a message naming PostgreSQL), in milliseconds.
+    pub lock_wait_ms: u64,
     /// Finished jobs (and their videos) are deleted this long after they were submitted, in seconds; 0 = kept
     /// forever. The API reports the moment as `expires_at`.
     pub retention_secs: u64,
@@ -98,6 +101,7 @@ impl Default for StoreConfig {
             max_connections: 8,
             lease_secs: 15,
             poll_ms: 1000,
+            lock_wait_ms: 10_000,
             retention_secs: 7 * 24 * 3600,
         }
     }

@@ -289,3 +289,23 @@ async fn waiting_jobs_hear_their_queue_position_move_up() {
     gw.stop().await;
     stages.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_has_one_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = Stages::empty();
+    let config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    let first = Gateway::start(config.clone()).await;
+    let mut second = config;
+    second.store.lock_wait_ms = 100;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let opts = vidmesh_gateway::Options {
+        env: Default::default(),
+        registry: prometheus::Registry::new(),
+        metrics_listener: None,
+        http_listener: None,
+    };
+    let err = vidmesh_gateway::serve_with(second, listener, Default::default(), opts).await.unwrap_err();
+    assert!(err.to_string().contains("PostgreSQL"), "{err}");
+    first.stop().await;
+}

@@ -96,6 +96,43 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     notices: broadcast::Sender<Notice>,
+    /// SQLite: an exclusive lock on `<db>.lock`, held while any clone lives (one replica per file).
+    _owner_lock: Option<std::sync::Arc<std::fs::File>>,
+}
+
+/// Takes the exclusive lock that makes this process the SQLite store's only replica, waiting up to `wait` for a
+/// previous owner to let go (the OS releases it when a process dies, kill -9 included).
+async fn lock_sqlite(url: &str, wait: Duration) -> Result<Option<std::sync::Arc<std::fs::File>>, Error> {
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(None); // in-memory: nothing to share
+    }
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::InvalidArgument(format!("store.url: cannot open {lock_path}: {e}")))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(std::sync::Arc::new(file))),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Unavailable(format!(
+                    "another gateway process uses the SQLite job store {path}; a SQLite store has one replica \
+                     (several replicas share a PostgreSQL store: store.url = \"postgres://…\")"
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::InvalidArgument(format!("store.url: cannot lock {lock_path}: {e}")));
+            }
+        }
+    }
 }
 
 fn now_us() -> i64 {
@@ -149,6 +186,10 @@ impl Store {
                 config.url.split(':').next().unwrap_or("")
             )));
         };
+        let owner_lock = match backend {
+            Backend::Sqlite => lock_sqlite(&config.url, Duration::from_millis(config.lock_wait_ms)).await?,
+            Backend::Postgres => None,
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
@@ -191,7 +232,7 @@ impl Store {
                 }
             });
         }
-        Ok(Self { pool, backend, notices })
+        Ok(Self { pool, backend, notices, _owner_lock: owner_lock })
     }
 
     /// Notices from now on.
