@@ -148,13 +148,16 @@ pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
         picked.truncate(p.max_batch.max(1));
         picked.sort_unstable();
         let finished = step_batch(&mut dit, &mut active, &picked, &p, &m);
-        // Remove finished jobs (highest index first so the others keep their positions) and update the gauge
-        // before their last event goes out, so a client that saw its result never sees itself counted.
+        // Remove finished jobs (highest index first so the others keep their positions), update the gauge and
+        // release their admission permits before their last event goes out, so a client that saw its result
+        // never sees itself counted — nor refused for capacity it no longer holds.
         let done: Vec<(Job, Event)> =
             finished.into_iter().rev().map(|(i, last)| (active.swap_remove(i), last)).collect();
         m.active.set(active.len() as i64);
         for (job, last) in done {
-            let _ = job.events.send(last);
+            let Job { events, permit, .. } = job;
+            drop(permit);
+            let _ = events.send(last);
         }
     }
 }
