@@ -13,7 +13,7 @@ mod onnx;
 pub use bundle::{Bundle, ModelConfig, ModelError, Part, sha256_file};
 pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{
-    Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, PassiveSpec, SchedulerSpec, TextEncoderSpec, VaeSpec,
-    VideoSpec,
+    Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, PassiveSpec, SCHEDULERS, SchedulerSpec,
+    TextEncoderSpec, VaeSpec, VideoSpec,
 };
 pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};

@@ -106,6 +106,13 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
     if req.scheduler.is_empty() {
         req.scheduler.clone_from(&m.scheduler.kind);
     }
+    // Flow-matching schedulers for flow-velocity models, the DDPM family for epsilon / v models.
+    let flow = m.dit.prediction == "flow_velocity";
+    let usable: Vec<&str> =
+        vidmesh_model::SCHEDULERS.iter().copied().filter(|k| k.starts_with("flow_match") == flow).collect();
+    if !usable.contains(&req.scheduler.as_str()) {
+        return bad(format!("scheduler {:?} cannot sample {}; use one of {usable:?}", req.scheduler, m.model.name));
+    }
     if req.idempotency_key.len() > 200 {
         return bad("idempotency_key is longer than 200 bytes".into());
     }
@@ -193,6 +200,11 @@ mod tests {
         assert!(err(GenerateRequest { guidance_scale: Some(f32::NAN), ..req("x") }).contains("guidance"));
         assert!(err(GenerateRequest { model: "sora".into(), ..req("x") }).contains("vidmesh-tiny"));
         assert!(err(req(&"x".repeat(5000))).contains("at most 2000"));
+        let e = err(GenerateRequest { scheduler: "ddim".into(), ..req("x") });
+        assert!(e.contains("cannot sample") && e.contains("flow_match_euler"), "{e}");
+        assert!(err(GenerateRequest { scheduler: "euler_a".into(), ..req("x") }).contains("flow_match_dpmpp_2m"));
+        let r = resolve(GenerateRequest { scheduler: "flow_match_dpmpp_2m".into(), ..req("x") }, &m, &l).unwrap();
+        assert_eq!(r.scheduler, "flow_match_dpmpp_2m");
     }
 
     #[test]
