@@ -9,61 +9,13 @@
 //!   cargo run --release -p vidmesh-bench --bin gateway_e2e -- [--jobs N] [--out FILE]
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use vidmesh_proto::gateway::v1::gateway_client::GatewayClient;
 use vidmesh_proto::gateway::v1::{GenerateRequest, WatchJobRequest, job_event::Event};
-
-fn bundle() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/vidmesh-tiny").display().to_string()
-}
-
-async fn serving(addr: SocketAddr, service: &str) -> Result<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
-    let mut watch =
-        HealthClient::new(channel.clone()).watch(HealthCheckRequest { service: service.into() }).await?.into_inner();
-    while let Some(m) = watch.message().await? {
-        if m.status == 1 {
-            return Ok(channel);
-        }
-    }
-    anyhow::bail!("{service} never became SERVING")
-}
-
-async fn start<F, E>(
-    service: &str,
-    stop: &CancellationToken,
-    serve: impl FnOnce(TcpListener, CancellationToken) -> F,
-) -> Result<SocketAddr>
-where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: Send + std::fmt::Debug + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(serve(listener, stop.clone()));
-    tokio::select! {
-        ready = serving(addr, service) => ready.map(|_| addr),
-        ended = task => anyhow::bail!("{service} stopped before serving (is ORT_DYLIB_PATH set?): {ended:?}"),
-    }
-}
-
-fn opts(env: &HashMap<String, String>) -> vidmesh_runtime::service::Options<std::future::Ready<()>> {
-    vidmesh_runtime::service::Options {
-        env: env.clone(),
-        registry: prometheus::Registry::new(),
-        metrics_listener: None,
-        load_gate: std::future::ready(()),
-    }
-}
 
 fn stage_sum(registry: &prometheus::Registry) -> f64 {
     registry
@@ -84,39 +36,12 @@ async fn main() -> Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let dir = tempfile::tempdir()?;
     let root = dir.path().display().to_string();
-    let key = "5a".repeat(32);
-    let stop = CancellationToken::new();
-    let te = start(vidmesh_text_encoder::SERVICE_NAME, &stop, |l, s| {
-        let mut c = vidmesh_text_encoder::Config::default();
-        c.model.bundle = bundle();
-        vidmesh_text_encoder::serve_with(c, l, s, opts(&env))
-    })
-    .await?;
-    let dn = start(vidmesh_denoiser::SERVICE_NAME, &stop, |l, s| {
-        let mut c = vidmesh_denoiser::Config::default();
-        c.model.bundle = bundle();
-        vidmesh_denoiser::serve_with(c, l, s, opts(&env))
-    })
-    .await?;
-    let dc = start(vidmesh_decoder::SERVICE_NAME, &stop, |l, s| {
-        let mut c = vidmesh_decoder::Config::default();
-        c.model.bundle = bundle();
-        c.storage.local_root.clone_from(&root);
-        c.watermark.key_hex.clone_from(&key);
-        vidmesh_decoder::serve_with(c, l, s, opts(&env))
-    })
-    .await?;
-    let cl = start(vidmesh_classifier::SERVICE_NAME, &stop, |l, s| {
-        let mut c = vidmesh_classifier::Config::default();
-        c.model.bundle = bundle();
-        c.storage.local_root.clone_from(&root);
-        c.watermark.key_hex.clone_from(&key);
-        vidmesh_classifier::serve_with(c, l, s, opts(&env))
-    })
-    .await?;
-
+    let stages =
+        vidmesh_testmesh::Stages::start(&vidmesh_testmesh::Setup::new(dir.path())).await.map_err(anyhow::Error::msg)?;
+    let [te, dn, dc, cl] = stages.addrs;
+    let stop = stages.shutdown.clone();
     let mut config = vidmesh_gateway::Config::default();
-    config.model.bundle = bundle();
+    config.model.bundle = vidmesh_testmesh::bundle();
     config.storage.local_root.clone_from(&root);
     config.store.url = format!("sqlite://{}", dir.path().join("jobs.db").display());
     for (stage, addr) in [
@@ -144,7 +69,8 @@ async fn main() -> Result<()> {
         http_listener: None,
     };
     tokio::spawn(vidmesh_gateway::serve_with(config, listener, stop.clone(), gw_opts));
-    let channel = serving(addr, vidmesh_gateway::SERVICE_NAME).await?;
+    vidmesh_testmesh::serving(addr, vidmesh_gateway::SERVICE_NAME).await.map_err(anyhow::Error::msg)?;
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut out = format!(

@@ -298,101 +298,45 @@ fn what_the_manifests_set_is_what_the_services_read() {
     }
 }
 
-fn opts(registry: &prometheus::Registry) -> vidmesh_runtime::service::Options<std::future::Ready<()>> {
-    vidmesh_runtime::service::Options {
-        env: std::env::vars().collect(),
-        registry: registry.clone(),
-        metrics_listener: None,
-        load_gate: std::future::ready(()),
-    }
-}
-
 fn bundle() -> String {
     repo().join("models/vidmesh-tiny").display().to_string()
 }
 
 /// Starts `service` for real (bundled model, local storage under `root`) and returns its registry once SERVING.
 async fn exported(service: &str, root: &Path, stop: &CancellationToken) -> prometheus::Registry {
+    use vidmesh_testmesh::Kind;
     let registry = prometheus::Registry::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (r, s, local) = (registry.clone(), stop.clone(), root.display().to_string());
-    let key = "ab".repeat(32);
-    let (name, mut task): (&str, tokio::task::JoinHandle<Result<(), String>>) = match service {
+    let kind = match service {
+        "text-encoder" => Kind::TextEncoder,
+        "denoiser" => Kind::Denoiser,
+        "decoder" => Kind::Decoder,
+        "classifier" => Kind::Classifier,
         "gateway" => {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
             let mut c = vidmesh_gateway::Config::default();
             c.model.bundle = bundle();
-            c.storage.local_root = local;
+            c.storage.local_root = root.display().to_string();
             // A store of its own each time (a SQLite store has one replica, and earlier gateways still run).
             let db = tempfile::NamedTempFile::new_in(root).unwrap().into_temp_path().keep().unwrap();
             c.store.url = format!("sqlite://{}", db.display());
             let o = vidmesh_gateway::Options {
                 env: HashMap::new(),
-                registry: r,
+                registry: registry.clone(),
                 metrics_listener: None,
                 http_listener: None,
             };
-            (
-                vidmesh_gateway::SERVICE_NAME,
-                tokio::spawn(
-                    async move { vidmesh_gateway::serve_with(c, listener, s, o).await.map_err(|e| e.to_string()) },
-                ),
-            )
-        }
-        "text-encoder" => {
-            let mut c = vidmesh_text_encoder::Config::default();
-            c.model.bundle = bundle();
-            (
-                vidmesh_text_encoder::SERVICE_NAME,
-                tokio::spawn(async move {
-                    vidmesh_text_encoder::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
-                }),
-            )
-        }
-        "denoiser" => {
-            let mut c = vidmesh_denoiser::Config::default();
-            c.model.bundle = bundle();
-            (
-                vidmesh_denoiser::SERVICE_NAME,
-                tokio::spawn(async move {
-                    vidmesh_denoiser::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
-                }),
-            )
-        }
-        "decoder" => {
-            let mut c = vidmesh_decoder::Config::default();
-            c.model.bundle = bundle();
-            c.storage.local_root = local;
-            c.watermark.key_hex = key;
-            (
-                vidmesh_decoder::SERVICE_NAME,
-                tokio::spawn(async move {
-                    vidmesh_decoder::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
-                }),
-            )
-        }
-        "classifier" => {
-            let mut c = vidmesh_classifier::Config::default();
-            c.model.bundle = bundle();
-            c.storage.local_root = local;
-            c.watermark.key_hex = key;
-            (
-                vidmesh_classifier::SERVICE_NAME,
-                tokio::spawn(async move {
-                    vidmesh_classifier::serve_with(c, listener, s, opts(&r)).await.map_err(|e| e.to_string())
-                }),
-            )
+            let mut task = tokio::spawn(vidmesh_gateway::serve_with(c, listener, stop.clone(), o));
+            tokio::select! {
+                ready = vidmesh_testmesh::serving(addr, vidmesh_gateway::SERVICE_NAME) => ready.unwrap(),
+                ended = &mut task => panic!("the gateway stopped before serving: {ended:?}"),
+            }
+            return registry;
         }
         other => panic!("no service {other}"),
     };
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut watch =
-        HealthClient::new(channel).watch(HealthCheckRequest { service: name.into() }).await.unwrap().into_inner();
-    tokio::select! {
-        () = async { while watch.message().await.unwrap().unwrap().status != 1 {} } => registry,
-        ended = &mut task => panic!("{service} stopped before serving: {ended:?}"),
-    }
+    vidmesh_testmesh::serve(kind, &vidmesh_testmesh::Setup::new(root), &registry, stop).await.unwrap();
+    registry
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

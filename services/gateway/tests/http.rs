@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Gateway, Stages};
+use common::{Gateway, gateway_config, no_stages, stages as start_stages};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -44,8 +44,8 @@ async fn sse(resp: reqwest::Response) -> Vec<(String, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_openai_videos_api_creates_streams_downloads_lists_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::start(dir.path()).await;
-    let gw = Gateway::start(stages.gateway_config(dir.path(), &sqlite(dir.path()))).await;
+    let stages = start_stages(dir.path()).await;
+    let gw = Gateway::start(gateway_config(&stages, dir.path(), &sqlite(dir.path()))).await;
     let http = reqwest::Client::new();
 
     // JSON body with vidmesh's extensions.
@@ -132,8 +132,8 @@ async fn refusals_are_clear_and_spend_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // No stages run here: whatever is admitted waits (the denoiser endpoint refuses connections and retries back
     // off for a minute), and whatever is refused must not be stored at all.
-    let stages = Stages { addrs: ["127.0.0.1:9".parse().unwrap(); 4], ..Stages::empty() };
-    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    let stages = no_stages();
+    let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
     config.stages.text_encoder.backoff_ms = 60_000;
     config.admission.anonymous_tenant = String::new();
     config.admission.tenants = vec![

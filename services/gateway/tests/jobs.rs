@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, Stages};
+use common::{Gateway, Stages, gateway_config, no_stages, stages as start_stages};
 use tonic::Code;
 use vidmesh_proto::gateway::v1::{
     CancelJobRequest, GenerateRequest, GetJobRequest, JobEvent, JobState, ListJobsRequest, ListModelsRequest,
@@ -57,8 +57,8 @@ fn sqlite(dir: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_streams_from_accepted_to_a_stored_recognised_video_and_can_be_watched_again() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::start(dir.path()).await;
-    let gw = Gateway::start(stages.gateway_config(dir.path(), &sqlite(dir.path()))).await;
+    let stages = start_stages(dir.path()).await;
+    let gw = Gateway::start(gateway_config(&stages, dir.path(), &sqlite(dir.path()))).await;
     let mut client = gw.client().await;
 
     let models = client.list_models(ListModelsRequest {}).await.unwrap().into_inner().models;
@@ -149,8 +149,8 @@ fn steps_run(stages: &Stages) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_mid_denoise_stops_the_denoiser_within_a_step() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::start(dir.path()).await;
-    let gw = Gateway::start(stages.gateway_config(dir.path(), &sqlite(dir.path()))).await;
+    let stages = start_stages(dir.path()).await;
+    let gw = Gateway::start(gateway_config(&stages, dir.path(), &sqlite(dir.path()))).await;
     let mut client = gw.client().await;
     let job = client
         .submit(GenerateRequest { num_inference_steps: 1000, num_frames: 32, ..small("a green triangle") })
@@ -192,8 +192,8 @@ async fn cancel_mid_denoise_stops_the_denoiser_within_a_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_whose_gateway_stops_mid_run_is_completed_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::start(dir.path()).await;
-    let config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    let stages = start_stages(dir.path()).await;
+    let config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
     // No drain grace: the running job is handed back at once.
     let mut impatient = config.clone();
     impatient.server.drain_grace_secs = 0;
@@ -233,8 +233,8 @@ async fn a_job_whose_gateway_stops_mid_run_is_completed_by_the_next_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn finished_jobs_and_their_videos_are_deleted_after_the_retention() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::start(dir.path()).await;
-    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    let stages = start_stages(dir.path()).await;
+    let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
     config.store.retention_secs = 1;
     config.store.poll_ms = 50;
     let gw = Gateway::start(config).await;
@@ -262,8 +262,8 @@ async fn finished_jobs_and_their_videos_are_deleted_after_the_retention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_jobs_hear_their_queue_position_move_up() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::start(dir.path()).await;
-    let mut config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    let stages = start_stages(dir.path()).await;
+    let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
     config.stages.max_running = 1;
     let gw = Gateway::start(config).await;
     let mut client = gw.client().await;
@@ -293,8 +293,8 @@ async fn waiting_jobs_hear_their_queue_position_move_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_store_has_one_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::empty();
-    let config = stages.gateway_config(dir.path(), &sqlite(dir.path()));
+    let stages = no_stages();
+    let config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
     let first = Gateway::start(config.clone()).await;
     let mut second = config;
     second.store.lock_wait_ms = 100;

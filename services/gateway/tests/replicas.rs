@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, Stages};
+use common::{Gateway, gateway_config, stages as start_stages};
 use sqlx::Connection as _;
 use vidmesh_proto::gateway::v1::{
     CancelJobRequest, GenerateRequest, GetJobRequest, JobEvent, JobState, WatchJobRequest, job_event::Event,
@@ -44,10 +44,10 @@ async fn collect(mut s: tonic::Streaming<JobEvent>) -> Vec<JobEvent> {
 async fn replicas_share_jobs_watch_and_cancel_through_postgres() {
     let (url, admin) = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
-    let stages = Stages::start(dir.path()).await;
+    let stages = start_stages(dir.path()).await;
     // Replica A runs jobs; replica B only serves the APIs, so every job B accepts runs on A.
-    let runner = Gateway::start(stages.gateway_config(dir.path(), &url)).await;
-    let mut api_only = stages.gateway_config(dir.path(), &url);
+    let runner = Gateway::start(gateway_config(&stages, dir.path(), &url)).await;
+    let mut api_only = gateway_config(&stages, dir.path(), &url);
     api_only.stages.max_running = 0;
     let front = Gateway::start(api_only).await;
     let (mut a, mut b) = (runner.client().await, front.client().await);

@@ -3,10 +3,8 @@
 //! video for the same prompt and seed (golden fixture case 0).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::future::Future;
 use std::path::PathBuf;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use vidmesh_proto::decoder::v1::{DecodeRequest, decode_event, decoder_client::DecoderClient};
@@ -19,59 +17,20 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn bundle() -> String {
-    repo().join("models/vidmesh-tiny").display().to_string()
-}
-
-fn opts() -> vidmesh_runtime::service::Options<std::future::Ready<()>> {
-    vidmesh_runtime::service::Options {
-        env: std::env::vars().collect(),
-        registry: prometheus::Registry::new(),
-        metrics_listener: None,
-        load_gate: std::future::ready(()),
-    }
-}
-
-/// Serves one stage on a fresh loopback port and waits until its health says SERVING.
-async fn stage<F, E>(
-    service: &str,
-    shutdown: &CancellationToken,
-    serve: impl FnOnce(TcpListener, CancellationToken) -> F,
-) -> Channel
-where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: Send + std::fmt::Debug + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut task = tokio::spawn(serve(listener, shutdown.clone()));
-    vidmesh_testkit::connect_when_serving(addr, service, &mut task).await
+/// A channel to `kind` served in this process (no watermark: the video is compared with the reference frames).
+async fn stage(kind: vidmesh_testmesh::Kind, root: &std::path::Path, shutdown: &CancellationToken) -> Channel {
+    let setup = vidmesh_testmesh::Setup { watermark_key_hex: String::new(), ..vidmesh_testmesh::Setup::new(root) };
+    let addr = vidmesh_testmesh::serve(kind, &setup, &prometheus::Registry::new(), shutdown).await.unwrap();
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_becomes_the_reference_video() {
     let storage = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
-    let te = stage(vidmesh_text_encoder::SERVICE_NAME, &shutdown, |l, s| {
-        let mut c = vidmesh_text_encoder::Config::default();
-        c.model.bundle = bundle();
-        vidmesh_text_encoder::serve_with(c, l, s, opts())
-    })
-    .await;
-    let dn = stage(vidmesh_denoiser::SERVICE_NAME, &shutdown, |l, s| {
-        let mut c = vidmesh_denoiser::Config::default();
-        c.model.bundle = bundle();
-        vidmesh_denoiser::serve_with(c, l, s, opts())
-    })
-    .await;
-    let root = storage.path().display().to_string();
-    let dc = stage(vidmesh_decoder::SERVICE_NAME, &shutdown, move |l, s| {
-        let mut c = vidmesh_decoder::Config::default();
-        c.model.bundle = bundle();
-        c.storage.local_root = root;
-        vidmesh_decoder::serve_with(c, l, s, opts())
-    })
-    .await;
+    let te = stage(vidmesh_testmesh::Kind::TextEncoder, storage.path(), &shutdown).await;
+    let dn = stage(vidmesh_testmesh::Kind::Denoiser, storage.path(), &shutdown).await;
+    let dc = stage(vidmesh_testmesh::Kind::Decoder, storage.path(), &shutdown).await;
 
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo().join("models/fixtures/vidmesh-tiny/cases.json")).unwrap())
