@@ -1,5 +1,5 @@
-//! Detection: per-frame residual (luma minus a range-gated local mean), averaged over each half of the video and
-//! differenced (the pattern flips sign at mid-video, static content does not), folded modulo the
+//! Detection: per-frame residual (luma minus a range-gated local mean), averaged over the frames of each sign of
+//! [`crate::temporal_sign`] and differenced (the pattern flips sign, static content does not), folded modulo the
 //! tile at each candidate scale, whitened, and correlated with the key's tile over every cyclic shift (by FFT); the
 //! best peak becomes a p-value.
 //!
@@ -15,13 +15,11 @@
 //! [`Suspect`] holds everything that depends only on the video, so trying many keys (the key-shuffle null) costs
 //! one inverse FFT per key and scale.
 
-use std::sync::Arc;
-
 use rustfft::num_complex::Complex;
-use rustfft::{Fft, FftPlanner};
 use vidmesh_video::Video;
 
 use crate::TILE;
+use crate::fft::Fft2;
 use crate::pattern::{Key, tile};
 
 /// Candidate scales of the suspect relative to the original (1 = as generated, 0.5 = downscaled by half).
@@ -56,42 +54,6 @@ pub fn normal_tail(z: f64) -> f64 {
                             + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let erfc = t * poly.exp();
     0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
-}
-
-/// Forward/inverse 2-D FFTs of TILE×TILE arrays.
-struct Fft2 {
-    forward: Arc<dyn Fft<f64>>,
-    inverse: Arc<dyn Fft<f64>>,
-}
-
-impl Fft2 {
-    fn new() -> Self {
-        let mut planner = FftPlanner::new();
-        Self { forward: planner.plan_fft_forward(TILE), inverse: planner.plan_fft_inverse(TILE) }
-    }
-
-    fn run(&self, data: &mut [Complex<f64>], inverse: bool) {
-        let fft = if inverse { &self.inverse } else { &self.forward };
-        for row in data.chunks_exact_mut(TILE) {
-            fft.process(row);
-        }
-        let mut col = vec![Complex::new(0.0, 0.0); TILE];
-        for x in 0..TILE {
-            for y in 0..TILE {
-                col[y] = data[y * TILE + x];
-            }
-            fft.process(&mut col);
-            for y in 0..TILE {
-                data[y * TILE + x] = col[y];
-            }
-        }
-    }
-
-    fn forward_real(&self, v: &[f64]) -> Vec<Complex<f64>> {
-        let mut c: Vec<Complex<f64>> = v.iter().map(|&x| Complex::new(x, 0.0)).collect();
-        self.run(&mut c, false);
-        c
-    }
 }
 
 /// E|W(f)|² over keys: the mean power spectrum of the key tile, from 512 fixed keys (computed once).
@@ -215,7 +177,7 @@ pub struct Accumulator {
     width: usize,
     height: usize,
     total: usize,
-    /// Residual sums of the first (+) and second (−) half.
+    /// Residual sums of the frames whose pattern sign is + and −.
     sums: [Vec<f64>; 2],
     counts: [usize; 2],
 }
@@ -230,15 +192,15 @@ impl Accumulator {
 
     /// Adds frame `index` (`width × height × 3` RGB8): its luma minus the content prediction ([`residual`]).
     pub fn push_at(&mut self, index: usize, rgb: &[u8]) {
-        let half = usize::from(crate::temporal_sign(index, self.total) < 0.0);
+        let group = usize::from(crate::temporal_sign(index, self.total) < 0.0);
         let y: Vec<f64> = rgb
             .chunks_exact(3)
             .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
             .collect();
-        for (a, v) in self.sums[half].iter_mut().zip(residual(&y, self.width, self.height)) {
+        for (a, v) in self.sums[group].iter_mut().zip(residual(&y, self.width, self.height)) {
             *a += v;
         }
-        self.counts[half] += 1;
+        self.counts[group] += 1;
     }
 
     /// Frames added so far.
@@ -246,13 +208,13 @@ impl Accumulator {
         self.counts[0] + self.counts[1]
     }
 
-    /// The prepared suspect: the first half's mean residual minus the second's (static content cancels); with
-    /// frames from one half only (a trimmed clip), that half's mean with its sign.
+    /// The prepared suspect: the mean residual of the + frames minus that of the − frames (static content
+    /// cancels); with frames of one sign only (a trimmed clip), their mean with its sign.
     pub fn finish(self) -> Suspect {
         let mut d = vec![0.0; self.width * self.height];
-        for (half, (sum, &n)) in self.sums.iter().zip(&self.counts).enumerate() {
+        for (group, (sum, &n)) in self.sums.iter().zip(&self.counts).enumerate() {
             if n > 0 {
-                let weight = if half == 0 { 1.0 } else { -1.0 } / n as f64;
+                let weight = if group == 0 { 1.0 } else { -1.0 } / n as f64;
                 d.iter_mut().zip(sum).for_each(|(o, v)| *o += weight * v);
             }
         }

@@ -3,7 +3,10 @@
 use sha2::{Digest as _, Sha256};
 use vidmesh_video::Video;
 
-use crate::{CELL, TILE};
+use rustfft::num_complex::Complex;
+
+use crate::fft::Fft2;
+use crate::{BAND, TILE};
 
 /// A 256-bit watermark key (from config/secret in production).
 #[derive(Clone, PartialEq, Eq)]
@@ -36,52 +39,60 @@ impl Default for Params {
     }
 }
 
-const CELLS: usize = TILE / CELL;
-
-/// The key's ±1 cell signs, `CELLS × CELLS`.
+/// The key's ±1 pixel signs, `TILE × TILE` (SHA-256 of key, version and block index, bit by bit).
 fn signs(key: &Key) -> Vec<f64> {
-    let mut out = Vec::with_capacity(CELLS * CELLS);
+    let mut out = Vec::with_capacity(TILE * TILE);
     let mut block = 0u32;
-    while out.len() < CELLS * CELLS {
+    while out.len() < TILE * TILE {
         let h = Sha256::new()
             .chain_update(key.0)
-            .chain_update(b"vidmesh-watermark-v1")
+            .chain_update(b"vidmesh-watermark-v2")
             .chain_update(block.to_le_bytes())
             .finalize();
         for byte in h {
             for bit in 0..8 {
-                if out.len() < CELLS * CELLS {
-                    out.push(if byte >> bit & 1 == 1 { 1.0 } else { -1.0 });
-                }
+                out.push(if byte >> bit & 1 == 1 { 1.0 } else { -1.0 });
             }
         }
         block += 1;
     }
+    out.truncate(TILE * TILE);
     out
 }
 
-/// The smoothed, zero-mean, unit-RMS tile (`TILE × TILE`, cyclic bilinear interpolation between cell centres).
+/// Whether tile frequency `(u, v)` (FFT indices) lies in the pattern's band [`BAND`] (radial, cycles per tile).
+pub(crate) fn in_band(u: usize, v: usize) -> bool {
+    let signed = |k: usize| if k > TILE / 2 { k as f64 - TILE as f64 } else { k as f64 };
+    let r = signed(u).hypot(signed(v));
+    (BAND.0..=BAND.1).contains(&r)
+}
+
+/// The zero-mean, unit-RMS tile (`TILE × TILE`): the key's ±1 pixel signs band-passed to [`BAND`] (an ideal
+/// radial filter in the tile's cyclic frequency domain), so the tile stays periodic.
 pub(crate) fn tile(key: &Key) -> Vec<f64> {
-    let s = signs(key);
-    let at = |cx: isize, cy: isize| {
-        s[cy.rem_euclid(CELLS as isize) as usize * CELLS + cx.rem_euclid(CELLS as isize) as usize]
-    };
-    let mut t = vec![0.0; TILE * TILE];
-    for y in 0..TILE {
-        for x in 0..TILE {
-            let fx = (x as f64 + 0.5) / CELL as f64 - 0.5;
-            let fy = (y as f64 + 0.5) / CELL as f64 - 0.5;
-            let (x0, y0) = (fx.floor(), fy.floor());
-            let (ax, ay) = (fx - x0, fy - y0);
-            let (x0, y0) = (x0 as isize, y0 as isize);
-            t[y * TILE + x] = (1.0 - ay) * ((1.0 - ax) * at(x0, y0) + ax * at(x0 + 1, y0))
-                + ay * ((1.0 - ax) * at(x0, y0 + 1) + ax * at(x0 + 1, y0 + 1));
+    let fft = Fft2::new();
+    let mut spectrum = fft.forward_real(&signs(key));
+    for (k, c) in spectrum.iter_mut().enumerate() {
+        if !in_band(k % TILE, k / TILE) {
+            *c = Complex::new(0.0, 0.0);
         }
     }
+    fft.run(&mut spectrum, true);
+    let t: Vec<f64> = spectrum.iter().map(|c| c.re).collect();
     let mean = t.iter().sum::<f64>() / t.len() as f64;
     let rms = (t.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / t.len() as f64).sqrt();
     t.iter().map(|v| (v - mean) / rms).collect()
 }
+
+/// How the luma delta is shared between R, G and B: proportional to each channel's luma weight, scaled so that
+/// the squared error summed over the three channels equals three times the luma delta's square — 16% more luma
+/// change than the same delta on all three channels at the same PSNR (the chroma it moves is the price).
+const CHANNEL: [f64; 3] = {
+    const L: [f64; 3] = [0.299, 0.587, 0.114];
+    // sqrt(3) / |L|, with |L| = sqrt(0.299² + 0.587² + 0.114²) = 0.668_542_4.
+    const K: f64 = 1.732_050_807_568_877_2 / 0.668_542_4;
+    [L[0] * K, L[1] * K, L[2] * K]
+};
 
 /// Embeds one key's watermark frame by frame (for writers that stream frames).
 pub struct Embedder {
@@ -98,9 +109,10 @@ impl Embedder {
     /// Embeds into frame `index` of `total` (RGB, `w × h`) in place; returns the squared error summed over its
     /// samples.
     ///
-    /// The same luma delta `s · sign · pattern` goes onto R, G and B (`sign` from [`crate::temporal_sign`]), with the amplitude `s` chosen (by bisection) so
-    /// that the frame's PSNR after rounding and clipping is `params.psnr_db`: energy that clipping would lose at
-    /// black or white is spent where it survives instead.
+    /// The delta `s · sign · pattern` goes onto R, G and B in proportion to their luma weights ([`CHANNEL`];
+    /// `sign` from [`crate::temporal_sign`]), with the amplitude `s` chosen (by bisection) so that the frame's
+    /// PSNR after rounding and clipping is `params.psnr_db`: energy that clipping would lose at black or white is
+    /// spent where it survives instead.
     pub fn embed_frame(&self, frame: &mut [u8], w: usize, h: usize, index: usize, total: usize) -> f64 {
         let sign = crate::temporal_sign(index, total);
         let pattern = |j: usize, i: usize| sign * self.tile[(j % TILE) * TILE + i % TILE];
@@ -110,10 +122,10 @@ impl Embedder {
             for j in 0..h {
                 for i in 0..w {
                     let d = s * pattern(j, i);
-                    for c in 0..3 {
+                    for (c, weight) in CHANNEL.iter().enumerate() {
                         let k = (j * w + i) * 3 + c;
                         let p = f64::from(frame[k]);
-                        let v = (p + d).round().clamp(0.0, 255.0);
+                        let v = (p + d * weight).round().clamp(0.0, 255.0);
                         se += (v - p).powi(2);
                         if let Some(o) = out.as_deref_mut() {
                             o[k] = v as u8;

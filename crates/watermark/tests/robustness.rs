@@ -121,14 +121,14 @@ fn invisible_and_detected_after_attacks() {
             println!("  {name:20} z {:6.2}  p {:9.2e}  scale {}", d.z, d.p_value, d.scale);
         }
         assert!(clean.p_value > 1e-3, "unmarked original flagged: {clean:?}");
-        // What this version holds on the fixtures (docs/detection.md has the full ffmpeg evaluation).
+        // What this version holds on the fixtures (docs/detection.md has the full ffmpeg evaluation): every
+        // single attack at p <= 1e-6 (z >= 8.3 measured), the combined one at p <= 1e-4 (case 0, black
+        // background: 7.2e-6; the target is p <= 1e-6 for 95% of videos).
         let p_of = |name: &str| found.iter().find(|(n, _)| *n == name).unwrap().1.p_value;
-        for (name, _) in attacks.iter().filter(|(n, _)| !["h264 qp 34-38", "combined"].contains(n)) {
+        for (name, _) in attacks.iter().filter(|(n, _)| *n != "combined") {
             assert!(p_of(name) <= 1e-6, "case {case}, {name}: p {:.2e}", p_of(name));
         }
-        assert!(p_of("h264 qp 34-38") <= 1e-3, "case {case}: p {:.2e}", p_of("h264 qp 34-38"));
-        // The target is p <= 1e-6 here for 95% of videos; case 0 (black background) reaches 4e-3.
-        assert!(p_of("combined") <= 1e-2, "case {case}, combined: p {:.2e}", p_of("combined"));
+        assert!(p_of("combined") <= 1e-4, "case {case}, combined: p {:.2e}", p_of("combined"));
     }
 }
 
