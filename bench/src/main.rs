@@ -1,7 +1,7 @@
 //! vidmesh-bench: measures the first two stages on this machine with the bundled model and prints a markdown
 //! report (docs/benchmarks.md is this output).
 //!
-//!   cargo run --release -p vidmesh-bench -- [--quick] [--out docs/benchmarks.md]
+//!   cargo run --release -p vidmesh-bench -- [--quick] [--only dit|denoiser|text-encoder|decoder|classifier] [--out docs/benchmarks.md]
 //!
 //! 1. DiT latency per scheduler step for 1/2/4/8 requests in one call (CFG: two rows per request), straight on
 //!    the ONNX session.
@@ -283,11 +283,24 @@ async fn main() -> Result<()> {
          scripts/fetch-onnxruntime.sh). These 2-core VMs differ by up to 2x from one machine to the next \
          (session 2 measured the DiT step at 3.07 ms at batch 1): compare rows within one run.\n"
     );
-    dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
-    denoiser_throughput(&env, if quick { 4 } else { 64 }, &mut out).await?;
-    text_encoder_latency(&env, if quick { 20 } else { 200 }, &mut out).await?;
-    decoder_memory(&mut out)?;
-    classifier_latency(&env, if quick { 2 } else { 5 }, &mut out).await?;
+    // `--only NAME` runs one section: dit, denoiser, text-encoder, decoder or classifier.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("dit") {
+        dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
+    }
+    if run("denoiser") {
+        denoiser_throughput(&env, if quick { 4 } else { 64 }, &mut out).await?;
+    }
+    if run("text-encoder") {
+        text_encoder_latency(&env, if quick { 20 } else { 200 }, &mut out).await?;
+    }
+    if run("decoder") {
+        decoder_memory(&mut out)?;
+    }
+    if run("classifier") {
+        classifier_latency(&env, if quick { 2 } else { 5 }, &mut out).await?;
+    }
     print!("{out}");
     if let Some(p) = out_path {
         std::fs::write(&p, &out).with_context(|| format!("writing {}", p.display()))?;

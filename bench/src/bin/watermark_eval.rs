@@ -119,6 +119,7 @@ async fn main() -> Result<()> {
     let null_trials: usize = arg(&args, "--null-trials", 1_000_000);
     let out_path: Option<PathBuf> =
         args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(Into::into);
+    let dump: Option<PathBuf> = args.iter().position(|a| a == "--dump").and_then(|i| args.get(i + 1)).map(Into::into);
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = tempfile::tempdir()?;
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -151,6 +152,21 @@ async fn main() -> Result<()> {
             guidance: None,
         };
         let clean = mesh.frames(&job).await?;
+        if let Some(dir) = &dump {
+            // Unmarked frames for watermark research: raw RGB24, frame after frame, plus their geometry.
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("{i}.rgb")), clean.frames.concat())?;
+            let meta = format!(
+                "{{\"width\":{},\"height\":{},\"frames\":{},\"fps\":{},\"prompt\":\"{}\"}}",
+                clean.width,
+                clean.height,
+                clean.frames.len(),
+                clean.fps,
+                job.prompt
+            );
+            std::fs::write(dir.join(format!("{i}.json")), meta)?;
+            continue;
+        }
         let mut marked = clean.clone();
         let mut se = 0.0;
         let total = marked.frames.len();
@@ -190,6 +206,9 @@ async fn main() -> Result<()> {
             suspects.push(suspect);
         }
         eprintln!("video {}/{n}: {:?}", i + 1, t0.elapsed());
+    }
+    if dump.is_some() {
+        return Ok(());
     }
 
     // 2. Synthetic negatives from ffmpeg's sources, re-encoded the usual way.
