@@ -64,7 +64,7 @@ fn expected_power() -> &'static [f64] {
         let mut acc = vec![0.0; TILE * TILE];
         const KEYS: u32 = 512;
         for i in 0..KEYS {
-            let w = fft.forward_real(&tile(&Key::derive(format!("vidmesh-watermark null {i}").as_bytes())));
+            let w = fft.forward_real(&tile(&Key::derive(format!("vidmesh-watermark null {i}").as_bytes()), &fft));
             acc.iter_mut().zip(&w).for_each(|(a, v)| *a += v.norm_sqr() / f64::from(KEYS));
         }
         acc
@@ -83,7 +83,7 @@ impl Reference {
     }
 
     fn with_fft(key: &Key, fft: &Fft2) -> Self {
-        Self { spectrum: fft.forward_real(&tile(key)).iter().map(|c| c.conj()).collect() }
+        Self { spectrum: fft.forward_real(&tile(key, fft)).iter().map(|c| c.conj()).collect() }
     }
 }
 

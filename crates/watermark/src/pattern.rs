@@ -61,16 +61,16 @@ fn signs(key: &Key) -> Vec<f64> {
 }
 
 /// Whether tile frequency `(u, v)` (FFT indices) lies in the pattern's band [`BAND`] (radial, cycles per tile).
-pub(crate) fn in_band(u: usize, v: usize) -> bool {
+fn in_band(u: usize, v: usize) -> bool {
     let signed = |k: usize| if k > TILE / 2 { k as f64 - TILE as f64 } else { k as f64 };
     let r = signed(u).hypot(signed(v));
     (BAND.0..=BAND.1).contains(&r)
 }
 
 /// The zero-mean, unit-RMS tile (`TILE × TILE`): the key's ±1 pixel signs band-passed to [`BAND`] (an ideal
-/// radial filter in the tile's cyclic frequency domain), so the tile stays periodic.
-pub(crate) fn tile(key: &Key) -> Vec<f64> {
-    let fft = Fft2::new();
+/// radial filter in the tile's cyclic frequency domain), so the tile stays periodic. `fft` is the caller's plan
+/// (many-key loops build it once).
+pub(crate) fn tile(key: &Key, fft: &Fft2) -> Vec<f64> {
     let mut spectrum = fft.forward_real(&signs(key));
     for (k, c) in spectrum.iter_mut().enumerate() {
         if !in_band(k % TILE, k / TILE) {
@@ -103,7 +103,7 @@ pub struct Embedder {
 impl Embedder {
     /// An embedder for `key`.
     pub fn new(key: &Key, params: Params) -> Self {
-        Self { tile: tile(key), params }
+        Self { tile: tile(key, &Fft2::new()), params }
     }
 
     /// Embeds into frame `index` of `total` (RGB, `w × h`) in place; returns the squared error summed over its
