@@ -1,8 +1,9 @@
 """Diffusion Transformer over spacetime latent patches (rectified-flow velocity prediction).
 
 Invariants:
-- Input latents [B, 8, T, h, w] (scaled, see vae.py) with h, w multiples of 4; patch (1, 4, 4) gives
-  T*(h/4)*(w/4) tokens (64 for the default 16 frames at 64x64).
+- Input latents [B, 8, T, h, w] (scaled, see vae.py) with h, w multiples of 2; patch (1, 2, 2) gives
+  T*(h/2)*(w/2) tokens (256 for the default 16 frames at 64x64: an 8x8 grid per latent frame, fine enough that a
+  slow object's 1-latent-pixel step between latent frames moves it across tokens rather than inside one).
 - Positions are fixed 3D sin-cos embeddings computed from the token grid at run time, so any T, h, w work and
   no learned position table ties the model to one size.
 - `timestep` is sigma * 1000 with sigma in [0, 1] (x_sigma = (1 - sigma) x0 + sigma noise); the output is the
@@ -27,12 +28,13 @@ import torch.nn.functional as F
 @dataclass
 class DiTConfig:
     in_channels: int = 8
-    patch: tuple[int, int, int] = (1, 4, 4)
+    patch: tuple[int, int, int] = (1, 2, 2)
     hidden: int = 128
     depth: int = 6
     heads: int = 4
     mlp_ratio: float = 3.0
     text_dim: int = 384
+    rope: bool = True  # 3D rotary positions in self-attention (on top of the additive sin-cos ones)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,9 +78,12 @@ class Attention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.export_fused = False
 
-    def forward(self, x: torch.Tensor, ctx: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         ctx = x if ctx is None else ctx
         q, k, v = self.q(x), self.k(ctx), self.v(ctx)
+        if rope is not None:
+            q, k = apply_rope(q, rope, self.heads), apply_rope(k, rope, self.heads)
         if self.export_fused:
             o = _FusedMHA.apply(q, k, v, mask, self.heads, self.q.out_features)
         else:
@@ -99,10 +104,11 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(D, hid), nn.GELU(approximate="tanh"), nn.Linear(hid, D))
         self.table = nn.Parameter(torch.randn(6, D) / math.sqrt(D))
 
-    def forward(self, x: torch.Tensor, t6: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t6: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         mod = self.table.unsqueeze(0) + t6  # [B, 6, D]
         sh1, sc1, g1, sh2, sc2, g2 = (mod[:, i : i + 1] for i in range(6))
-        x = x + g1 * self.attn(self.norm1(x) * (1 + sc1) + sh1)
+        x = x + g1 * self.attn(self.norm1(x) * (1 + sc1) + sh1, rope=rope)
         x = x + self.cross(self.norm2(x), y, mask)
         x = x + g2 * self.mlp(self.norm3(x) * (1 + sc2) + sh2)
         return x
@@ -122,6 +128,35 @@ def sincos_3d(t: int, h: int, w: int, dim: int) -> torch.Tensor:
     dt = dim - 2 * dxy
     gt, gy, gx = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
     return torch.cat([sincos_1d(gt.reshape(-1), dt), sincos_1d(gy.reshape(-1), dxy), sincos_1d(gx.reshape(-1), dxy)], dim=1)
+
+
+def rope_3d(t: int, h: int, w: int, head_dim: int, base: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [t*h*w, head_dim/2]: a quarter of the rotation pairs turn with time, the rest split
+    between row and column; each axis's frequencies run from 1 to 1/base radians per token."""
+    pairs = head_dim // 2
+    pt = pairs // 4
+    py = (pairs - pt) // 2
+    px = pairs - pt - py
+    gt, gy, gx = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+
+    def axis(pos: torch.Tensor, n: int) -> torch.Tensor:
+        freq = torch.exp(-math.log(base) * torch.arange(n, dtype=torch.float32) / n)
+        return pos.reshape(-1).to(torch.float32)[:, None] * freq[None]
+
+    ang = torch.cat([axis(gt, pt), axis(gy, py), axis(gx, px)], dim=1)
+    return torch.cos(ang), torch.sin(ang)
+
+
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], heads: int) -> torch.Tensor:
+    """Rotates consecutive channel pairs of every head of x [B, N, D] by the token's angles."""
+    cos, sin = rope
+    if cos.dtype != x.dtype:  # bf16 under CUDA autocast: q and k must keep the dtype v has
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    B, N, D = x.shape
+    x = x.reshape(B, N, heads, D // heads // 2, 2)
+    a, b = x[..., 0], x[..., 1]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    return torch.stack([a * c - b * s, a * s + b * c], dim=-1).reshape(B, N, D)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
@@ -172,12 +207,13 @@ class DiT(nn.Module):
         D = self.cfg.hidden
         x = self.embed(latents)  # [B, D, t, h, w]
         t, h, w = x.shape[2], x.shape[3], x.shape[4]
-        x = x.flatten(2).transpose(1, 2) + sincos_3d(t, h, w, D).unsqueeze(0)
+        x = x.flatten(2).transpose(1, 2) + sincos_3d(t, h, w, D).to(x.device).unsqueeze(0)
         temb = self.t_mlp(timestep_embedding(timestep))
         t6 = self.t_block(temb).reshape(B, 6, D)
         y = self.y_proj(text_states)
+        rope = tuple(r.to(x.device) for r in rope_3d(t, h, w, D // self.cfg.heads)) if self.cfg.rope else None
         for blk in self.blocks:
-            x = blk(x, t6, y, text_mask)
+            x = blk(x, t6, y, text_mask, rope)
         sh, sc = (self.out_table.unsqueeze(0) + temb.unsqueeze(1)).chunk(2, dim=1)
         x = self.out(self.norm_out(x) * (1 + sc) + sh)  # [B, N, C*pt*ph*pw]
         x = x.reshape(B, t, h, w, C, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)

@@ -39,15 +39,15 @@ def frames_u8(video: np.ndarray) -> np.ndarray:
 class TorchBackend:
     """PyTorch modules behind the backend interface (torch imported only here)."""
 
-    def __init__(self, text_encoder, dit, vae):  # noqa: ANN001
+    def __init__(self, text_encoder, dit, vae, device: str = "cpu"):  # noqa: ANN001
         import torch
 
-        self.torch = torch
-        self.te, self.dit, self.vae = text_encoder, dit.eval(), vae.eval()
+        self.torch, self.device = torch, device
+        self.te, self.dit, self.vae = text_encoder.to(device), dit.eval().to(device), vae.eval().to(device)
 
     def _run(self, fn, *arrays: np.ndarray) -> np.ndarray:  # noqa: ANN001
         with self.torch.no_grad():
-            return fn(*[self.torch.from_numpy(a) for a in arrays]).numpy()
+            return fn(*[self.torch.from_numpy(a).to(self.device) for a in arrays]).float().cpu().numpy()
 
     def encode_text(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run(self.te, ids, mask)

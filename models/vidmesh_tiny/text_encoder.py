@@ -77,12 +77,13 @@ class Layer(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, model_dir: Path | None = None):
+    def __init__(self, model_dir: Path | None = None, sd: dict[str, torch.Tensor] | None = None):
         super().__init__()
-        from safetensors.torch import load_file
+        if sd is None:
+            from safetensors.torch import load_file
 
-        d = model_dir or minilm_dir()
-        sd = {k.removeprefix("bert."): v.float() for k, v in load_file(str(d / "model.safetensors")).items()}
+            d = model_dir or minilm_dir()
+            sd = {k.removeprefix("bert."): v.float() for k, v in load_file(str(d / "model.safetensors")).items()}
         self.word = QEmbedding(sd["embeddings.word_embeddings.weight"])
         self.register_buffer("pos", sd["embeddings.position_embeddings.weight"][:MAX_TOKENS].clone())
         self.register_buffer("type0", sd["embeddings.token_type_embeddings.weight"][0].clone())
@@ -92,6 +93,11 @@ class TextEncoder(nn.Module):
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
+
+    @classmethod
+    def from_state(cls, sd: dict[str, torch.Tensor]) -> "TextEncoder":
+        """Built from a MiniLM-shaped state dict (keys without the `bert.` prefix) instead of the package's file."""
+        return cls(sd=sd)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         L = input_ids.shape[1]
@@ -104,14 +110,15 @@ class TextEncoder(nn.Module):
 
 
 @torch.no_grad()
-def encode_texts(enc: TextEncoder, tok: Tokenizer, texts: list[str], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_texts(enc: TextEncoder, tok: Tokenizer, texts: list[str], batch: int = 256,
+                 device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [N, MAX_TOKENS, 384] (float16, zero past the mask) and masks [N, MAX_TOKENS] (bool)."""
     states = torch.zeros(len(texts), MAX_TOKENS, HIDDEN, dtype=torch.float16)
     masks = torch.zeros(len(texts), MAX_TOKENS, dtype=torch.bool)
     for i in range(0, len(texts), batch):
         ids_np, m_np = tok(texts[i : i + batch])
         ids, m = torch.from_numpy(ids_np), torch.from_numpy(m_np)
-        h = enc(ids, m) * m[..., None]
+        h = enc(ids.to(device), m.to(device)).cpu() * m[..., None]
         states[i : i + batch, : ids.shape[1]] = h.half()
         masks[i : i + batch, : ids.shape[1]] = m.bool()
     return states, masks
