@@ -29,9 +29,9 @@ import torch.nn.functional as F
 class DiTConfig:
     in_channels: int = 8
     patch: tuple[int, int, int] = (1, 2, 2)
-    hidden: int = 128
-    depth: int = 6
-    heads: int = 4
+    hidden: int = 160
+    depth: int = 7
+    heads: int = 5
     mlp_ratio: float = 3.0
     text_dim: int = 384
     rope: bool = True  # 3D rotary positions in self-attention (on top of the additive sin-cos ones)
@@ -161,7 +161,7 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], heads: 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
     half = dim // 2
-    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).to(t.device)
     ang = t.to(torch.float32)[:, None] * freq[None]
     return torch.cat([torch.cos(ang), torch.sin(ang)], dim=1)
 

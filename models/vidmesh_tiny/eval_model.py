@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=200, help="videos per set at the default size")
     ap.add_argument("--n-other", type=int, default=100, help="videos per set at the other sizes")
     ap.add_argument("--quick", action="store_true", help="only seen + held-out at the default size")
+    ap.add_argument("--sizes", default=",".join(SIZES), help="sizes to evaluate (default: all three)")
+    ap.add_argument("--tag", default="", help="suffix of the written eval{tag}.json / eval{tag}.md")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--shift", type=float, default=None)
@@ -78,22 +80,27 @@ def main(argv: list[str] | None = None) -> None:
     m = tomllib.loads((args.bundle / "model.toml").read_text())
     backend = OrtBackend(args.bundle)
     tok = Tokenizer(args.bundle / "tokenizer.json")
+    # The full plan fixes each set's seed (1000 + its index), so a run over some sizes draws the same prompts.
     plan = [("seen", "16x64x64", args.n), ("held-out", "16x64x64", args.n)]
     if not args.quick:
         plan += [("paraphrase", "16x64x64", args.n), ("two-objects", "16x64x64", args.n_other // 2)]
         for size in ("16x64x96", "32x64x64"):
             plan += [("seen", size, args.n_other), ("held-out", size, args.n_other), ("paraphrase", size, args.n_other)]
+    sizes = args.sizes.split(",")
     rows = []
     for k, (name, size, n) in enumerate(plan):
+        if size not in sizes:
+            continue
         r = run_set(backend, tok, m, name, SIZES[size], n, seed=1000 + k, steps=args.steps, guidance=args.guidance,
                     shift=args.shift)
+        r["plan_index"] = k
         rows.append(r)
         print(f"{name:12s} {size:9s} n={n:4d} " + " ".join(f"{a}={100 * r['accuracy'][a]:.1f}%" for a in evaluate.ATTRS)
               + f" ({r['seconds']:.0f}s)", flush=True)
     if not args.quick:
         WORK.mkdir(parents=True, exist_ok=True)
-        (WORK / "eval.json").write_text(json.dumps(rows, indent=2))
-        (WORK / "eval.md").write_text(table(rows))
+        (WORK / f"eval{args.tag}.json").write_text(json.dumps(rows, indent=2))
+        (WORK / f"eval{args.tag}.md").write_text(table(rows))
 
 
 if __name__ == "__main__":
