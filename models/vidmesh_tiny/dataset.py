@@ -45,7 +45,7 @@ def _tokenizer() -> Tokenizer:
 
 
 @torch.no_grad()
-def text_states(n_clips: int = 30000, seed: int = 2, enc: TextEncoder | None = None, device: str = "cpu") -> dict:
+def text_states(n_clips: int = 40000, seed: int = 2, enc: TextEncoder | None = None, device: str = "cpu") -> dict:
     """Cached int8-MiniLM states of every caption and of the empty prompt."""
     if (ts := load(TEXT_PATH)) is not None and ts["n_clips"] == n_clips and ts["seed"] == seed:
         return ts
@@ -70,7 +70,7 @@ def _render_all(specs: list[world.Clip], workers: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def build(vae: VAE, n_clips: int = 30000, seed: int = 2, text_encoder: TextEncoder | None = None,
+def build(vae: VAE, n_clips: int = 40000, seed: int = 2, text_encoder: TextEncoder | None = None,
           device: str = "cpu", workers: int = 1) -> dict:
     ts = text_states(n_clips, seed, text_encoder, device)
     if (ds := load(PATH)) is not None and ds["n_clips"] == n_clips and ds["seed"] == seed:

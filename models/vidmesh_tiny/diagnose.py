@@ -31,7 +31,7 @@ def main(paths: list[str]) -> None:
     cached = load(dataset.PATH)
     if cached is None:
         raise SystemExit(f"no {dataset.PATH}: run the dit stage first")
-    ds = {**dataset.text_states(), "buckets": cached["buckets"]}
+    ds = {**dataset.text_states(cached["n_clips"], cached["seed"]), "buckets": cached["buckets"]}
     b = ds["buckets"][(16, 64, 64)]
     idx = b["index"][:64]
     for p in paths or [str(WORK / "dit.pt")]:
