@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from . import dataset
 from .common import WORK, load
-from .dit import DiT, DiTConfig
+from .dit import from_checkpoint
 
 
 def adjacent_corr(z: torch.Tensor) -> float:
@@ -36,9 +36,7 @@ def main(paths: list[str]) -> None:
     idx = b["index"][:64]
     for p in paths or [str(WORK / "dit.pt")]:
         ck = load(Path(p))
-        dit = DiT(DiTConfig(**{**ck["config"], "patch": tuple(ck["config"]["patch"])}))
-        dit.load_state_dict(ck["ema"])
-        dit.eval()
+        dit = from_checkpoint(ck)
         x0 = (b["latents"][:64] - ck["latent_shift"]) * ck["latent_scale"]
         states, masks = ds["states"][idx].float(), ds["masks"][idx].long()
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))

@@ -39,6 +39,11 @@ class DiTConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiTConfig":
+        """A checkpoint's `config`; those saved before RoPE existed (no `rope` key) had none."""
+        return cls(**{**d, "patch": tuple(d["patch"]), "rope": d.get("rope", False)})
+
 
 class _FusedMHA(torch.autograd.Function):
     """SDPA in eager mode; exported as com.microsoft::MultiHeadAttention (fused, CPU and CUDA kernels)."""
@@ -218,3 +223,10 @@ class DiT(nn.Module):
         x = self.out(self.norm_out(x) * (1 + sc) + sh)  # [B, N, C*pt*ph*pw]
         x = x.reshape(B, t, h, w, C, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return x.reshape(B, C, t * pt, h * ph, w * pw)
+
+
+def from_checkpoint(ck: dict) -> DiT:
+    """The DiT of a training checkpoint (train_dit.py), with its EMA weights, in eval mode."""
+    dit = DiT(DiTConfig.from_dict(ck["config"]))
+    dit.load_state_dict(ck["ema"])
+    return dit.eval()

@@ -25,7 +25,7 @@ import onnx
 import torch
 
 from .common import BUNDLE, WORK, load
-from .dit import DiT, DiTConfig
+from .dit import DiT, DiTConfig, from_checkpoint
 from .manifest import sha256
 from .text_encoder import HIDDEN, MAX_TOKENS, TextEncoder, Tokenizer, minilm_dir
 from .vae import LATENT_CHANNELS, S_COMP, T_COMP, VAE
@@ -110,10 +110,8 @@ def export_bundle(out: Path, dit_path: Path = WORK / "dit.pt") -> None:
     vae = VAE()
     vae.load_state_dict(vae_ck["model"])
     vae.eval()
-    cfg = DiTConfig(**{**dit_ck["config"], "patch": tuple(dit_ck["config"]["patch"])})
-    dit = DiT(cfg)
-    dit.load_state_dict(dit_ck["ema"])
-    dit.eval()
+    dit = from_checkpoint(dit_ck)
+    cfg = dit.cfg
     te = TextEncoder()
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

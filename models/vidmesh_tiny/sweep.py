@@ -30,21 +30,22 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def evaluate_ckpt(path: Path, n: int, device: str) -> list[dict]:
+    import tomllib
+
     import torch
 
     from . import eval_model, from_bundle
-    from .dit import DiT, DiTConfig
+    from .dit import from_checkpoint
     from .paths import BUNDLE
     from .sampler import TorchBackend
     from .tokenize import Tokenizer
 
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    dit = DiT(DiTConfig(**{**ck["config"], "patch": tuple(ck["config"]["patch"])}))
-    dit.load_state_dict(ck["ema"])
-    backend = TorchBackend(from_bundle.text_encoder(), dit, from_bundle.vae(), device=device)
+    backend = TorchBackend(from_bundle.text_encoder(), from_checkpoint(ck), from_bundle.vae(), device=device)
     tok = Tokenizer(BUNDLE / "tokenizer.json")
-    m = {"scheduler": {"steps": 30, "guidance": 5.0, "shift": 2.0},
-         "vae": {"latent_shift": ck["latent_shift"], "latent_scale": ck["latent_scale"]}}
+    # The bundle's sampler defaults; the latent scaling is the checkpoint's own (its training set's).
+    scheduler = tomllib.loads((BUNDLE / "model.toml").read_text())["scheduler"]
+    m = {"scheduler": scheduler, "vae": {"latent_shift": ck["latent_shift"], "latent_scale": ck["latent_scale"]}}
     rows = []
     for k, name in enumerate(("seen", "held-out")):
         r = eval_model.run_set(backend, tok, m, name, (16, 64, 64), n, seed=1000 + k, batch=50)

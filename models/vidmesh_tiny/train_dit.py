@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     ds = to_device(ds, dev)
     ck = load(args.ckpt)
     if ck is not None:
-        cfg = DiTConfig(**{**ck["config"], "patch": tuple(ck["config"]["patch"])})
+        cfg = DiTConfig.from_dict(ck["config"])
     else:
         cfg = DiTConfig(patch=(1, args.patch, args.patch), hidden=args.hidden, depth=args.depth, heads=args.heads,
                         rope=args.rope)
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
-        args.steps = ck["args"]["steps"] if args.time_budget is not None else args.steps
+        if args.time_budget is not None or args.end_at is not None:  # the step count the budget chose
+            args.steps = ck["args"]["steps"]
         print(f"resumed DiT at step {step}")
     print(f"DiT {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params {cfg.to_dict()}; latent shift {shift:.4f} "
           f"scale {scale:.4f}; device {dev}", flush=True)
