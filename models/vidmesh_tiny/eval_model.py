@@ -76,9 +76,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--shift", type=float, default=None)
+    ap.add_argument("--batch", type=int, default=25, help="videos sampled together")
+    ap.add_argument("--torch-device", default=None, metavar="DEVICE",
+                    help="sample with the bundle's weights in PyTorch on DEVICE (e.g. cuda) instead of ONNX Runtime; "
+                    "the export's parity check bounds the difference (whole videos within 1/255)")
     args = ap.parse_args(argv)
     m = tomllib.loads((args.bundle / "model.toml").read_text())
-    backend = OrtBackend(args.bundle)
+    if args.torch_device:
+        from . import from_bundle
+        from .sampler import TorchBackend
+
+        backend = TorchBackend(from_bundle.text_encoder(args.bundle), from_bundle.dit(args.bundle),
+                               from_bundle.vae(args.bundle), device=args.torch_device)
+    else:
+        backend = OrtBackend(args.bundle)
     tok = Tokenizer(args.bundle / "tokenizer.json")
     # The full plan fixes each set's seed (1000 + its index), so a run over some sizes draws the same prompts.
     plan = [("seen", "16x64x64", args.n), ("held-out", "16x64x64", args.n)]
@@ -91,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     for k, (name, size, n) in enumerate(plan):
         if size not in sizes:
             continue
-        r = run_set(backend, tok, m, name, SIZES[size], n, seed=1000 + k, steps=args.steps, guidance=args.guidance,
-                    shift=args.shift)
-        r["plan_index"] = k
+        r = run_set(backend, tok, m, name, SIZES[size], n, seed=1000 + k, batch=args.batch, steps=args.steps,
+                    guidance=args.guidance, shift=args.shift)
+        r["plan_index"], r["backend"] = k, f"torch-{args.torch_device}" if args.torch_device else "onnxruntime-cpu"
         rows.append(r)
         print(f"{name:12s} {size:9s} n={n:4d} " + " ".join(f"{a}={100 * r['accuracy'][a]:.1f}%" for a in evaluate.ATTRS)
               + f" ({r['seconds']:.0f}s)", flush=True)

@@ -21,6 +21,13 @@ from .paths import BUNDLE
 from .tokenize import HIDDEN, MAX_TOKENS
 from .vae import VAE
 
+# The DiT's latent scaling as the bundle records it (model.toml [vae]); a DiT continued from the bundle keeps it.
+def latent_scaling(bundle: Path = BUNDLE) -> tuple[float, float]:
+    import tomllib
+
+    m = tomllib.loads((bundle / "model.toml").read_text())["vae"]
+    return float(m["latent_shift"]), float(m["latent_scale"])
+
 
 def _initializers(path: Path) -> tuple[onnx.GraphProto, dict[str, np.ndarray]]:
     g = onnx.load(str(path)).graph
@@ -85,6 +92,59 @@ def text_encoder(bundle: Path = BUNDLE):  # noqa: ANN201
     enc = te.TextEncoder.from_state(skeleton)
     enc.load_state_dict(sd, strict=True)
     return enc.eval()
+
+
+def dit(bundle: Path = BUNDLE):  # noqa: ANN201
+    """The exported DiT (its EMA weights) as a torch module. Named initializers keep their parameter names; the
+    exporter stores each Linear's weight transposed and anonymous as the MatMul input of a node named after the
+    module path (`/blocks.0/mlp/mlp.0/MatMul`), and each adaLN table as a `[1, n, D]` Add input (`/blocks.0/Add`,
+    `/Add_1` for the output table). The architecture is read back from model.toml's [dit] section."""
+    import re
+    import tomllib
+
+    from .dit import DiT, DiTConfig
+
+    g, inits = _initializers(bundle / "dit.onnx")
+    m = tomllib.loads((bundle / "model.toml").read_text())["dit"]
+    sd = {k: torch.from_numpy(v.copy()) for k, v in inits.items() if not k.startswith("onnx::")}
+    for n in g.node:
+        for i in n.input:
+            if not i.startswith("onnx::") or i not in inits:
+                continue
+            path = re.sub(r"(\w+)\.\1\.", r"\1.", ".".join(n.name.strip("/").split("/")[:-1]))
+            w = torch.from_numpy(inits[i].copy())
+            if n.op_type == "MatMul":
+                sd[path + ".weight"] = w.T.contiguous()
+            elif n.op_type == "Add" and w.ndim == 3:
+                sd[(path + ".table") if path else "out_table"] = w[0]
+    # Rotary positions have no parameters and model.toml does not name them: take the variant ORT agrees with.
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(bundle / "dit.onnx"), providers=["CPUExecutionProvider"])
+    feed = _dit_probe()
+    ref = sess.run(["velocity"], feed)[0]
+    best = None
+    for rope in (True, False):
+        cfg = DiTConfig(patch=tuple(m["patch_size"]), hidden=m["hidden_size"], depth=m["depth"], heads=m["heads"], rope=rope)
+        model = DiT(cfg)
+        model.load_state_dict(sd, strict=True)
+        model.eval()
+        with torch.no_grad():
+            err = float(np.abs(model(*(torch.from_numpy(v) for v in feed.values())).numpy() - ref).max())
+        if best is None or err < best[0]:
+            best = (err, model)
+    if best[0] > 1e-4:
+        raise SystemExit(f"dit.onnx: the rebuilt DiT differs from ONNX Runtime by {best[0]:.2e}")
+    return best[1]
+
+
+def _dit_probe() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    mask = np.ones((2, 9), dtype=np.int64)
+    mask[1, 5:] = 0
+    return {"latents": rng.standard_normal((2, 8, 4, 8, 12)).astype(np.float32),
+            "timestep": np.array([900.0, 120.0], dtype=np.float32),
+            "text_states": rng.standard_normal((2, 9, HIDDEN)).astype(np.float32), "text_mask": mask}
 
 
 def check(bundle: Path = BUNDLE) -> dict[str, float]:

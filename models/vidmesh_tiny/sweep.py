@@ -26,10 +26,12 @@ VARIANTS: dict[str, list[str]] = {
     "p2-rope-h160": ["--patch", "2", "--rope", "--hidden", "160", "--depth", "7", "--heads", "5"],
     "p2-rope-s3": ["--patch", "2", "--rope", "--hidden", "128", "--depth", "6", "--heads", "4", "--sigma-shift", "3"],
     "p4-rope": ["--patch", "4", "--rope", "--hidden", "128", "--depth", "6", "--heads", "4"],
+    # 0.3.0's phase 3: the shipped 0.2.0 DiT continued at 4x the batch, 32-frame clips sampled twice as often.
+    "p3-bundle": ["--init-bundle", "--lr", "5e-4", "--warmup", "100", "--bucket-weight", "32x64x64=0.3"],
 }
 
 
-def evaluate_ckpt(path: Path, n: int, device: str) -> list[dict]:
+def evaluate_ckpt(path: Path, n: int, device: str, sizes: tuple[tuple[int, int, int], ...] = ((16, 64, 64),)) -> list[dict]:
     import tomllib
 
     import torch
@@ -47,10 +49,11 @@ def evaluate_ckpt(path: Path, n: int, device: str) -> list[dict]:
     scheduler = tomllib.loads((BUNDLE / "model.toml").read_text())["scheduler"]
     m = {"scheduler": scheduler, "vae": {"latent_shift": ck["latent_shift"], "latent_scale": ck["latent_scale"]}}
     rows = []
-    for k, name in enumerate(("seen", "held-out")):
-        r = eval_model.run_set(backend, tok, m, name, (16, 64, 64), n, seed=1000 + k, batch=50)
-        r["step"] = ck["step"]
-        rows.append(r)
+    for j, size in enumerate(sizes):
+        for k, name in enumerate(("seen", "held-out")):
+            r = eval_model.run_set(backend, tok, m, name, size, n if j == 0 else n // 2, seed=1000 + k + 10 * j, batch=50)
+            r["step"], r["size"] = ck["step"], "x".join(map(str, size))
+            rows.append(r)
     return rows
 
 
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clips", type=int, default=40000)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--tokens-per-batch", type=int, default=32768)
-    ap.add_argument("--eval-n", type=int, default=100)
+    ap.add_argument("--eval-n", type=int, default=100, help="prompts per set at the default size (half that at the others)")
+    ap.add_argument("--eval-sizes", default="16x64x64", help="comma-separated TxHxW, the first is the default size")
     ap.add_argument("--eval-reserve", type=float, default=75.0, help="seconds kept for evaluation after training")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--extra", default="", help="more train_dit flags for every variant")
@@ -109,12 +113,13 @@ def main(argv: list[str] | None = None) -> None:
 
     done = [n for n in names if (args.out / f"{n}.pt").exists()]
     with ProcessPoolExecutor(max_workers=max(1, len(done)), mp_context=mp.get_context("spawn")) as pool:
-        futs = {n: pool.submit(evaluate_ckpt, args.out / f"{n}.pt", args.eval_n, args.device) for n in done}
+        sizes = tuple(tuple(int(v) for v in sz.split("x")) for sz in args.eval_sizes.split(","))
+        futs = {n: pool.submit(evaluate_ckpt, args.out / f"{n}.pt", args.eval_n, args.device, sizes) for n in done}
         results = {}
         for name, fut in futs.items():
             results[name] = rows = fut.result()
             for r in rows:
-                print(f"{name:14s} step {r['step']} {r['set']:9s} " + " ".join(f"{a}={100 * v:.0f}%" for a, v in r["accuracy"].items())
+                print(f"{name:14s} step {r['step']} {r['size']} {r['set']:9s} " + " ".join(f"{a}={100 * v:.0f}%" for a, v in r["accuracy"].items())
                       + f" ({r['seconds']:.0f}s)", flush=True)
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"sweep done in {time.time() - t_start:.0f}s", flush=True)

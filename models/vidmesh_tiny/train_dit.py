@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema-out", type=Path, default=None, help="also write the EMA weights alone (for export) here at every save")
     ap.add_argument("--ckpt", type=Path, default=CKPT)
     ap.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights (fresh optimizer)")
+    ap.add_argument("--init-bundle", action="store_true",
+                    help="start from the committed bundle's DiT (dit.onnx, fresh optimizer) and keep its latent scaling")
+    ap.add_argument("--bucket-weight", action="append", default=[], metavar="TxHxW=P",
+                    help="sample this bucket with probability P instead of its share of the clips (repeatable)")
     args = ap.parse_args(argv)
 
     seed_all(args.seed)
@@ -102,8 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     shift, scale = dataset.latent_stats(ds)
     ds = to_device(ds, dev)
     ck = load(args.ckpt)
+    bundle_dit = None
     if ck is not None:
         cfg = DiTConfig.from_dict(ck["config"])
+    elif args.init_bundle:
+        from . import from_bundle
+
+        bundle_dit = from_bundle.dit()
+        cfg = bundle_dit.cfg
     else:
         cfg = DiTConfig(patch=(1, args.patch, args.patch), hidden=args.hidden, depth=args.depth, heads=args.heads,
                         rope=args.rope)
@@ -112,8 +122,17 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))  # noqa: E731
     step = 0
+    if bundle_dit is not None:
+        model.load_state_dict(bundle_dit.state_dict())
+        ema.load_state_dict(bundle_dit.state_dict())
+        print("initialised from the bundle's dit.onnx")
+    if args.init_bundle:  # the scaling the initial weights were trained with, not this set's own
+        from . import from_bundle
+
+        shift, scale = from_bundle.latent_scaling()
     if args.init_from is not None and ck is None:
         init = load(args.init_from)
+        shift, scale = init["latent_shift"], init["latent_scale"]  # the scaling those weights were trained with
         model.load_state_dict(init["ema"])
         ema.load_state_dict(init["ema"])
         print(f"initialised from {args.init_from} (step {init['step']})")
@@ -122,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
+        shift, scale = ck.get("latent_shift", shift), ck.get("latent_scale", scale)
         if args.time_budget is not None or args.end_at is not None:  # the step count the budget chose
             args.steps = ck["args"]["steps"]
         print(f"resumed DiT at step {step}")
@@ -130,6 +150,14 @@ def main(argv: list[str] | None = None) -> None:
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda") else torch.autocast("cpu", enabled=False)
     keys = sorted(ds["buckets"])
     weights = np.array([len(ds["buckets"][k]["index"]) for k in keys], dtype=np.float64)
+    weights /= weights.sum()
+    for bw in args.bucket_weight:
+        size, p = bw.split("=")
+        k = keys.index(tuple(int(v) for v in size.split("x")))
+        rest = [i for i in range(len(keys)) if i != k]
+        weights[rest] *= (1 - float(p)) / weights[rest].sum()
+        weights[k] = float(p)
+    print("bucket sampling: " + ", ".join(f"{'x'.join(map(str, k))} {w:.2f}" for k, w in zip(keys, weights)), flush=True)
 
     def save() -> None:
         meta = {"step": step, "config": cfg.to_dict(), "latent_shift": shift, "latent_scale": scale,
