@@ -98,9 +98,15 @@ impl Onnx {
         self.config.execution_provider
     }
 
-    /// Opens an ONNX file as a session with full graph optimisation on the configured provider.
-    pub fn session(&self, file: &Path) -> Result<Session, ModelError> {
-        let ort_err = |e: ort::Error| ModelError::Ort(format!("{}: {e}", file.display()));
+    /// The configured CUDA device ordinal.
+    pub fn device_id(&self) -> i32 {
+        self.config.device_id
+    }
+
+    /// Session options every session of this process uses: full graph optimisation, the configured threads and
+    /// execution provider (CUDA registered with error-on-failure). `what` names the model in errors.
+    pub fn builder(&self, what: &str) -> Result<ort::session::builder::SessionBuilder, ModelError> {
+        let ort_err = |e: ort::Error| ModelError::Ort(format!("{what}: {e}"));
         let mut builder = Session::builder(&self.env)
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -112,13 +118,18 @@ impl Onnx {
             let cuda = ort::ep::CUDA::default().with_device_id(self.config.device_id).build().error_on_failure();
             builder = builder.with_execution_providers([cuda]).map_err(|e| {
                 ModelError::Ort(format!(
-                    "execution_provider = \"cuda\" but CUDA could not be registered for {} ({e}); use the GPU build \
-                     of ONNX Runtime (scripts/fetch-onnxruntime.sh --gpu) on a machine with an NVIDIA GPU, or set \
-                     execution_provider = \"cpu\"",
-                    file.display()
+                    "execution_provider = \"cuda\" but CUDA could not be registered for {what} ({e}); use the GPU \
+                     build of ONNX Runtime (scripts/fetch-onnxruntime.sh --gpu) on a machine with an NVIDIA GPU, or \
+                     set execution_provider = \"cpu\""
                 ))
             })?;
         }
-        builder.commit_from_file(file).map_err(ort_err)
+        Ok(builder)
+    }
+
+    /// Opens an ONNX file as a session with full graph optimisation on the configured provider.
+    pub fn session(&self, file: &Path) -> Result<Session, ModelError> {
+        let what = file.display().to_string();
+        self.builder(&what)?.commit_from_file(file).map_err(|e| ModelError::Ort(format!("{what}: {e}")))
     }
 }

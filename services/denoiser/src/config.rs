@@ -24,6 +24,22 @@ pub struct Config {
     pub max_guidance: f32,
     /// Largest request message accepted, in bytes (init latents of long, large videos exceed gRPC's 4 MiB default).
     pub max_request_bytes: usize,
+    /// Device-resident step loop (IO binding: latents stay in the execution provider's memory between steps):
+    /// `auto` (on with CUDA, off on the CPU provider, where the host loop is as fast), `on`, or `off`.
+    pub io_binding: IoBinding,
+}
+
+/// `io_binding` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBinding {
+    /// On exactly when the execution provider is CUDA.
+    #[default]
+    Auto,
+    /// Always the device-resident loop.
+    On,
+    /// Always the host loop.
+    Off,
 }
 
 /// `[batching]`.
@@ -50,6 +66,7 @@ impl Default for Config {
             max_steps: 200,
             max_guidance: 50.0,
             max_request_bytes: 64 << 20,
+            io_binding: IoBinding::Auto,
         }
     }
 }

@@ -447,3 +447,79 @@ async fn requests_larger_than_grpcs_default_limit_are_accepted_up_to_the_configu
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("init_latents has shape"), "{}", err.message());
 }
+
+fn io_bound() -> Config {
+    Config { io_binding: vidmesh_denoiser::config::IoBinding::On, ..Config::default() }
+}
+
+/// The device-resident loop (IO binding, here on the CPU provider: the same code path as on CUDA) reproduces the
+/// golden latents and the host loop's results, and moves latents between host and device only when a request
+/// joins or leaves — never per step.
+#[tokio::test]
+async fn io_binding_matches_the_host_loop_and_moves_no_latents_per_step() {
+    let mut dev = start(io_bound()).await;
+    let mut host = start(Config::default()).await;
+    for i in 0..cases().len() {
+        let got = run(&mut dev.client, case_request(i)).await.latents.expect("latents");
+        let want = tensor(&fixture(i), "latents_final");
+        let d = max_diff(&got.data, &want.data);
+        assert!(d <= 1e-3, "case {i}: max abs diff {d} from the reference sampler");
+        let h = run(&mut host.client, case_request(i)).await.latents.unwrap();
+        let d = max_diff(&got.data, &h.data);
+        assert!(d <= 1e-5, "case {i}: device loop vs host loop {d}");
+    }
+    assert_eq!(metric(&host, "denoiser_transfer_bytes_total"), 0.0, "the host loop binds nothing");
+    let mut moved = vec![];
+    for steps in [5, 20] {
+        let before = metric(&dev, "denoiser_transfer_bytes_total");
+        let out = run(&mut dev.client, DenoiseRequest { steps, ..case_request(0) }).await;
+        assert!(out.latents.is_some());
+        moved.push(metric(&dev, "denoiser_transfer_bytes_total") - before);
+    }
+    assert!(moved[0] > 0.0);
+    assert_eq!(moved[0], moved[1], "bytes moved do not grow with the number of steps");
+    // Every scheduler kind the model supports, with previews, against the host loop.
+    for scheduler in ["flow_match_euler", "flow_match_dpmpp_2m"] {
+        let req = DenoiseRequest { steps: 8, preview_every: 3, scheduler: scheduler.into(), ..case_request(1) };
+        let (a, b) = (run(&mut dev.client, req.clone()).await, run(&mut host.client, req).await);
+        let previews = |o: &Outcome| -> Vec<(u32, usize)> {
+            o.events
+                .iter()
+                .filter_map(|e| {
+                    if let Ev::Preview(p) = e {
+                        Some((p.step, p.x0.as_ref().map_or(0, |t| t.data.len())))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(previews(&a), previews(&b), "{scheduler}: same previews");
+        let d = max_diff(&a.latents.unwrap().data, &b.latents.unwrap().data);
+        assert!(d <= 1e-4, "{scheduler}: device loop vs host loop {d}");
+    }
+}
+
+#[tokio::test]
+async fn io_binding_batches_concurrent_requests_each_equal_to_its_solo_run() {
+    let r = start(io_bound()).await;
+    let reqs: Vec<DenoiseRequest> =
+        (0..4).map(|k| DenoiseRequest { seed: 200 + k, steps: 12 + 2 * k as u32, ..case_request(0) }).collect();
+    let calls = reqs.iter().map(|q| {
+        let (mut c, q) = (r.client.clone(), q.clone());
+        async move { run(&mut c, q).await }
+    });
+    let together = futures::future::join_all(calls).await;
+    let widest = together
+        .iter()
+        .flat_map(|o| &o.events)
+        .filter_map(|e| if let Ev::Progress(p) = e { Some(p.batch_requests) } else { None })
+        .max()
+        .unwrap();
+    assert_eq!(widest, 4, "all four requests shared at least one DiT call");
+    for (q, t) in reqs.into_iter().zip(&together) {
+        let solo = run(&mut r.client.clone(), q).await;
+        let d = max_diff(&t.latents.as_ref().unwrap().data, &solo.latents.unwrap().data);
+        assert!(d <= 1e-5, "batched vs solo: {d}");
+    }
+}

@@ -17,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::dit::{Dit, DitBatch};
 use super::metrics::Metrics;
+use super::resident::Resident;
 use super::scheduler::{Scheduler, guide};
 use crate::error::Error;
 
@@ -60,6 +61,8 @@ pub enum Event {
 
 /// One admitted request.
 pub struct Job {
+    /// Unique per engine (the device-resident loop keys its state by it).
+    pub id: u64,
     /// Latent shape [C, T', h, w]: the batching bucket.
     pub latent_shape: [usize; 4],
     /// Prompt states padded to max_tokens × hidden.
@@ -72,8 +75,10 @@ pub struct Job {
     pub guidance: f32,
     /// Noise levels.
     pub schedule: Scheduler,
-    /// Current latents.
+    /// Current latents (host copy; with the device-resident loop, current whenever the job is not on the device).
     pub x: Vec<f32>,
+    /// Previous step's clean estimate, for the device-resident loop's multistep update (empty = none yet).
+    pub prev: Vec<f32>,
     /// Preview period in steps (0 = none).
     pub preview_every: u32,
     /// Give up after this instant.
@@ -115,8 +120,9 @@ pub struct LoopParams {
     pub timestep_scale: f32,
 }
 
-/// Runs until the submission channel closes and no job is left.
-pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
+/// Runs until the submission channel closes and no job is left. With `resident`, latents stay in the execution
+/// provider's memory between steps (IO binding); without, every step goes through host vectors.
+pub fn run(mut dit: Dit, mut resident: Option<Resident>, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
     let mut active: Vec<Job> = Vec::new();
     loop {
         if active.is_empty() {
@@ -147,7 +153,7 @@ pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
         picked.sort_by_key(|&i| active[i].clock.last_run);
         picked.truncate(p.max_batch.max(1));
         picked.sort_unstable();
-        let finished = step_batch(&mut dit, &mut active, &picked, &p, &m);
+        let finished = step_batch(&mut dit, resident.as_mut(), &mut active, &picked, &p, &m);
         // Remove finished jobs (highest index first so the others keep their positions), update the gauge and
         // release their admission permits before their last event goes out, so a client that saw its result
         // never sees itself counted — nor refused for capacity it no longer holds.
@@ -164,7 +170,82 @@ pub fn run(mut dit: Dit, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
 
 /// One DiT call for `picked` jobs, then a scheduler step for each. Returns the jobs that ended (ascending
 /// indices) with their terminal event, which the caller sends after removing them.
-fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParams, m: &Metrics) -> Vec<(usize, Event)> {
+fn step_batch(
+    dit: &mut Dit,
+    resident: Option<&mut Resident>,
+    active: &mut [Job],
+    picked: &[usize],
+    p: &LoopParams,
+    m: &Metrics,
+) -> Vec<(usize, Event)> {
+    // Previews due at this step, per picked job.
+    let want_x0: Vec<bool> = picked
+        .iter()
+        .map(|&i| {
+            let job = &active[i];
+            let done = job.clock.step + 1;
+            job.preview_every > 0 && done.is_multiple_of(job.preview_every as usize) && done < job.schedule.steps()
+        })
+        .collect();
+    let timer = Instant::now();
+    let result = match resident {
+        None => host_step(dit, active, picked, &want_x0, p),
+        Some(r) => resident_step(r, dit, active, picked, &want_x0, p, m),
+    };
+    m.step_seconds.observe(timer.elapsed().as_secs_f64());
+    m.batch_requests.observe(picked.len() as f64);
+    let previews = match result {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("DiT step failed: {e}");
+            return picked
+                .iter()
+                .map(|&i| {
+                    m.outcome("failed");
+                    (i, Event::Failed(Error::Inference(e.clone())))
+                })
+                .collect();
+        }
+    };
+    let mut finished = Vec::new();
+    for (&i, x0) in picked.iter().zip(previews) {
+        let job = &mut active[i];
+        let total = job.schedule.steps() as u32;
+        let done = (job.clock.step + 1) as u32;
+        if let Some(x0) = x0 {
+            let _ = job.events.send(Event::Preview { step: done, x0 });
+        }
+        job.clock.step += 1;
+        job.clock.last_run = Instant::now();
+        m.steps.inc();
+        let elapsed = job.clock.admitted.elapsed();
+        let eta = elapsed.mul_f64(f64::from(total - done) / f64::from(done));
+        let _ = job.events.send(Event::Progress {
+            step: done,
+            total,
+            sigma: job.schedule.sigmas[job.clock.step],
+            elapsed,
+            eta,
+            batch_requests: picked.len() as u32,
+        });
+        if job.clock.step == job.schedule.steps() {
+            m.outcome("completed");
+            let latents = std::mem::take(&mut job.x);
+            finished.push((i, Event::Done { latents, steps: total, elapsed }));
+        }
+    }
+    finished
+}
+
+/// The host path: batch assembled from host vectors, velocity back to the host, scheduler on the CPU.
+/// Returns the requested previews.
+fn host_step(
+    dit: &mut Dit,
+    active: &mut [Job],
+    picked: &[usize],
+    want_x0: &[bool],
+    p: &LoopParams,
+) -> Result<Vec<Option<Vec<f32>>>, String> {
     let shape = active[picked[0]].latent_shape;
     let n: usize = shape.iter().product();
     let rows: usize = picked.iter().map(|&i| if active[i].uncond.is_some() { 2 } else { 1 }).sum();
@@ -192,26 +273,10 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
             batch.mask.extend_from_slice(mask);
         }
     }
-    let timer = Instant::now();
-    let result = dit.run(batch);
-    m.step_seconds.observe(timer.elapsed().as_secs_f64());
-    m.batch_requests.observe(picked.len() as f64);
-    let v = match result {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!("DiT run failed: {e}");
-            return picked
-                .iter()
-                .map(|&i| {
-                    m.outcome("failed");
-                    (i, Event::Failed(Error::Inference(e.clone())))
-                })
-                .collect();
-        }
-    };
-    let mut finished = Vec::new();
+    let v = dit.run(batch)?;
+    let mut previews = Vec::with_capacity(picked.len());
     let mut row = 0;
-    for &i in picked {
+    for (&i, &want) in picked.iter().zip(want_x0) {
         let job = &mut active[i];
         let mut vel = v[row * n..(row + 1) * n].to_vec();
         row += 1;
@@ -220,31 +285,41 @@ fn step_batch(dit: &mut Dit, active: &mut [Job], picked: &[usize], p: &LoopParam
             row += 1;
         }
         let step = job.clock.step;
-        let total = job.schedule.steps() as u32;
-        let done = (step + 1) as u32;
-        if job.preview_every > 0 && done.is_multiple_of(job.preview_every) && (done as usize) < job.schedule.steps() {
-            let x0 = job.schedule.x0(step, &job.x, &vel);
-            let _ = job.events.send(Event::Preview { step: done, x0 });
-        }
+        previews.push(want.then(|| job.schedule.x0(step, &job.x, &vel)));
         job.schedule.step(step, &mut job.x, &vel);
-        job.clock.step += 1;
-        job.clock.last_run = Instant::now();
-        m.steps.inc();
-        let elapsed = job.clock.admitted.elapsed();
-        let eta = elapsed.mul_f64(f64::from(total - done) / f64::from(done));
-        let _ = job.events.send(Event::Progress {
-            step: done,
-            total,
-            sigma: job.schedule.sigmas[job.clock.step],
-            elapsed,
-            eta,
-            batch_requests: picked.len() as u32,
-        });
-        if job.clock.step == job.schedule.steps() {
-            m.outcome("completed");
-            let latents = std::mem::take(&mut job.x);
-            finished.push((i, Event::Done { latents, steps: total, elapsed }));
-        }
     }
-    finished
+    Ok(previews)
+}
+
+/// The device-resident path ([`Resident`]); reads latents back only for previews and finishing jobs.
+fn resident_step(
+    r: &mut Resident,
+    dit: &mut Dit,
+    active: &mut [Job],
+    picked: &[usize],
+    want_x0: &[bool],
+    p: &LoopParams,
+    m: &Metrics,
+) -> Result<Vec<Option<Vec<f32>>>, String> {
+    let mut timesteps = Vec::new();
+    let mut coeffs = Vec::new();
+    let mut read_back = false;
+    for &i in picked {
+        let job = &active[i];
+        let t = job.schedule.timestep(job.clock.step, p.timestep_scale);
+        timesteps.push(t);
+        if job.uncond.is_some() {
+            timesteps.push(t);
+        }
+        let g = if job.uncond.is_some() { job.guidance } else { 1.0 };
+        coeffs.push((job.schedule.coefficients(job.clock.step), g));
+        read_back |= job.clock.step + 1 == job.schedule.steps();
+    }
+    let out = r
+        .step(dit.session_mut(), active, picked, (p.tokens, p.hidden), timesteps, &coeffs, want_x0, read_back, m)
+        .map_err(|e| e.to_string());
+    if out.is_err() {
+        r.forget();
+    }
+    Ok(out?.x0)
 }

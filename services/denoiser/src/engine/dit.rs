@@ -33,6 +33,11 @@ impl Dit {
         Self { session }
     }
 
+    /// The session, for IO-bound runs (engine::resident).
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
     /// Runs the batch; returns the velocity, same layout as `latents`.
     pub fn run(&mut self, b: DitBatch) -> Result<Vec<f32>, String> {
         let [c, t, h, w] = b.latent_shape;

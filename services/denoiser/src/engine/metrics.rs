@@ -15,6 +15,10 @@ pub struct Metrics {
     pub active: IntGauge,
     /// Finished requests by outcome (completed, cancelled, deadline_exceeded, failed, rejected).
     pub requests: IntCounterVec,
+    /// Bytes of latents and text states the device-resident loop moved between host memory and the execution
+    /// provider's memory, by direction (`to_device`, `to_host`). Counted on the CPU provider too, where the
+    /// "device" is host memory, so tests can show that a step with an unchanged batch moves none.
+    pub transfer_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -32,12 +36,20 @@ impl Metrics {
                 Opts::new("denoiser_requests_total", "Finished requests by outcome"),
                 &["outcome"],
             )?,
+            transfer_bytes: IntCounterVec::new(
+                Opts::new(
+                    "denoiser_transfer_bytes_total",
+                    "Latent and text-state bytes moved between host and execution-provider memory (IO binding)",
+                ),
+                &["direction"],
+            )?,
         };
         registry.register(Box::new(m.batch_requests.clone()))?;
         registry.register(Box::new(m.step_seconds.clone()))?;
         registry.register(Box::new(m.steps.clone()))?;
         registry.register(Box::new(m.active.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.transfer_bytes.clone()))?;
         Ok(m)
     }
 

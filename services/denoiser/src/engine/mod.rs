@@ -8,6 +8,7 @@ pub mod batcher;
 pub mod dit;
 pub mod metrics;
 pub mod noise;
+pub mod resident;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use vidmesh_model::{Manifest, Onnx, Part};
 
-use crate::config::Config;
+use crate::config::{Config, IoBinding};
 use crate::error::Error;
 pub use batcher::Event;
 use batcher::{Clock, Job, LoopParams};
@@ -72,6 +73,9 @@ pub struct Denoiser {
     pub metrics: metrics::Metrics,
     retry_after: Duration,
     prediction: Prediction,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Whether the device-resident (IO binding) loop runs.
+    pub io_binding: bool,
 }
 
 impl Denoiser {
@@ -83,6 +87,19 @@ impl Denoiser {
         let prediction = Prediction::parse(&m.dit.prediction)
             .ok_or_else(|| Error::Inference(format!("dit.prediction {:?} is unknown", m.dit.prediction)))?;
         let dit = dit::Dit::new(onnx.session(&bundle.path(&m.dit.component.file))?);
+        let cuda = onnx.provider() == vidmesh_model::ExecutionProvider::Cuda;
+        let io_binding = match config.io_binding {
+            IoBinding::Auto => cuda,
+            IoBinding::On => true,
+            IoBinding::Off => false,
+        };
+        let resident = if io_binding {
+            let step = resident::step_session(&onnx.builder("step graph")?)
+                .map_err(|e| Error::Inference(format!("step graph: {e}")))?;
+            Some(resident::Resident::new(step, resident::Placement { cuda, device_id: onnx.device_id() }))
+        } else {
+            None
+        };
         let metrics = metrics::Metrics::register(registry).map_err(|e| Error::Inference(format!("metrics: {e}")))?;
         let params = LoopParams {
             max_batch: config.batching.max_batch,
@@ -94,7 +111,7 @@ impl Denoiser {
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("denoiser-model".into())
-            .spawn(move || batcher::run(dit, rx, params, thread_metrics))
+            .spawn(move || batcher::run(dit, resident, rx, params, thread_metrics))
             .map_err(|e| Error::Inference(format!("cannot start the model thread: {e}")))?;
         let this = Self {
             tx,
@@ -103,6 +120,8 @@ impl Denoiser {
             metrics,
             retry_after: Duration::from_millis(config.batching.retry_after_ms),
             prediction,
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            io_binding,
         };
         this.warm_up()?;
         Ok(this)
@@ -172,6 +191,7 @@ impl Denoiser {
         let uncond = if req.guidance == 1.0 { None } else { req.negative.as_deref().map(|s| self.pad(s)) };
         let (events, rx) = unbounded_channel();
         let job = Job {
+            id: self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             latent_shape: req.latent_shape,
             cond,
             cond_mask,
@@ -179,6 +199,7 @@ impl Denoiser {
             guidance: req.guidance,
             schedule,
             x,
+            prev: Vec::new(),
             preview_every: req.preview_every,
             deadline: req.deadline,
             events,

@@ -129,6 +129,24 @@ fn dpm_flow_sigmas(steps: usize, shift: f64) -> Vec<f32> {
     s
 }
 
+/// Step `i` of any kind as one linear update, for the device-resident loop (engine::resident): with `m` the
+/// guided model output and `prev` the previous step's clean estimate,
+/// `x_next = a·x + b·m + c·prev` and `x0 = p·x + q·m` (this step's clean estimate, the next step's `prev`).
+/// Every kind's update is linear in (x, m, prev); folding its constants changes only float rounding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepCoefficients {
+    /// Weight of the current latents.
+    pub a: f32,
+    /// Weight of the guided model output.
+    pub b: f32,
+    /// Weight of the previous clean estimate (second-order multistep only; 0 otherwise).
+    pub c: f32,
+    /// Clean estimate: weight of the latents.
+    pub p: f32,
+    /// Clean estimate: weight of the model output.
+    pub q: f32,
+}
+
 /// One request's scheduler.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
@@ -295,6 +313,63 @@ impl Scheduler {
         self.prev_x0 = Some(m0);
     }
 
+    /// Step `i` as [`StepCoefficients`]; the same update as [`Scheduler::step`] (whose multistep memory is used
+    /// when `i > 0`, exactly as `step` uses it after its first call), up to float rounding.
+    pub fn coefficients(&self, i: usize) -> StepCoefficients {
+        // The clean estimate x0 = p·x + q·m of `x0()` / `ddim_x0_eps()`.
+        let (p, q) = match (self.kind, self.prediction) {
+            (Kind::Ddim, Prediction::V) => {
+                let a = self.alphas[i];
+                (a.sqrt(), -(1.0 - a).sqrt())
+            }
+            (Kind::Ddim, _) => {
+                let a = self.alphas[i];
+                (1.0 / a.sqrt(), -(1.0 - a).sqrt() / a.sqrt())
+            }
+            (_, Prediction::FlowVelocity) => (1.0, -self.sigmas[i]),
+            (_, Prediction::Epsilon) => {
+                let (a, s) = self.alpha_sigma(self.sigmas[i]);
+                (1.0 / a, -s / a)
+            }
+            (_, Prediction::V) => {
+                let (a, s) = self.alpha_sigma(self.sigmas[i]);
+                (a, -s)
+            }
+        };
+        let (a, b, c) = match self.kind {
+            Kind::FlowMatchEuler => (1.0, self.sigmas[i + 1] - self.sigmas[i], 0.0),
+            Kind::Ddim => {
+                let ap = self.alphas[i + 1];
+                let (c0, c1) = (ap.sqrt(), (1.0 - ap).sqrt());
+                let (sa, sb) = (self.alphas[i].sqrt(), (1.0 - self.alphas[i]).sqrt());
+                match self.prediction {
+                    // eps = sa·m + sb·x
+                    Prediction::V => (c0 * sa + c1 * sb, c1 * sa - c0 * sb, 0.0),
+                    // eps = m
+                    _ => (c0 * p, c0 * q + c1, 0.0),
+                }
+            }
+            Kind::FlowMatchDpmpp2m | Kind::Dpmpp2m => {
+                let lambda = |(a, s): (f32, f32)| a.ln() - s.ln();
+                let (alpha_t, sigma_t) = self.alpha_sigma(self.sigmas[i + 1]);
+                let (alpha_s0, sigma_s0) = self.alpha_sigma(self.sigmas[i]);
+                let h = lambda((alpha_t, sigma_t)) - lambda((alpha_s0, sigma_s0));
+                let c_x = sigma_t / sigma_s0;
+                let c_d = alpha_t * ((-h).exp() - 1.0);
+                if i == 0 || i + 1 == self.steps() {
+                    (c_x - c_d * p, -c_d * q, 0.0)
+                } else {
+                    // x' = c_x·x − c_d·d0 − ½c_d·(d0 − prev)/r0
+                    let (alpha_s1, sigma_s1) = self.alpha_sigma(self.sigmas[i - 1]);
+                    let h0 = lambda((alpha_s0, sigma_s0)) - lambda((alpha_s1, sigma_s1));
+                    let k = 0.5 * c_d / (h0 / h);
+                    (c_x - (c_d + k) * p, -(c_d + k) * q, k)
+                }
+            }
+        };
+        StepCoefficients { a, b, c, p, q }
+    }
+
     /// Starting latents for a run from `init` (strength < 1), at step 0's noise level.
     pub fn noised(&self, init: &[f32], noise: &[f32]) -> Vec<f32> {
         match self.prediction {
@@ -331,6 +406,51 @@ mod tests {
         let skipped = Scheduler::new(Kind::FlowMatchEuler, Prediction::FlowVelocity, 10, 1.0, 4);
         assert_eq!(skipped.steps(), 6);
         assert!((skipped.sigmas[0] - 0.6).abs() < 1e-7);
+    }
+
+    /// The device loop's linear form reproduces `step` (and `x0`) for every kind and prediction, multistep
+    /// memory included, up to float rounding.
+    #[test]
+    fn coefficients_reproduce_every_step() {
+        let n = 64;
+        let mut seed = 1u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for (kind, pred) in [
+            (Kind::FlowMatchEuler, Prediction::FlowVelocity),
+            (Kind::FlowMatchDpmpp2m, Prediction::FlowVelocity),
+            (Kind::Ddim, Prediction::Epsilon),
+            (Kind::Ddim, Prediction::V),
+            (Kind::Dpmpp2m, Prediction::Epsilon),
+            (Kind::Dpmpp2m, Prediction::V),
+        ] {
+            for skip in [0, 3] {
+                let mut host = Scheduler::new(kind, pred, 8, 2.0, skip);
+                let lin = host.clone();
+                let mut x: Vec<f32> = (0..n).map(|_| rnd()).collect();
+                let mut y = x.clone();
+                let mut prev = vec![0.0f32; n];
+                for i in 0..host.steps() {
+                    let m: Vec<f32> = (0..n).map(|_| rnd()).collect();
+                    let x0 = host.x0(i, &x, &m);
+                    host.step(i, &mut x, &m);
+                    let k = lin.coefficients(i);
+                    let y0: Vec<f32> = y.iter().zip(&m).map(|(y, m)| k.p * y + k.q * m).collect();
+                    y = y.iter().zip(&m).zip(&prev).map(|((y, m), p)| k.a * y + k.b * m + k.c * p).collect();
+                    prev = y0.clone();
+                    let scale = x.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+                    for (a, b) in x.iter().zip(&y).chain(x0.iter().zip(&y0)) {
+                        assert!(
+                            (a - b).abs() <= 2e-5 * scale.max(b.abs()),
+                            "{kind:?}/{pred:?} skip {skip} step {i}: {a} vs {b}"
+                        );
+                    }
+                    y.clone_from(&x); // compare one step at a time from the same state
+                }
+            }
+        }
     }
 
     #[test]

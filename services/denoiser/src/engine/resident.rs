@@ -1,0 +1,312 @@
+//! The device-resident step loop (IO binding): latents stay in the execution provider's memory between steps.
+//!
+//! Per step, the DiT runs through an [`IoBinding`] whose `latents`, `text_states` and `text_mask` inputs are
+//! device tensors and whose `velocity` output is allocated on the device; then a small *step graph* — built here
+//! with ONNX Runtime's model editor and run on the same provider — applies guidance and the scheduler update
+//! (every kind's update is linear: [`StepCoefficients`]) and gathers the next step's DiT input, all on the device.
+//! Only the per-row timesteps and step coefficients (a few floats per request) come from the host each step.
+//!
+//! Invariants:
+//! - A bucket's device state belongs to one ordered set of jobs. When that set changes (a job joins, finishes,
+//!   is cancelled) the state goes back to the host mirrors of its jobs (`Job::x`, `Job::prev`) and is uploaded
+//!   afresh for the new set; a step whose set is unchanged moves no latents (metric `transfer_bytes`).
+//! - Each row's arithmetic depends only on that row, so a job's result equals its solo run exactly.
+//! - Final latents and previews are read back from the device on the step that produces them.
+
+use ort::editor::{Graph, Model, Node, ONNX_DOMAIN, Opset};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::operator::Attribute;
+use ort::session::Session;
+use ort::session::builder::SessionBuilder;
+use ort::value::{Outlet, Shape, SymbolicDimensions, Tensor, TensorElementType, ValueType};
+
+use super::batcher::Job;
+use super::metrics::Metrics;
+use super::scheduler::StepCoefficients;
+
+type OrtResult<T> = Result<T, ort::Error>;
+
+/// Where device tensors live.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    /// True for CUDA, false for the CPU provider.
+    pub cuda: bool,
+    /// CUDA device ordinal.
+    pub device_id: i32,
+}
+
+impl Placement {
+    fn device(&self) -> AllocationDevice<'static> {
+        if self.cuda { AllocationDevice::CUDA } else { AllocationDevice::CPU }
+    }
+
+    fn memory(&self) -> OrtResult<MemoryInfo<'static>> {
+        MemoryInfo::new(self.device(), self.device_id, AllocatorType::Device, MemoryType::Default)
+    }
+}
+
+/// The step graph's per-row scalar inputs, in input order.
+const COEFFS: [&str; 6] = ["a", "b", "c", "p", "q", "g"];
+
+fn f32_input(name: &str, dims: [&str; 5]) -> Outlet {
+    let shape = Shape::new(dims.iter().map(|d| if d.is_empty() { 1 } else { -1 }));
+    let symbols = SymbolicDimensions::new(dims.iter().map(|d| d.to_string()));
+    Outlet::new(name, ValueType::Tensor { ty: TensorElementType::Float32, shape, dimension_symbols: symbols })
+}
+
+fn index_input(name: &str, dim: &str) -> Outlet {
+    let ty = TensorElementType::Int64;
+    Outlet::new(
+        name,
+        ValueType::Tensor {
+            ty,
+            shape: Shape::new([-1]),
+            dimension_symbols: SymbolicDimensions::new([dim.to_string()]),
+        },
+    )
+}
+
+/// Builds the step graph on `builder`'s provider:
+/// `m = vu + g·(vc − vu)` with `vc`/`vu` gathered from `velocity` by `cond_idx`/`uncond_idx`;
+/// `x_next = a·x + b·m + c·prev`; `x0 = p·x + q·m`; `dit_next = x_next[row_job]`.
+pub fn step_session(builder: &SessionBuilder) -> OrtResult<Session> {
+    let lat = |rows: &'static str| [rows, "c", "t", "h", "w"];
+    let mut graph = Graph::new()?;
+    let mut inputs =
+        vec![f32_input("velocity", lat("rows")), f32_input("x", lat("batch")), f32_input("prev", lat("batch"))];
+    inputs.extend(COEFFS.iter().map(|n| f32_input(n, ["batch", "", "", "", ""])));
+    inputs.extend([
+        index_input("cond_idx", "batch"),
+        index_input("uncond_idx", "batch"),
+        index_input("row_job", "rows"),
+    ]);
+    graph.set_inputs(inputs)?;
+    graph.set_outputs([
+        f32_input("x_next", lat("batch")),
+        f32_input("x0", lat("batch")),
+        f32_input("dit_next", lat("rows")),
+    ])?;
+    let axis0 = || Attribute::new("axis", 0i64);
+    let nodes: [(&str, &[&str], &str); 14] = [
+        ("Gather", &["velocity", "cond_idx"], "vc"),
+        ("Gather", &["velocity", "uncond_idx"], "vu"),
+        ("Sub", &["vc", "vu"], "d"),
+        ("Mul", &["g", "d"], "gd"),
+        ("Add", &["vu", "gd"], "m"),
+        ("Mul", &["a", "x"], "ax"),
+        ("Mul", &["b", "m"], "bm"),
+        ("Mul", &["c", "prev"], "cp"),
+        ("Add", &["ax", "bm"], "axbm"),
+        ("Add", &["axbm", "cp"], "x_next"),
+        ("Mul", &["p", "x"], "px"),
+        ("Mul", &["q", "m"], "qm"),
+        ("Add", &["px", "qm"], "x0"),
+        ("Gather", &["x_next", "row_job"], "dit_next"),
+    ];
+    for (op, ins, out) in nodes {
+        let attrs = if op == "Gather" { vec![axis0()?] } else { vec![] };
+        graph.add_node(Node::new(op, ONNX_DOMAIN, out, ins, [out], attrs)?)?;
+    }
+    let mut model = Model::new([Opset::new(ONNX_DOMAIN, 18)?])?;
+    model.set_graph(graph)?;
+    model.into_session(builder)
+}
+
+/// One bucket's device state, for the jobs `ids` in this order.
+struct Bucket {
+    ids: Vec<u64>,
+    /// Elements per row.
+    n: usize,
+    x: Tensor<f32>,
+    prev: Tensor<f32>,
+    dit_in: Tensor<f32>,
+    states: Tensor<f32>,
+    mask: Tensor<i64>,
+    cond_idx: Tensor<i64>,
+    uncond_idx: Tensor<i64>,
+    row_job: Tensor<i64>,
+}
+
+/// The device-resident loop's sessions and state.
+pub struct Resident {
+    step: Session,
+    place: Placement,
+    bucket: Option<Bucket>,
+}
+
+/// What one resident step produced for the host.
+pub struct StepOutput {
+    /// Per picked job: its clean estimate, when a preview was asked for.
+    pub x0: Vec<Option<Vec<f32>>>,
+}
+
+impl Resident {
+    /// Wraps a step-graph session on `place`.
+    pub fn new(step: Session, place: Placement) -> Self {
+        Self { step, place, bucket: None }
+    }
+
+    fn upload<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+        &self,
+        shape: Vec<usize>,
+        data: Vec<T>,
+        m: &Metrics,
+    ) -> OrtResult<Tensor<T>> {
+        m.transfer_bytes.with_label_values(&["to_device"]).inc_by((data.len() * size_of::<T>()) as u64);
+        let t = Tensor::from_array((shape, data))?;
+        if self.place.cuda { t.to(self.place.device(), self.place.device_id) } else { Ok(t) }
+    }
+
+    fn download(&self, t: &Tensor<f32>, m: &Metrics) -> OrtResult<Vec<f32>> {
+        let host = if self.place.cuda { t.to(AllocationDevice::CPU, 0)? } else { t.clone() };
+        let (_, data) = host.extract_tensor();
+        m.transfer_bytes.with_label_values(&["to_host"]).inc_by((data.len() * 4) as u64);
+        Ok(data.to_vec())
+    }
+
+    /// Drops the device state without reading it back (after a failed step, whose jobs all fail).
+    pub fn forget(&mut self) {
+        self.bucket = None;
+    }
+
+    /// Writes the device state back into the host mirrors of the jobs still in `active` and forgets it.
+    pub fn evict(&mut self, active: &mut [Job], m: &Metrics) -> OrtResult<()> {
+        let Some(b) = self.bucket.take() else { return Ok(()) };
+        if !active.iter().any(|j| b.ids.contains(&j.id)) {
+            return Ok(());
+        }
+        let (x, prev) = (self.download(&b.x, m)?, self.download(&b.prev, m)?);
+        for job in active.iter_mut() {
+            if let Some(k) = b.ids.iter().position(|&id| id == job.id) {
+                job.x.copy_from_slice(&x[k * b.n..(k + 1) * b.n]);
+                job.prev = prev[k * b.n..(k + 1) * b.n].to_vec();
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, active: &[Job], picked: &[usize], tokens: usize, hidden: usize, m: &Metrics) -> OrtResult<()> {
+        let shape = active[picked[0]].latent_shape;
+        let n: usize = shape.iter().product();
+        let lat = |rows: usize| vec![rows, shape[0], shape[1], shape[2], shape[3]];
+        let (mut x, mut prev, mut dit_in, mut states, mut mask) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut cond_idx, mut uncond_idx, mut row_job) = (vec![], vec![], vec![]);
+        for (k, &i) in picked.iter().enumerate() {
+            let job = &active[i];
+            x.extend_from_slice(&job.x);
+            if job.prev.is_empty() {
+                prev.resize(prev.len() + n, 0.0)
+            } else {
+                prev.extend_from_slice(&job.prev)
+            }
+            cond_idx.push(row_job.len() as i64);
+            row_job.push(k as i64);
+            dit_in.extend_from_slice(&job.x);
+            states.extend_from_slice(&job.cond);
+            mask.extend_from_slice(&job.cond_mask);
+            if let Some((s, mk)) = &job.uncond {
+                uncond_idx.push(row_job.len() as i64);
+                row_job.push(k as i64);
+                dit_in.extend_from_slice(&job.x);
+                states.extend_from_slice(s);
+                mask.extend_from_slice(mk);
+            } else {
+                uncond_idx.push(*cond_idx.last().unwrap_or(&0));
+            }
+        }
+        let (b, r) = (picked.len(), row_job.len());
+        self.bucket = Some(Bucket {
+            ids: picked.iter().map(|&i| active[i].id).collect(),
+            n,
+            x: self.upload(lat(b), x, m)?,
+            prev: self.upload(lat(b), prev, m)?,
+            dit_in: self.upload(lat(r), dit_in, m)?,
+            states: self.upload(vec![r, tokens, hidden], states, m)?,
+            mask: self.upload(vec![r, tokens], mask, m)?,
+            cond_idx: Tensor::from_array((vec![b], cond_idx))?,
+            uncond_idx: Tensor::from_array((vec![b], uncond_idx))?,
+            row_job: Tensor::from_array((vec![r], row_job))?,
+        });
+        Ok(())
+    }
+
+    /// One step for `picked` (ascending indices into `active`): DiT + guidance + scheduler update on the device.
+    /// `timesteps` has one entry per DiT row; `coeffs` one per picked job. `want_x0[k]` asks for picked job k's
+    /// clean estimate (a preview); `read_back` asks for every picked job's new latents in its host mirror (a job
+    /// finishes), which also ends this device state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        dit: &mut Session,
+        active: &mut [Job],
+        picked: &[usize],
+        (tokens, hidden): (usize, usize),
+        timesteps: Vec<f32>,
+        coeffs: &[(StepCoefficients, f32)],
+        want_x0: &[bool],
+        read_back: bool,
+        m: &Metrics,
+    ) -> OrtResult<StepOutput> {
+        let ids: Vec<u64> = picked.iter().map(|&i| active[i].id).collect();
+        if self.bucket.as_ref().is_none_or(|b| b.ids != ids) {
+            self.evict(active, m)?;
+            self.load(active, picked, tokens, hidden, m)?;
+        }
+        let b = self.bucket.as_mut().expect("loaded above");
+        let mem = self.place.memory()?;
+        let mut bind = dit.create_binding()?;
+        bind.bind_input("latents", &b.dit_in)?;
+        bind.bind_input("timestep", &Tensor::from_array((vec![timesteps.len()], timesteps))?)?;
+        bind.bind_input("text_states", &b.states)?;
+        bind.bind_input("text_mask", &b.mask)?;
+        bind.bind_output_to_device("velocity", &mem)?;
+        let velocity =
+            dit.run_binding(&bind)?.remove("velocity").ok_or_else(|| ort::Error::new("no velocity output"))?;
+
+        let mut sb = self.step.create_binding()?;
+        sb.bind_input("velocity", &velocity)?;
+        sb.bind_input("x", &b.x)?;
+        sb.bind_input("prev", &b.prev)?;
+        let per_row = |f: &dyn Fn(&(StepCoefficients, f32)) -> f32| -> OrtResult<Tensor<f32>> {
+            Tensor::from_array((vec![coeffs.len(), 1, 1, 1, 1], coeffs.iter().map(f).collect::<Vec<f32>>()))
+        };
+        let scalars = [
+            per_row(&|c| c.0.a)?,
+            per_row(&|c| c.0.b)?,
+            per_row(&|c| c.0.c)?,
+            per_row(&|c| c.0.p)?,
+            per_row(&|c| c.0.q)?,
+            per_row(&|c| c.1)?,
+        ];
+        for (name, t) in COEFFS.iter().zip(&scalars) {
+            sb.bind_input(*name, t)?;
+        }
+        sb.bind_input("cond_idx", &b.cond_idx)?;
+        sb.bind_input("uncond_idx", &b.uncond_idx)?;
+        sb.bind_input("row_job", &b.row_job)?;
+        for out in ["x_next", "x0", "dit_next"] {
+            sb.bind_output_to_device(out, &mem)?;
+        }
+        let mut outs = self.step.run_binding(&sb)?;
+        let mut take = |name: &str| -> OrtResult<Tensor<f32>> {
+            outs.remove(name).ok_or_else(|| ort::Error::new(format!("no {name} output")))?.downcast()
+        };
+        b.x = take("x_next")?;
+        b.prev = take("x0")?;
+        b.dit_in = take("dit_next")?;
+        drop(outs);
+
+        let n = b.n;
+        let x0 = if want_x0.iter().any(|&w| w) {
+            let prev = self.bucket.as_ref().map(|b| b.prev.clone()).expect("loaded");
+            let all = self.download(&prev, m)?;
+            want_x0.iter().enumerate().map(|(k, &w)| w.then(|| all[k * n..(k + 1) * n].to_vec())).collect()
+        } else {
+            vec![None; picked.len()]
+        };
+        if read_back {
+            self.evict(active, m)?;
+        }
+        Ok(StepOutput { x0 })
+    }
+}
