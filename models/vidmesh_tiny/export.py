@@ -32,7 +32,7 @@ from .vae import LATENT_CHANNELS, S_COMP, T_COMP, VAE
 
 OPSET = 18
 DTYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 3: "int8"}
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],

@@ -62,5 +62,5 @@ fn longer_and_wider_videos_and_bad_sizes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("24 frames is not supported"));
 
     let out = vidmesh(dir.path(), KEY, &["models"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("vidmesh-tiny 0.2.0"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vidmesh-tiny 0.3.0"));
 }
