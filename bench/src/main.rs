@@ -1,12 +1,13 @@
 //! vidmesh-bench: measures the first two stages on this machine with the bundled model and prints a markdown
 //! report (docs/benchmarks.md is this output).
 //!
-//!   cargo run --release -p vidmesh-bench -- [--quick] [--only dit|denoiser|text-encoder|decoder|classifier] [--out docs/benchmarks.md]
+//!   cargo run --release -p vidmesh-bench -- [--quick] [--cuda] [--only dit|denoiser|text-encoder|decoder|classifier] [--out docs/benchmarks.md]
 //!
 //! 1. DiT latency per scheduler step for 1/2/4/8 requests in one call (CFG: two rows per request), straight on
 //!    the ONNX session.
 //! 2. Denoiser throughput over gRPC: N concurrent requests at the default size, with step-level batching
-//!    (max_batch 8) and without (max_batch 1).
+//!    (max_batch 8) and without (max_batch 1), and batched with the device-resident loop (IO binding), with
+//!    the latent bytes it moved between host and device per DiT call.
 //! 3. Text-encoder latency over gRPC for one prompt per call: cache hits vs misses (cache disabled).
 //! 4. Decoder peak memory by frame count (a child process per size).
 //! 5. Classifier time per clip, in process, from small to 640x360 clips.
@@ -100,16 +101,29 @@ async fn connect(addr: std::net::SocketAddr) -> Result<Channel> {
     Ok(Channel::from_shared(format!("http://{addr}"))?.connect().await?)
 }
 
-async fn denoiser_throughput(env: &HashMap<String, String>, requests: usize, out: &mut String) -> Result<()> {
+async fn denoiser_throughput(
+    env: &HashMap<String, String>,
+    onnx: &OnnxConfig,
+    requests: usize,
+    out: &mut String,
+) -> Result<()> {
     out.push_str(&format!(
         "\n## Denoiser throughput over gRPC ({requests} concurrent requests, 16x64x64, 30 steps, CFG 5)\n\n"
     ));
-    out.push_str("| step-level batching | wall s | requests/s | mean requests per DiT call |\n|---|---|---|---|\n");
+    out.push_str(
+        "| step-level batching | IO binding | wall s | requests/s | mean requests per DiT call | latent bytes moved per \
+         DiT call |\n|---|---|---|---|---|---|\n",
+    );
     let states = TensorF32::new(vec![12, 384], vec![0.01; 12 * 384]).to_proto();
-    for max_batch in [1usize, 8] {
+    use vidmesh_denoiser::config::IoBinding;
+    // Request 0's final latents per row: every row must produce the same video.
+    let mut first: Vec<Vec<f32>> = Vec::new();
+    for (max_batch, io) in [(1usize, IoBinding::Off), (8, IoBinding::Off), (8, IoBinding::On)] {
         let mut config = vidmesh_denoiser::Config::default();
         config.model.bundle = bundle_dir().display().to_string();
         config.batching.max_batch = max_batch;
+        config.onnxruntime = onnx.clone();
+        config.io_binding = io;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let registry = prometheus::Registry::new();
@@ -123,7 +137,8 @@ async fn denoiser_throughput(env: &HashMap<String, String>, requests: usize, out
         let task = tokio::spawn(vidmesh_denoiser::serve_with(config, listener, shutdown.clone(), opts));
         let channel = connect(addr).await?;
         wait_serving(channel.clone(), vidmesh_denoiser::SERVICE_NAME).await?;
-        let calls_before = vidmesh_runtime::metrics::value(&registry, "denoiser_batch_requests").unwrap_or(0.0);
+        let metric = |name: &str| vidmesh_runtime::metrics::value(&registry, name).unwrap_or(0.0);
+        let (calls_before, bytes_before) = (metric("denoiser_batch_requests"), metric("denoiser_transfer_bytes_total"));
         let start = Instant::now();
         let runs = (0..requests).map(|k| {
             let mut client = DenoiserClient::new(channel.clone());
@@ -135,27 +150,44 @@ async fn denoiser_throughput(env: &HashMap<String, String>, requests: usize, out
             };
             async move {
                 let mut s = client.denoise(req).await?.into_inner();
-                let mut done = false;
+                let (mut done, mut latents) = (false, None);
+                let mut asm = vidmesh_runtime::tensor::Assembler::new("latents");
                 while let Some(ev) = s.message().await? {
                     done |= matches!(ev.event, Some(Ev::Completed(_)));
+                    if let Some(Ev::Latents(chunk)) = ev.event
+                        && let Some(t) = asm.push(chunk).map_err(|e| anyhow::anyhow!("{e}"))?
+                    {
+                        latents = Some(t.data);
+                    }
                 }
                 anyhow::ensure!(done, "stream ended without completion");
-                Ok::<(), anyhow::Error>(())
+                latents.context("no latents")
             }
         });
-        futures::future::try_join_all(runs).await?;
+        let results = futures::future::try_join_all(runs).await?;
+        first.push(results[0].clone());
         let wall = start.elapsed();
-        let calls = vidmesh_runtime::metrics::value(&registry, "denoiser_batch_requests").unwrap_or(0.0) - calls_before;
+        let calls = metric("denoiser_batch_requests") - calls_before;
+        let bytes = metric("denoiser_transfer_bytes_total") - bytes_before;
         out.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} |\n",
             if max_batch > 1 { format!("on (max_batch {max_batch})") } else { "off (max_batch 1)".into() },
+            if io == IoBinding::On { "on" } else { "off" },
             wall.as_secs_f64(),
             requests as f64 / wall.as_secs_f64(),
-            (requests * 30) as f64 / calls
+            (requests * 30) as f64 / calls,
+            if io == IoBinding::On { format!("{:.0}", bytes / calls) } else { "all (host loop)".into() }
         ));
         shutdown.cancel();
         task.await?.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    out.push_str(&format!(
+        "\nRequest 0's final latents, max |difference| from the unbatched host loop's: batched {:.2e}, batched with \
+         IO binding {:.2e}.\n",
+        diff(&first[0], &first[1]),
+        diff(&first[0], &first[2])
+    ));
     Ok(())
 }
 
@@ -275,13 +307,23 @@ async fn main() -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let out_path = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     let env: HashMap<String, String> = std::env::vars().collect();
-    let onnx = Onnx::init(&OnnxConfig::default(), &env).context("loading ONNX Runtime")?;
+    // `--cuda`: every session on the CUDA execution provider (the onnxruntime-gpu library in ORT_DYLIB_PATH).
+    let onnx_config = OnnxConfig {
+        execution_provider: if args.iter().any(|a| a == "--cuda") {
+            vidmesh_model::ExecutionProvider::Cuda
+        } else {
+            vidmesh_model::ExecutionProvider::Cpu
+        },
+        ..OnnxConfig::default()
+    };
+    let onnx = Onnx::init(&onnx_config, &env).context("loading ONNX Runtime")?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut out = format!(
-        "# vidmesh benchmarks\n\nMachine: {cores} CPU cores, ONNX Runtime CPU provider, bundle vidmesh-tiny. \
+        "# vidmesh benchmarks\n\nMachine: {cores} CPU cores, ONNX Runtime {:?} provider, bundle vidmesh-tiny. \
          Reproduce: `cargo run --release -p vidmesh-bench -- --out docs/benchmarks.md` (ORT_DYLIB_PATH from \
          scripts/fetch-onnxruntime.sh). These 2-core VMs differ by up to 2x from one machine to the next \
-         (session 2 measured the DiT step at 3.07 ms at batch 1): compare rows within one run.\n"
+         (session 2 measured the DiT step at 3.07 ms at batch 1): compare rows within one run.\n",
+        onnx_config.execution_provider
     );
     // `--only NAME` runs one section: dit, denoiser, text-encoder, decoder or classifier.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
@@ -290,7 +332,7 @@ async fn main() -> Result<()> {
         dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
     }
     if run("denoiser") {
-        denoiser_throughput(&env, if quick { 4 } else { 64 }, &mut out).await?;
+        denoiser_throughput(&env, &onnx_config, if quick { 4 } else { 64 }, &mut out).await?;
     }
     if run("text-encoder") {
         text_encoder_latency(&env, if quick { 20 } else { 200 }, &mut out).await?;
