@@ -62,8 +62,31 @@ pub fn router(api: Arc<Api>, max_body: usize) -> Router {
         .route("/v1/videos/{id}/events", get(events))
         .route("/v1/models", get(models))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(move |req, next| refuse_oversized(max_body, req, next)))
         .layer(axum::middleware::from_fn(traced))
         .with_state(api)
+}
+
+/// Bodies up to this size are read and discarded before an oversized request is refused.
+const DRAIN_CAP: u64 = 64 << 20;
+
+/// Refuses a request whose declared body is larger than `max` with 400, after reading and discarding the body (up
+/// to [`DRAIN_CAP`]) so the client finishes sending and reads the answer rather than a reset connection. Bodies
+/// without a declared length meet the same limit in the extractors.
+async fn refuse_oversized(max: usize, req: Request, next: axum::middleware::Next) -> Response {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => {
+            if n <= DRAIN_CAP {
+                let mut body = req.into_body().into_data_stream();
+                while let Some(Ok(_)) = body.next().await {}
+            }
+            let msg = format!("body: {n} bytes is larger than the limit of {max} bytes (http.max_body_bytes)");
+            ApiError(Error::InvalidArgument(msg)).into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// Runs each request in a server span that continues the caller's `traceparent`, so jobs submitted over HTTP carry
