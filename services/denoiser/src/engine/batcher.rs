@@ -319,7 +319,7 @@ fn resident_step(
         .step(dit.session_mut(), active, picked, (p.tokens, p.hidden), timesteps, &coeffs, want_x0, read_back, m)
         .map_err(|e| e.to_string());
     if out.is_err() {
-        r.forget();
+        r.forget(&picked.iter().map(|&i| active[i].id).collect::<Vec<_>>());
     }
     Ok(out?.x0)
 }

@@ -94,7 +94,7 @@ impl Denoiser {
             IoBinding::Off => false,
         };
         let resident = if io_binding {
-            let step = resident::step_session(&onnx.builder("step graph")?)
+            let step = resident::step_session(onnx.builder("step graph")?)
                 .map_err(|e| Error::Inference(format!("step graph: {e}")))?;
             Some(resident::Resident::new(step, resident::Placement { cuda, device_id: onnx.device_id() }))
         } else {

@@ -7,9 +7,11 @@
 //! Only the per-row timesteps and step coefficients (a few floats per request) come from the host each step.
 //!
 //! Invariants:
-//! - A bucket's device state belongs to one ordered set of jobs. When that set changes (a job joins, finishes,
-//!   is cancelled) the state goes back to the host mirrors of its jobs (`Job::x`, `Job::prev`) and is uploaded
-//!   afresh for the new set; a step whose set is unchanged moves no latents (metric `transfer_bytes`).
+//! - Device state is kept per ordered set of jobs (one DiT call's batch); several sets stay resident, so when more
+//!   jobs share a shape than fit one batch and the batcher rotates through them, each recurring set finds its
+//!   state on the device. A job's device state lives in at most one set: when a new set is picked, every set
+//!   holding one of its jobs goes back to the host mirrors (`Job::x`, `Job::prev`) first and the new set is
+//!   uploaded. A step whose set is resident moves no latents (metric `transfer_bytes`).
 //! - Each row's arithmetic depends only on that row, so a job's result equals its solo run exactly.
 //! - Final latents and previews are read back from the device on the step that produces them.
 
@@ -69,7 +71,11 @@ fn index_input(name: &str, dim: &str) -> Outlet {
 /// Builds the step graph on `builder`'s provider:
 /// `m = vu + g·(vc − vu)` with `vc`/`vu` gathered from `velocity` by `cond_idx`/`uncond_idx`;
 /// `x_next = a·x + b·m + c·prev`; `x0 = p·x + q·m`; `dit_next = x_next[row_job]`.
-pub fn step_session(builder: &SessionBuilder) -> OrtResult<Session> {
+/// The graph is a few element-wise ops: one intra-op thread that does not spin, so it never competes with the
+/// DiT's thread pool for the CPU.
+pub fn step_session(builder: SessionBuilder) -> OrtResult<Session> {
+    let plain = |e: ort::Error<SessionBuilder>| -> ort::Error { e.into() };
+    let builder = builder.with_intra_threads(1).map_err(plain)?.with_intra_op_spinning(false).map_err(plain)?;
     let lat = |rows: &'static str| [rows, "c", "t", "h", "w"];
     let mut graph = Graph::new()?;
     let mut inputs =
@@ -109,7 +115,7 @@ pub fn step_session(builder: &SessionBuilder) -> OrtResult<Session> {
     }
     let mut model = Model::new([Opset::new(ONNX_DOMAIN, 18)?])?;
     model.set_graph(graph)?;
-    model.into_session(builder)
+    model.into_session(&builder)
 }
 
 /// One bucket's device state, for the jobs `ids` in this order.
@@ -131,7 +137,7 @@ struct Bucket {
 pub struct Resident {
     step: Session,
     place: Placement,
-    bucket: Option<Bucket>,
+    buckets: Vec<Bucket>,
 }
 
 /// What one resident step produced for the host.
@@ -143,7 +149,7 @@ pub struct StepOutput {
 impl Resident {
     /// Wraps a step-graph session on `place`.
     pub fn new(step: Session, place: Placement) -> Self {
-        Self { step, place, bucket: None }
+        Self { step, place, buckets: Vec::new() }
     }
 
     fn upload<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
@@ -164,14 +170,14 @@ impl Resident {
         Ok(data.to_vec())
     }
 
-    /// Drops the device state without reading it back (after a failed step, whose jobs all fail).
-    pub fn forget(&mut self) {
-        self.bucket = None;
+    /// Drops the device state of the set `ids` without reading it back (after a failed step, whose jobs all fail).
+    pub fn forget(&mut self, ids: &[u64]) {
+        self.buckets.retain(|b| b.ids != ids);
     }
 
-    /// Writes the device state back into the host mirrors of the jobs still in `active` and forgets it.
-    pub fn evict(&mut self, active: &mut [Job], m: &Metrics) -> OrtResult<()> {
-        let Some(b) = self.bucket.take() else { return Ok(()) };
+    /// Writes set `k`'s device state back into the host mirrors of its jobs still in `active` and drops it.
+    fn evict(&mut self, k: usize, active: &mut [Job], m: &Metrics) -> OrtResult<()> {
+        let b = self.buckets.swap_remove(k);
         if !active.iter().any(|j| b.ids.contains(&j.id)) {
             return Ok(());
         }
@@ -215,7 +221,7 @@ impl Resident {
             }
         }
         let (b, r) = (picked.len(), row_job.len());
-        self.bucket = Some(Bucket {
+        self.buckets.push(Bucket {
             ids: picked.iter().map(|&i| active[i].id).collect(),
             n,
             x: self.upload(lat(b), x, m)?,
@@ -248,11 +254,19 @@ impl Resident {
         m: &Metrics,
     ) -> OrtResult<StepOutput> {
         let ids: Vec<u64> = picked.iter().map(|&i| active[i].id).collect();
-        if self.bucket.as_ref().is_none_or(|b| b.ids != ids) {
-            self.evict(active, m)?;
-            self.load(active, picked, tokens, hidden, m)?;
-        }
-        let b = self.bucket.as_mut().expect("loaded above");
+        // Sets whose jobs have all gone (finished elsewhere, cancelled) hold nothing worth reading back.
+        self.buckets.retain(|b| b.ids.iter().any(|id| active.iter().any(|j| j.id == *id)));
+        let k = match self.buckets.iter().position(|b| b.ids == ids) {
+            Some(k) => k,
+            None => {
+                while let Some(k) = self.buckets.iter().position(|b| b.ids.iter().any(|id| ids.contains(id))) {
+                    self.evict(k, active, m)?;
+                }
+                self.load(active, picked, tokens, hidden, m)?;
+                self.buckets.len() - 1
+            }
+        };
+        let b = &mut self.buckets[k];
         let mem = self.place.memory()?;
         let mut bind = dit.create_binding()?;
         bind.bind_input("latents", &b.dit_in)?;
@@ -298,14 +312,14 @@ impl Resident {
 
         let n = b.n;
         let x0 = if want_x0.iter().any(|&w| w) {
-            let prev = self.bucket.as_ref().map(|b| b.prev.clone()).expect("loaded");
+            let prev = self.buckets[k].prev.clone();
             let all = self.download(&prev, m)?;
             want_x0.iter().enumerate().map(|(k, &w)| w.then(|| all[k * n..(k + 1) * n].to_vec())).collect()
         } else {
             vec![None; picked.len()]
         };
         if read_back {
-            self.evict(active, m)?;
+            self.evict(k, active, m)?;
         }
         Ok(StepOutput { x0 })
     }
