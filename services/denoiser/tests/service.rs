@@ -149,6 +149,22 @@ async fn run(client: &mut DenoiserClient<Channel>, req: DenoiseRequest) -> Outco
     }
 }
 
+/// Runs `reqs` concurrently: their outcomes, and the most requests any of their DiT calls shared.
+async fn run_together(r: &Running, reqs: &[DenoiseRequest]) -> (Vec<Outcome>, u32) {
+    let calls = reqs.iter().map(|q| {
+        let (mut c, q) = (r.client.clone(), q.clone());
+        async move { run(&mut c, q).await }
+    });
+    let together = futures::future::join_all(calls).await;
+    let widest = together
+        .iter()
+        .flat_map(|o| &o.events)
+        .filter_map(|e| if let Ev::Progress(p) = e { Some(p.batch_requests) } else { None })
+        .max()
+        .unwrap();
+    (together, widest)
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -194,17 +210,7 @@ async fn concurrent_requests_share_each_step_and_equal_their_solo_runs() {
     let r = start(Config::default()).await;
     let reqs: Vec<DenoiseRequest> =
         (0..4).map(|k| DenoiseRequest { seed: 100 + k, steps: 20, ..case_request(0) }).collect();
-    let calls = reqs.iter().map(|q| {
-        let (mut c, q) = (r.client.clone(), q.clone());
-        async move { run(&mut c, q).await }
-    });
-    let together = futures::future::join_all(calls).await;
-    let widest = together
-        .iter()
-        .flat_map(|o| &o.events)
-        .filter_map(|e| if let Ev::Progress(p) = e { Some(p.batch_requests) } else { None })
-        .max()
-        .unwrap();
+    let (together, widest) = run_together(&r, &reqs).await;
     assert_eq!(widest, 4, "all four requests shared at least one DiT call");
     // The metric agrees: fewer DiT calls than request-steps.
     let calls = metric(&r, "denoiser_batch_requests") - 1.0; // minus the warm-up call
@@ -505,17 +511,7 @@ async fn io_binding_batches_concurrent_requests_each_equal_to_its_solo_run() {
     let r = start(io_bound()).await;
     let reqs: Vec<DenoiseRequest> =
         (0..4).map(|k| DenoiseRequest { seed: 200 + k, steps: 12 + 2 * k as u32, ..case_request(0) }).collect();
-    let calls = reqs.iter().map(|q| {
-        let (mut c, q) = (r.client.clone(), q.clone());
-        async move { run(&mut c, q).await }
-    });
-    let together = futures::future::join_all(calls).await;
-    let widest = together
-        .iter()
-        .flat_map(|o| &o.events)
-        .filter_map(|e| if let Ev::Progress(p) = e { Some(p.batch_requests) } else { None })
-        .max()
-        .unwrap();
+    let (together, widest) = run_together(&r, &reqs).await;
     assert_eq!(widest, 4, "all four requests shared at least one DiT call");
     for (q, t) in reqs.into_iter().zip(&together) {
         let solo = run(&mut r.client.clone(), q).await;

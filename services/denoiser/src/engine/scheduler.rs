@@ -284,14 +284,23 @@ impl Scheduler {
         }
     }
 
+    /// log(alpha/sigma) at step boundary `j` (DPM-Solver's lambda).
+    fn lambda(&self, j: usize) -> f32 {
+        let (a, s) = self.alpha_sigma(self.sigmas[j]);
+        a.ln() - s.ln()
+    }
+
+    /// DPM-Solver++ step `i`'s constants: (c_x, c_d, h) with x' = c_x·x − c_d·D.
+    fn dpm_constants(&self, i: usize) -> (f32, f32, f32) {
+        let (alpha_t, sigma_t) = self.alpha_sigma(self.sigmas[i + 1]);
+        let (_, sigma_s0) = self.alpha_sigma(self.sigmas[i]);
+        let h = self.lambda(i + 1) - self.lambda(i);
+        (sigma_t / sigma_s0, alpha_t * ((-h).exp() - 1.0), h)
+    }
+
     fn dpmpp_2m(&mut self, i: usize, x: &mut [f32], out: &[f32]) {
         let m0 = self.x0(i, x, out);
-        let lambda = |(a, s): (f32, f32)| a.ln() - s.ln();
-        let (alpha_t, sigma_t) = self.alpha_sigma(self.sigmas[i + 1]);
-        let (alpha_s0, sigma_s0) = self.alpha_sigma(self.sigmas[i]);
-        let h = lambda((alpha_t, sigma_t)) - lambda((alpha_s0, sigma_s0));
-        let c_x = sigma_t / sigma_s0;
-        let c_d = alpha_t * ((-h).exp() - 1.0);
+        let (c_x, c_d, h) = self.dpm_constants(i);
         let last = i + 1 == self.steps();
         match self.prev_x0.as_ref().filter(|_| !last) {
             None => {
@@ -300,8 +309,7 @@ impl Scheduler {
                 }
             }
             Some(m1) => {
-                let (alpha_s1, sigma_s1) = self.alpha_sigma(self.sigmas[i - 1]);
-                let h0 = lambda((alpha_s0, sigma_s0)) - lambda((alpha_s1, sigma_s1));
+                let h0 = self.lambda(i) - self.lambda(i - 1);
                 let inv_r0 = 1.0 / (h0 / h);
                 let c_half = 0.5 * c_d;
                 for ((x, d0), m1) in x.iter_mut().zip(&m0).zip(m1) {
@@ -350,18 +358,12 @@ impl Scheduler {
                 }
             }
             Kind::FlowMatchDpmpp2m | Kind::Dpmpp2m => {
-                let lambda = |(a, s): (f32, f32)| a.ln() - s.ln();
-                let (alpha_t, sigma_t) = self.alpha_sigma(self.sigmas[i + 1]);
-                let (alpha_s0, sigma_s0) = self.alpha_sigma(self.sigmas[i]);
-                let h = lambda((alpha_t, sigma_t)) - lambda((alpha_s0, sigma_s0));
-                let c_x = sigma_t / sigma_s0;
-                let c_d = alpha_t * ((-h).exp() - 1.0);
+                let (c_x, c_d, h) = self.dpm_constants(i);
                 if i == 0 || i + 1 == self.steps() {
                     (c_x - c_d * p, -c_d * q, 0.0)
                 } else {
                     // x' = c_x·x − c_d·d0 − ½c_d·(d0 − prev)/r0
-                    let (alpha_s1, sigma_s1) = self.alpha_sigma(self.sigmas[i - 1]);
-                    let h0 = lambda((alpha_s0, sigma_s0)) - lambda((alpha_s1, sigma_s1));
+                    let h0 = self.lambda(i) - self.lambda(i - 1);
                     let k = 0.5 * c_d / (h0 / h);
                     (c_x - (c_d + k) * p, -(c_d + k) * q, k)
                 }
