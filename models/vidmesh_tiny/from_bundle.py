@@ -21,8 +21,9 @@ from .paths import BUNDLE
 from .tokenize import HIDDEN, MAX_TOKENS
 from .vae import VAE
 
-# The DiT's latent scaling as the bundle records it (model.toml [vae]); a DiT continued from the bundle keeps it.
+
 def latent_scaling(bundle: Path = BUNDLE) -> tuple[float, float]:
+    """The DiT's latent (shift, scale) as model.toml's [vae] records it; a DiT continued from the bundle keeps it."""
     import tomllib
 
     m = tomllib.loads((bundle / "model.toml").read_text())["vae"]

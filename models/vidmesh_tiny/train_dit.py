@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
         bundle_dit = from_bundle.dit()
         cfg = bundle_dit.cfg
+        shift, scale = from_bundle.latent_scaling()  # the scaling those weights were trained with, not this set's
     else:
         cfg = DiTConfig(patch=(1, args.patch, args.patch), hidden=args.hidden, depth=args.depth, heads=args.heads,
                         rope=args.rope)
@@ -126,10 +127,6 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict(bundle_dit.state_dict())
         ema.load_state_dict(bundle_dit.state_dict())
         print("initialised from the bundle's dit.onnx")
-    if args.init_bundle:  # the scaling the initial weights were trained with, not this set's own
-        from . import from_bundle
-
-        shift, scale = from_bundle.latent_scaling()
     if args.init_from is not None and ck is None:
         init = load(args.init_from)
         shift, scale = init["latent_shift"], init["latent_scale"]  # the scaling those weights were trained with

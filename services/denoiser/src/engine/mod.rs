@@ -74,8 +74,6 @@ pub struct Denoiser {
     retry_after: Duration,
     prediction: Prediction,
     next_id: std::sync::atomic::AtomicU64,
-    /// Whether the device-resident (IO binding) loop runs.
-    pub io_binding: bool,
 }
 
 impl Denoiser {
@@ -121,7 +119,6 @@ impl Denoiser {
             retry_after: Duration::from_millis(config.batching.retry_after_ms),
             prediction,
             next_id: std::sync::atomic::AtomicU64::new(0),
-            io_binding,
         };
         this.warm_up()?;
         Ok(this)

@@ -165,10 +165,13 @@ impl Resident {
     }
 
     fn download(&self, t: &Tensor<f32>, m: &Metrics) -> OrtResult<Vec<f32>> {
-        let host = if self.place.cuda { t.to(AllocationDevice::CPU, 0)? } else { t.clone() };
-        let (_, data) = host.extract_tensor();
+        let data = if self.place.cuda {
+            t.to(AllocationDevice::CPU, 0)?.extract_tensor().1.to_vec()
+        } else {
+            t.extract_tensor().1.to_vec()
+        };
         m.transfer_bytes.with_label_values(&["to_host"]).inc_by((data.len() * 4) as u64);
-        Ok(data.to_vec())
+        Ok(data)
     }
 
     /// Drops the device state of the set `ids` without reading it back (after a failed step, whose jobs all fail).
@@ -313,8 +316,7 @@ impl Resident {
 
         let n = b.n;
         let x0 = if want_x0.iter().any(|&w| w) {
-            let prev = self.buckets[k].prev.clone();
-            let all = self.download(&prev, m)?;
+            let all = self.download(&self.buckets[k].prev, m)?;
             want_x0.iter().enumerate().map(|(k, &w)| w.then(|| all[k * n..(k + 1) * n].to_vec())).collect()
         } else {
             vec![None; picked.len()]
