@@ -5,8 +5,12 @@
 //! detects on the attacked positives, on negatives (the same videos unmarked, and ffmpeg's synthetic sources), and
 //! under a key-shuffle null (random wrong keys against every suspect). Prints a Markdown report.
 //!
-//! `cargo run --release -p vidmesh-bench --bin watermark_eval -- [--videos N] [--null-trials M] [--out FILE]`
-//! (needs ffmpeg/ffprobe on PATH and ORT_DYLIB_PATH from scripts/fetch-onnxruntime.sh).
+//! Every marked video is given a payload (generator 7, a tag of its index); videos of at least
+//! `Params::payload_min_samples` pixels × frames carry it, and the report counts where it decodes. `--enlarge K`
+//! scales the generated frames K× (bilinear) before marking, standing in for a bigger model's output.
+//!
+//! `cargo run --release -p vidmesh-bench --bin watermark_eval -- [--videos N] [--null-trials M] [--enlarge K]
+//! [--out FILE]` (needs ffmpeg/ffprobe on PATH and ORT_DYLIB_PATH from scripts/fetch-onnxruntime.sh).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use vidmesh_cli::mesh::{Job, Mesh};
 use vidmesh_video::{EncodeOptions, Video, encode_mp4, luma_ssim};
-use vidmesh_watermark::{Embedder, Key, Params, Suspect};
+use vidmesh_watermark::{Embedder, Key, Params, Payload, Reference, Suspect};
 
 /// (name, ffmpeg video filter, CRF) — every attack is an H.264 re-encode by libx264.
 const ATTACKS: &[(&str, &str, u32)] = &[
@@ -107,6 +111,24 @@ fn read_any(path: &Path) -> Result<Video> {
     Ok(Video { width: w, height: h, fps: fps.unwrap_or(8.0), frames })
 }
 
+/// `v` enlarged `k` times (bilinear).
+fn enlarge(v: Video, k: usize) -> Result<Video> {
+    if k <= 1 {
+        return Ok(v);
+    }
+    let (w, h) = (v.width as u32, v.height as u32);
+    let frames = v
+        .frames
+        .iter()
+        .map(|f| {
+            let img = image::RgbImage::from_raw(w, h, f.clone()).context("frame size")?;
+            let k = k as u32;
+            Ok(image::imageops::resize(&img, w * k, h * k, image::imageops::FilterType::Triangle).into_raw())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Video { width: v.width * k, height: v.height * k, fps: v.fps, frames })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -117,6 +139,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = arg(&args, "--videos", 40);
     let null_trials: usize = arg(&args, "--null-trials", 1_000_000);
+    let scale_up: usize = arg(&args, "--enlarge", 1);
     let out_path: Option<PathBuf> =
         args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(Into::into);
     let dump: Option<PathBuf> = args.iter().position(|a| a == "--dump").and_then(|i| args.get(i + 1)).map(Into::into);
@@ -126,6 +149,12 @@ async fn main() -> Result<()> {
     let mesh = Mesh::load(&repo.join("models/vidmesh-tiny"), work.path(), "", &env).await?;
     let key = Key::derive(b"vidmesh watermark evaluation key");
     let embedder = Embedder::new(&key, Params::default());
+    // The reference with payload decoding (the key-shuffle null uses `Suspect::reference`, without).
+    let full_reference = Reference::new(&key);
+    // Per attack: payloads decoded right, and decoded wrong (a CRC-passing wrong message).
+    let mut payload_right = vec![0usize; ATTACKS.len()];
+    let mut payload_wrong = vec![0usize; ATTACKS.len()];
+    let mut carried = 0usize;
     let encode = EncodeOptions::default();
 
     // 1. Positives (marked, attacked) and our own unmarked outputs (negatives).
@@ -167,6 +196,12 @@ async fn main() -> Result<()> {
             std::fs::write(dir.join(format!("{i}.json")), meta)?;
             continue;
         }
+        let clean = enlarge(clean, scale_up)?;
+        let payload = Payload { generator: 7, tag: Payload::tag_of(&format!("watermark_eval {i}")) };
+        let embedder = embedder.with_payload(payload);
+        if clean.width * clean.height * clean.frames.len() >= Params::default().payload_min_samples {
+            carried += 1;
+        }
         let mut marked = clean.clone();
         let mut se = 0.0;
         let total = marked.frames.len();
@@ -199,13 +234,19 @@ async fn main() -> Result<()> {
             let video = read_any(&path)?;
             let start = Instant::now();
             let suspect = Suspect::new(&video);
-            let d = suspect.detect(&suspect.reference(&key));
+            let d = suspect.detect(&full_reference);
             detect_time.push(start.elapsed());
+            match d.payload {
+                Some(p) if p == payload => payload_right[a] += 1,
+                Some(_) => payload_wrong[a] += 1,
+                None => {}
+            }
             z[a].push(d.z);
             p[a].push(d.p_value);
             suspects.push(suspect);
         }
-        eprintln!("video {}/{n}: {:?}", i + 1, t0.elapsed());
+        let zs: Vec<String> = z.iter().map(|v| format!("{:.2}", v.last().copied().unwrap_or(f64::NAN))).collect();
+        eprintln!("video {}/{n}: {:?}; z by attack: {}", i + 1, t0.elapsed(), zs.join(" "));
     }
     if dump.is_some() {
         return Ok(());
@@ -224,11 +265,11 @@ async fn main() -> Result<()> {
     }
 
     // 3. The true key on negatives; random keys on everything (key-shuffle null).
-    let negative_p: Vec<(String, f64, f64)> = negatives
+    let negative_p: Vec<(String, f64, f64, bool)> = negatives
         .iter()
         .map(|(name, s)| {
-            let d = s.detect(&s.reference(&key));
-            (name.clone(), d.z, d.p_value)
+            let d = s.detect(&full_reference);
+            (name.clone(), d.z, d.p_value, d.payload.is_some())
         })
         .collect();
     let all: Vec<&Suspect> = suspects.iter().chain(negatives.iter().map(|(_, s)| s)).collect();
@@ -269,11 +310,13 @@ async fn main() -> Result<()> {
     let trials = null_p.len();
     let fp = |alpha: f64| null_p.iter().filter(|&&q| q <= alpha).count();
     let mut r = format!(
-        "## Measured: {n} vidmesh-tiny videos (64×64 and 64×96, 16 and 32 frames, 8 fps), ffmpeg attacks\n\n\
-         Reproduce: `cargo run --release -p vidmesh-bench --bin watermark_eval -- --videos {n} --null-trials \
+        "## Measured: {n} vidmesh-tiny videos (64×64 and 64×96 enlarged {scale_up}×, 16 and 32 frames, 8 fps), ffmpeg attacks\n\n\
+         Reproduce: `cargo run --release -p vidmesh-bench --bin watermark_eval -- --videos {n} --enlarge {scale_up} --null-trials \
          {null_trials}`.\n\n\
          Watermark fidelity before encoding: PSNR min {:.2} / median {:.2} dB; luma SSIM min {:.4} / median {:.4}.\n\n\
-         | attack | TPR at p ≤ 1e-3 | TPR at p ≤ 1e-6 | median z | min z |\n|---|---|---|---|---|\n",
+         Videos carrying a payload: {carried} of {n}.\n\n\
+         | attack | TPR at p ≤ 1e-3 | TPR at p ≤ 1e-6 | median z | min z | payload decoded (wrong) |\n\
+         |---|---|---|---|---|---|\n",
         psnr.iter().copied().fold(f64::INFINITY, f64::min),
         median(psnr.clone()),
         ssim.iter().copied().fold(f64::INFINITY, f64::min),
@@ -282,19 +325,23 @@ async fn main() -> Result<()> {
     for (a, (name, _, _)) in ATTACKS.iter().enumerate() {
         let tpr = |alpha: f64| p[a].iter().filter(|&&q| q <= alpha).count() as f64 / n as f64;
         r.push_str(&format!(
-            "| {name} | {:.3} | {:.3} | {:.2} | {:.2} |\n",
+            "| {name} | {:.3} | {:.3} | {:.2} | {:.2} | {:.3} ({}) |\n",
             tpr(1e-3),
             tpr(1e-6),
             median(z[a].clone()),
-            z[a].iter().copied().fold(f64::INFINITY, f64::min)
+            z[a].iter().copied().fold(f64::INFINITY, f64::min),
+            payload_right[a] as f64 / n as f64,
+            payload_wrong[a],
         ));
     }
     let neg_fp3 = negative_p.iter().filter(|x| x.2 <= 1e-3).count();
     let neg_fp6 = negative_p.iter().filter(|x| x.2 <= 1e-6).count();
     let worst = negative_p.iter().max_by(|a, b| a.1.total_cmp(&b.1)).context("no negatives")?;
+    let neg_payloads = negative_p.iter().filter(|x| x.3).count();
     r.push_str(&format!(
         "\nNegatives with the true key ({} videos: our unmarked outputs and ffmpeg's synthetic sources): {neg_fp3} \
-         at p ≤ 1e-3, {neg_fp6} at p ≤ 1e-6; highest z {:.2} ({}).\n\n\
+         at p ≤ 1e-3, {neg_fp6} at p ≤ 1e-6; highest z {:.2} ({}); payloads decoded from them: \
+         {neg_payloads}.\n\n\
          Key-shuffle null ({trials} trials: {per} random wrong keys against each of {} suspects, attacked positives \
          and negatives): {} at p ≤ 1e-3 (rate {:.2e}), {} at p ≤ 1e-6; null z median {:.2}, max {:.2}; \
          {:.1} µs per trial.\n\n\

@@ -174,7 +174,7 @@ impl Mesh {
             "steps": job.steps, "guidance": job.guidance,
         });
         let prompt_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(job.prompt.as_bytes()));
-        let generation = Generation { prompt_sha256, parameters };
+        let generation = Generation { prompt_sha256, parameters, job_id: prefix.to_owned() };
         let stored = self
             .decoder
             .decode(&latents, job.fps, prefix, &generation, |done, total| {

@@ -21,6 +21,7 @@ use vidmesh_video::Video;
 use crate::TILE;
 use crate::fft::Fft2;
 use crate::pattern::{Key, tile};
+use crate::payload::{Layout, Payload};
 
 /// Candidate scales of the suspect relative to the original (1 = as generated, 0.5 = downscaled by half).
 pub const SCALES: [f64; 3] = [1.0, 0.75, 0.5];
@@ -39,6 +40,9 @@ pub struct Detection {
     pub scale: f64,
     /// The cyclic shift (x, y) that matched best.
     pub shift: (usize, usize),
+    /// The payload decoded at that scale and shift, when the reference knows the key's payload layout, the
+    /// video carries one and it decodes (CRC and code-word correlation hold); `None` otherwise.
+    pub payload: Option<Payload>,
 }
 
 /// Standard normal upper tail Q(z) = P(Z > z), via erfc (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7).
@@ -71,19 +75,21 @@ fn expected_power() -> &'static [f64] {
     })
 }
 
-/// The key's reference: the tile's spectrum, conjugated.
+/// The key's reference: the tile's spectrum, conjugated, and (for payload decoding) the key's payload layout.
 pub struct Reference {
     spectrum: Vec<Complex<f64>>,
+    layout: Option<Layout>,
 }
 
 impl Reference {
-    /// The reference for `key`.
+    /// The reference for `key`, payload decoding included.
     pub fn new(key: &Key) -> Self {
-        Self::with_fft(key, &Fft2::new())
+        let fft = Fft2::new();
+        Self { layout: Some(Layout::new(key)), ..Self::with_fft(key, &fft) }
     }
 
     fn with_fft(key: &Key, fft: &Fft2) -> Self {
-        Self { spectrum: fft.forward_real(&tile(key, fft)).iter().map(|c| c.conj()).collect() }
+        Self { spectrum: fft.forward_real(&tile(key, fft)).iter().map(|c| c.conj()).collect(), layout: None }
     }
 }
 
@@ -267,7 +273,8 @@ impl Suspect {
 
     /// Looks for the reference's watermark.
     pub fn detect(&self, reference: &Reference) -> Detection {
-        let mut best = Detection { z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0) };
+        let mut best = Detection { z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0), payload: None };
+        let mut best_view = None;
         for (scale, g) in &self.views {
             let mut c: Vec<Complex<f64>> = g.iter().zip(&reference.spectrum).map(|(a, b)| a * b).collect();
             self.fft.run(&mut c, true);
@@ -284,20 +291,24 @@ impl Suspect {
             let z = peak / sigma;
             if z > best.z {
                 let p_value = (HYPOTHESES as f64 * normal_tail(z)).min(1.0);
-                best = Detection { z, p_value, scale: *scale, shift: (k % TILE, k / TILE) };
+                best = Detection { z, p_value, scale: *scale, shift: (k % TILE, k / TILE), payload: None };
+                best_view = Some(g);
             }
+        }
+        if let (Some(layout), Some(g)) = (&reference.layout, best_view) {
+            best.payload = layout.decode(g, best.shift);
         }
         best
     }
 
-    /// A reference for `key` built with this suspect's FFT plans (for many-key loops).
+    /// A reference for `key` built with this suspect's FFT plans, without payload decoding (for many-key loops
+    /// such as the key-shuffle null).
     pub fn reference(&self, key: &Key) -> Reference {
         Reference::with_fft(key, &self.fft)
     }
 }
 
-/// Looks for `key`'s watermark in `video`.
+/// Looks for `key`'s watermark in `video`, and its payload.
 pub fn detect(key: &Key, video: &Video) -> Detection {
-    let suspect = Suspect::new(video);
-    suspect.detect(&suspect.reference(key))
+    Suspect::new(video).detect(&Reference::new(key))
 }

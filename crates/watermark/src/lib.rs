@@ -1,13 +1,16 @@
-//! Keyed invisible watermark for vidmesh videos (zero-bit: "made with this key: yes/no", with a p-value).
+//! Keyed invisible watermark for vidmesh videos: "made with this key: yes/no" with a p-value, and a payload
+//! (generator id + job tag) in videos large enough to carry one.
 //!
 //! Embedding adds a secret pattern to the luma of every frame, shared between R, G and B by their luma weights.
-//! The pattern is a `TILE`×`TILE` tile of ±1 pixel signs from the key (SHA-256 of key and block index),
-//! band-passed to spatial periods of about 6–21 pixels ([`BAND`]) and repeated across the frame — tiling turns a
-//! crop into a cyclic shift. The band is where, on vidmesh-tiny outputs, signal surviving H.264 and a 0.5×
-//! downscale is largest against the content left in the detector's residual: content noise is strongest at
-//! longer periods, and a 0.5× downscale removes the shorter ones. Its amplitude is uniform (flat regions are
-//! where a detector reads it best) and set per frame so the frame's PSNR is `Params::psnr_db`. Its sign follows
-//! + − − + over the video's quarters ([`temporal_sign`]).
+//! The detection pattern is a `TILE`×`TILE` tile of ±1 pixel signs from the key (SHA-256 of key and block index),
+//! band-passed to spatial periods of about 9–32 pixels ([`BAND`]) and repeated across the frame — tiling turns a
+//! crop into a cyclic shift. The band is where, on vidmesh-tiny outputs, the pattern best survives the hardest
+//! attack measured (crop, 0.5× downscale, brightening and an H.264 re-encode together): a downscaled clip's
+//! encoder keeps long periods in a few large transform coefficients, above its dead zone. Its amplitude is uniform
+//! (flat regions are where a detector reads it best) and set per frame so the frame's PSNR is `Params::psnr_db`.
+//! Its sign follows + − − + over the video's quarters ([`temporal_sign`]). The payload ([`Payload`], module
+//! `payload`) is a second tile in a disjoint, higher band ([`PAYLOAD_BAND`]), mixed in with
+//! `Params::payload_share` of the energy when the video has at least `Params::payload_min_samples` pixels × frames.
 //!
 //! Detection subtracts from each frame a content prediction (the mean of nearby pixels of similar luma, which
 //! reproduces flat areas, stripes and edges but not the low-amplitude pattern), takes the mean residual of the
@@ -18,14 +21,19 @@
 //! tried; its calibration is checked against a key-shuffle null (tests/robustness.rs, bench watermark_eval).
 //!
 //! Invariants: the same key and video always give the same output; every embedded frame's PSNR is at least
-//! `psnr_db` (rounding can only add margin); detection memory is two residual planes whatever the video's length.
+//! `psnr_db` (rounding can only add margin); detection memory is two residual planes whatever the video's length;
+//! the detection's z and p-value come from the detection band alone (decoding a payload cannot change them; a
+//! payload only takes its share of the energy); a video below `payload_min_samples` is marked exactly as without
+//! a payload.
 
 mod detect;
 mod fft;
 mod pattern;
+mod payload;
 
 pub use detect::{Accumulator, Detection, HYPOTHESES, Reference, SCALES, Suspect, detect, normal_tail};
 pub use pattern::{Embedder, Key, Params, embed, psnr_of};
+pub use payload::{CODED_BITS, MIN_CODEWORD_Z, PAYLOAD_BAND, Payload};
 
 /// Tile side in pixels at the video's own resolution.
 pub const TILE: usize = 64;
@@ -38,6 +46,6 @@ pub fn temporal_sign(index: usize, total: usize) -> f64 {
     if quarter == 1 || quarter == 2 { -1.0 } else { 1.0 }
 }
 
-/// The pattern's frequency band in cycles per tile (radial, inclusive): periods of `TILE / 11` ≈ 5.8 to
-/// `TILE / 3` ≈ 21 pixels.
-pub const BAND: (f64, f64) = (3.0, 11.0);
+/// The pattern's frequency band in cycles per tile (radial, inclusive): periods of `TILE / 7` ≈ 9 to `TILE / 2` =
+/// 32 pixels.
+pub const BAND: (f64, f64) = (2.0, 7.0);

@@ -6,6 +6,7 @@ use vidmesh_video::Video;
 use rustfft::num_complex::Complex;
 
 use crate::fft::Fft2;
+use crate::payload::{Layout, Payload};
 use crate::{BAND, TILE};
 
 /// A 256-bit watermark key (from config/secret in production).
@@ -25,17 +26,24 @@ impl Key {
     }
 }
 
-/// Embedding strength.
+/// Embedding strength and the payload's share of it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
     /// The PSNR each frame's change is scaled to, in dB (after rounding and clipping). 42.2 keeps every frame,
     /// and so the video, at or above 42 dB.
     pub psnr_db: f64,
+    /// The fraction of the watermark's energy given to the payload when one is carried (the detection pattern
+    /// keeps the rest, so its z falls by `sqrt(1 - share)`).
+    pub payload_share: f64,
+    /// The payload is carried only in videos of at least this many pixels × frames: below it the whole budget
+    /// goes to detection (a 64×64, 16-frame clip has a quarter of what a 32-bit payload needs next to a robust
+    /// detection; docs/detection.md).
+    pub payload_min_samples: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Self { psnr_db: 42.2 }
+        Self { psnr_db: 42.2, payload_share: 0.25, payload_min_samples: 256 * 256 * 16 }
     }
 }
 
@@ -46,7 +54,7 @@ fn signs(key: &Key) -> Vec<f64> {
     while out.len() < TILE * TILE {
         let h = Sha256::new()
             .chain_update(key.0)
-            .chain_update(b"vidmesh-watermark-v2")
+            .chain_update(b"vidmesh-watermark-v3")
             .chain_update(block.to_le_bytes())
             .finalize();
         for byte in h {
@@ -95,15 +103,29 @@ const CHANNEL: [f64; 3] = {
 };
 
 /// Embeds one key's watermark frame by frame (for writers that stream frames).
+#[derive(Clone)]
 pub struct Embedder {
+    /// The detection tile alone.
     tile: Vec<f64>,
+    /// Detection and payload tiles mixed by `params.payload_share`, when a payload was given.
+    with_payload: Option<Vec<f64>>,
+    layout: std::sync::Arc<Layout>,
     params: Params,
 }
 
 impl Embedder {
-    /// An embedder for `key`.
+    /// An embedder for `key` that carries no payload.
     pub fn new(key: &Key, params: Params) -> Self {
-        Self { tile: tile(key, &Fft2::new()), params }
+        Self { tile: tile(key, &Fft2::new()), with_payload: None, layout: Layout::new(key).into(), params }
+    }
+
+    /// The same embedder carrying `payload` in videos of at least `params.payload_min_samples` pixels × frames.
+    pub fn with_payload(&self, payload: Payload) -> Self {
+        let share = self.params.payload_share.clamp(0.0, 1.0);
+        let p = self.layout.tile(payload, &Fft2::new());
+        // The tiles occupy disjoint bands, so they are orthogonal and the mix keeps unit RMS.
+        let mixed = self.tile.iter().zip(&p).map(|(d, p)| (1.0 - share).sqrt() * d + share.sqrt() * p).collect();
+        Self { with_payload: Some(mixed), ..self.clone() }
     }
 
     /// Embeds into frame `index` of `total` (RGB, `w × h`) in place; returns the squared error summed over its
@@ -115,7 +137,11 @@ impl Embedder {
     /// spent where it survives instead.
     pub fn embed_frame(&self, frame: &mut [u8], w: usize, h: usize, index: usize, total: usize) -> f64 {
         let sign = crate::temporal_sign(index, total);
-        let pattern = |j: usize, i: usize| sign * self.tile[(j % TILE) * TILE + i % TILE];
+        let tile = match &self.with_payload {
+            Some(mixed) if w * h * total >= self.params.payload_min_samples => mixed,
+            _ => &self.tile,
+        };
+        let pattern = |j: usize, i: usize| sign * tile[(j % TILE) * TILE + i % TILE];
         let apply = |s: f64, out: Option<&mut [u8]>| -> f64 {
             let mut se = 0.0;
             let mut out = out;
@@ -153,11 +179,18 @@ pub fn psnr_of(se: f64, samples: usize) -> f64 {
     vidmesh_video::psnr_from_mse(se / samples.max(1) as f64)
 }
 
-/// Embeds the key's watermark into every frame; returns the PSNR (dB) of the change over the whole video.
+impl Embedder {
+    /// Embeds into every frame of `video`; returns the PSNR (dB) of the change over the whole video.
+    pub fn embed_video(&self, video: &mut Video) -> f64 {
+        let (w, h) = (video.width, video.height);
+        let total = video.frames.len();
+        let se: f64 = video.frames.iter_mut().enumerate().map(|(i, f)| self.embed_frame(f, w, h, i, total)).sum();
+        psnr_of(se, video.frames.len() * w * h * 3)
+    }
+}
+
+/// Embeds the key's watermark (no payload) into every frame; returns the PSNR (dB) of the change over the whole
+/// video.
 pub fn embed(key: &Key, video: &mut Video, params: &Params) -> f64 {
-    let e = Embedder::new(key, *params);
-    let (w, h) = (video.width, video.height);
-    let total = video.frames.len();
-    let se: f64 = video.frames.iter_mut().enumerate().map(|(i, f)| e.embed_frame(f, w, h, i, total)).sum();
-    psnr_of(se, video.frames.len() * w * h * 3)
+    Embedder::new(key, *params).embed_video(video)
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use vidmesh_video::{EncodeOptions, Video, decode_mp4, encode_mp4};
-use vidmesh_watermark::{Detection, Key, Params, Suspect, detect, embed};
+use vidmesh_watermark::{Detection, Embedder, Key, Params, Payload, Suspect, detect, embed};
 
 fn reference_video(case: usize) -> Video {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -126,10 +126,10 @@ fn invisible_and_detected_after_attacks() {
     for (case, clean, found) in checks {
         assert!(clean.p_value > 1e-3, "unmarked original flagged: {clean:?}");
         // What this version holds on the fixtures (docs/detection.md has the full ffmpeg evaluation): every
-        // single attack down to QP 28-32 at p <= 1e-6 (z >= 9.5 measured on vidmesh-tiny 0.2.0's outputs).
-        // QP 34-38 and the combined attack are printed but not held: on 0.2.0's clean, flat backgrounds the
-        // encoder's dead zone removes the pattern (z 3.4-4.3, p >= 0.1); 0.1.0's noisier frames kept
-        // p <= 1e-4. The issue's target (p <= 1e-6 for 95% of videos under the combined attack) is open.
+        // single attack down to QP 28-32 at p <= 1e-6 (z >= 8.6 measured on vidmesh-tiny 0.3.0's fixtures).
+        // QP 34-38 and the combined attack done here (openh264 at QP 28-32, a harsher encoder than the libx264
+        // CRF 28 of the issue's attack) are printed but not held: z 3.1-5.4 on these flat frames. The ffmpeg
+        // evaluation's combined attack reaches p <= 1e-6 on 32 of 40 videos (issue target: 95%).
         let p_of = |name: &str| found.iter().find(|(n, _)| *n == name).unwrap().1.p_value;
         for (name, _) in found.iter().filter(|(n, _)| !matches!(*n, "combined" | "h264 qp 34-38")) {
             assert!(p_of(name) <= 1e-6, "case {case}, {name}: p {:.2e}", p_of(name));
@@ -157,4 +157,72 @@ fn p_values_are_calibrated_against_a_key_shuffle_null() {
         println!("key-shuffle null: P(p < {alpha}) = {rate:.4} over {n} trials");
         assert!(rate <= alpha * 1.5 + 3.0 / n, "p-values are anti-conservative at {alpha}: {rate}");
     }
+}
+
+/// `v` enlarged `k` times (bilinear), standing in for a bigger model's output.
+fn enlarge(v: &Video, k: usize) -> Video {
+    let (w, h) = (v.width * k, v.height * k);
+    let frames = v
+        .frames
+        .iter()
+        .map(|f| {
+            let mut o = vec![0u8; w * h * 3];
+            for j in 0..h {
+                for i in 0..w {
+                    let fx = ((i as f64 + 0.5) / k as f64 - 0.5).clamp(0.0, (v.width - 1) as f64);
+                    let fy = ((j as f64 + 0.5) / k as f64 - 0.5).clamp(0.0, (v.height - 1) as f64);
+                    let (x0, y0) = (fx as usize, fy as usize);
+                    let (x1, y1) = ((x0 + 1).min(v.width - 1), (y0 + 1).min(v.height - 1));
+                    let (ax, ay) = (fx - x0 as f64, fy - y0 as f64);
+                    for c in 0..3 {
+                        let px = |x: usize, y: usize| f64::from(f[(y * v.width + x) * 3 + c]);
+                        let top = px(x0, y0) * (1.0 - ax) + px(x1, y0) * ax;
+                        let bottom = px(x0, y1) * (1.0 - ax) + px(x1, y1) * ax;
+                        o[(j * w + i) * 3 + c] = (top * (1.0 - ay) + bottom * ay).round() as u8;
+                    }
+                }
+            }
+            o
+        })
+        .collect();
+    Video { width: w, height: h, fps: v.fps, frames }
+}
+
+#[test]
+fn the_payload_is_carried_by_large_videos_and_survives_mild_attacks() {
+    let key = Key::derive(b"vidmesh payload key");
+    let payload = Payload { generator: 7, tag: Payload::tag_of("job-0123") };
+    let params = Params::default();
+    let embedder = Embedder::new(&key, params).with_payload(payload);
+    // 256x256x16: the smallest size that carries a payload by default.
+    let original = enlarge(&reference_video(0), 4);
+    let mut marked = original.clone();
+    let psnr = embedder.embed_video(&mut marked);
+    assert!(psnr >= params.psnr_db, "PSNR {psnr:.2}");
+    let attacks: Vec<(&str, Video)> = vec![
+        ("none", marked.clone()),
+        ("h264 qp 20-24", reencode(&marked, (20, 24))),
+        ("crop 90%", crop(&marked, 0.9)),
+        ("brightness x0.5", brightness(&marked, 0.5)),
+        ("30% frames dropped", keep(&marked, |i| (i * 3) % 10 >= 3)),
+    ];
+    for (name, v) in &attacks {
+        let d = detect(&key, v);
+        println!("256x256 {name:20} z {:6.2}  p {:9.2e}  payload {:?}", d.z, d.p_value, d.payload);
+        assert!(d.p_value <= 1e-6, "{name}: {d:?}");
+        assert_eq!(d.payload, Some(payload), "{name}: {d:?}");
+    }
+    // Another key finds neither the mark nor a payload; the unmarked video carries no payload.
+    let other = detect(&Key::derive(b"another key"), &marked);
+    assert!(other.p_value > 1e-3 && other.payload.is_none(), "{other:?}");
+    assert_eq!(detect(&key, &original).payload, None);
+
+    // A 64x64 clip is below `payload_min_samples`: the embedder spends everything on detection, exactly as
+    // without a payload, and nothing decodes.
+    let mut small = reference_video(0);
+    let mut plain = small.clone();
+    embedder.embed_video(&mut small);
+    embed(&key, &mut plain, &params);
+    assert_eq!(small.frames, plain.frames);
+    assert_eq!(detect(&key, &small).payload, None);
 }

@@ -160,7 +160,7 @@ impl Classifier {
         .map_err(|e| Error::InvalidArgument(format!("video: {e}")))?;
         let watermark = match acc {
             Some(acc) => acc.finish().detect(&self.reference),
-            None => Detection { z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0) },
+            None => Detection { z: 0.0, p_value: 1.0, scale: 1.0, shift: (0, 0), payload: None },
         };
         let c2pa = vidmesh_provenance::verify_mp4(mp4, &self.trust_anchors);
         let passive = match &self.passive {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use tonic::{Request, Response, Status};
 use vidmesh_proto::classifier::v1::{
     C2paEvidence, C2paState, DetectRequest, DetectResponse, PassiveEvidence, Verdict as PbVerdict, WatermarkEvidence,
-    classifier_server::Classifier as ClassifierRpc, detect_request::Source,
+    WatermarkPayload, classifier_server::Classifier as ClassifierRpc, detect_request::Source,
 };
 use vidmesh_provenance::Provenance;
 use vidmesh_runtime::Drain;
@@ -79,6 +79,10 @@ fn response(r: Report) -> DetectResponse {
             z: r.watermark.z,
             p_value: r.watermark.p_value,
             scale: r.watermark.scale,
+            payload: r
+                .watermark
+                .payload
+                .map(|p| WatermarkPayload { generator: u32::from(p.generator), job_tag: u32::from(p.tag) }),
         }),
         c2pa: Some(c2pa),
         width: r.width as u32,

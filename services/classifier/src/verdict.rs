@@ -67,6 +67,9 @@ pub fn combine(
     } else {
         reasons.push(format!("no vidmesh watermark found (z {:.2}, p {p:.2})", watermark.z));
     }
+    if let (Some(payload), true) = (watermark.payload, p <= t.inconclusive) {
+        reasons.push(format!("watermark payload: generator {}, job tag {:04x}", payload.generator, payload.tag));
+    }
     match c2pa {
         Provenance::Trusted(claim) => {
             verdict = Verdict::Generated;
@@ -120,7 +123,7 @@ mod tests {
     const T: Thresholds = Thresholds { generated: 1e-6, inconclusive: 1e-3 };
 
     fn wm(p_value: f64) -> Detection {
-        Detection { z: 5.0, p_value, scale: 1.0, shift: (0, 0) }
+        Detection { z: 5.0, p_value, scale: 1.0, shift: (0, 0), payload: None }
     }
 
     #[test]

@@ -11,19 +11,24 @@ use vidmesh_proto::classifier::v1::{
     C2paState, DetectRequest, DetectResponse, Verdict, classifier_client::ClassifierClient, detect_request::Source,
 };
 use vidmesh_video::{EncodeOptions, Video, encode_mp4};
-use vidmesh_watermark::{Key, Params, embed};
+use vidmesh_watermark::{Embedder, Key, Params, Payload, embed};
 
 const KEY_HEX: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 
 /// 16 frames of a square moving over a textured background.
 fn video() -> Video {
-    let (w, h) = (64, 64);
+    video_of(64)
+}
+
+/// [`video`] at `side × side` pixels (the square and its path scaled with it).
+fn video_of(side: usize) -> Video {
+    let (w, h, k) = (side, side, side / 64);
     let frames = (0..16)
         .map(|t| {
             let mut f = vec![0u8; w * h * 3];
             for y in 0..h {
                 for x in 0..w {
-                    let inside = (x + 64 - t * 2) % 64 < 16 && (20..36).contains(&y);
+                    let inside = (x / k + 64 - t * 2) % 64 < 16 && (20..36).contains(&(y / k));
                     let bg = 60 + ((x * 7 + y * 13) % 23) as u8 * 3;
                     let px = if inside { [200, 40, 40] } else { [bg, bg / 2 + 20, 90] };
                     f[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&px);
@@ -126,6 +131,19 @@ async fn recognises_our_videos_and_reports_each_piece_of_evidence() {
     let by_uri = detect(&mut client, Source::Uri(format!("file://{}", path.display()))).await.unwrap();
     assert_eq!(by_uri.verdict(), Verdict::Generated);
     assert_eq!(by_uri.watermark, r.watermark);
+    // A 64x64 clip is too small to carry a payload: none is reported.
+    assert_eq!(r.watermark.as_ref().unwrap().payload, None, "{r:?}");
+
+    // A 256x256 video carries the payload (generator id + job tag) and the classifier returns it.
+    let key = Key(hex::decode(KEY_HEX).unwrap().try_into().unwrap());
+    let payload = Payload { generator: 42, tag: Payload::tag_of("job-42") };
+    let mut big = video_of(256);
+    Embedder::new(&key, Params::default()).with_payload(payload).embed_video(&mut big);
+    let r = detect(&mut client, Source::Video(mp4(&big, (12, 18)))).await.unwrap();
+    assert_eq!(r.verdict(), Verdict::Generated, "{r:?}");
+    let got = r.watermark.as_ref().unwrap().payload.unwrap();
+    assert_eq!((got.generator, got.job_tag), (42, u32::from(payload.tag)), "{r:?}");
+    assert!(r.reasons.iter().any(|x| x.contains("payload: generator 42")), "{:?}", r.reasons);
 
     // One byte changed in the media data: the manifest no longer validates.
     let mut tampered = signed.clone();

@@ -21,7 +21,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Latent frames decoded per VAE run; bounds peak memory whatever the video length.
     pub chunk_latent_frames: usize,
-    /// H.264 quantiser range (lower is better quality).
+    /// H.264 quantiser range (lower is better quality). The default 12–18 keeps the watermark for later
+    /// re-encodes (docs/detection.md).
     pub qp_min: u8,
     /// See `qp_min`.
     pub qp_max: u8,
@@ -45,6 +46,9 @@ pub struct WatermarkConfig {
     /// PSNR each watermarked frame is brought to, in dB (lower is stronger and more visible); 0 = the default
     /// (42.2, so every video stays at or above 42 dB).
     pub psnr_db: f64,
+    /// The generator id (0–255) the watermark's payload carries with each job's tag: which deployment or bundle
+    /// made a video. Payloads are carried only by videos of at least 256×256 pixels × 16 frames.
+    pub generator_id: u8,
 }
 
 /// `[c2pa]`: the signing credentials; all empty = videos are not signed (a warning is logged at start-up).
@@ -68,8 +72,8 @@ impl Default for Config {
             model: ModelConfig::default(),
             storage: StorageConfig::default(),
             chunk_latent_frames: 2,
-            qp_min: 18,
-            qp_max: 24,
+            qp_min: 12,
+            qp_max: 18,
             max_concurrent: 4,
             max_request_bytes: 64 << 20,
             watermark: WatermarkConfig::default(),

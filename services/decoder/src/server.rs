@@ -94,7 +94,8 @@ pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32, Gen
             _ => return Err(bad("parameters_json must be a JSON object".into())),
         }
     };
-    Ok((latents, fps, Generation { prompt_sha256: req.prompt_sha256.to_lowercase(), parameters }))
+    let job_id = if req.job_id.is_empty() { req.output_prefix.clone() } else { req.job_id.clone() };
+    Ok((latents, fps, Generation { prompt_sha256: req.prompt_sha256.to_lowercase(), parameters, job_id }))
 }
 
 fn object(o: &ObjectRef, content_type: &str) -> StoredObject {

@@ -158,6 +158,7 @@ impl Pipeline {
             latents: Some(latents.to_proto()),
             fps: req.fps,
             output_prefix: format!("jobs/{id}"),
+            job_id: id.to_string(),
             prompt_sha256: vidmesh_storage::sha256_hex(req.prompt.as_bytes()),
             parameters_json: parameters.to_string(),
             ..Default::default()

@@ -30,6 +30,8 @@ pub struct Generation {
     pub prompt_sha256: String,
     /// Parameters (JSON object).
     pub parameters: serde_json::Value,
+    /// The job's id, whose tag the watermark's payload carries.
+    pub job_id: String,
 }
 
 /// A decoded, stored video.
@@ -65,6 +67,8 @@ pub struct Decoder {
     encode: EncodeOptions,
     permits: Arc<Semaphore>,
     watermark: Option<vidmesh_watermark::Embedder>,
+    /// The generator id every payload carries.
+    generator_id: u8,
     signer: Option<Arc<vidmesh_provenance::Signer>>,
 }
 
@@ -125,6 +129,7 @@ impl Decoder {
         };
         let this = Self {
             watermark,
+            generator_id: config.watermark.generator_id,
             signer,
             vae: Arc::new(Mutex::new(session)),
             storage: config.storage.open().await?,
@@ -235,8 +240,13 @@ impl Decoder {
         let sprite_at = |i: usize| (0..SPRITES).any(|k| k * frames / SPRITES == i);
         let mut sprites = Vec::with_capacity(SPRITES);
         let mut watermark_se = 0.0;
+        let payload = vidmesh_watermark::Payload {
+            generator: self.generator_id,
+            tag: vidmesh_watermark::Payload::tag_of(&generation.job_id),
+        };
+        let watermark = self.watermark.as_ref().map(|e| e.with_payload(payload));
         let sink = |i: usize, mut f: Vec<u8>| {
-            if let Some(wm) = &self.watermark {
+            if let Some(wm) = &watermark {
                 watermark_se += wm.embed_frame(&mut f, width, height, i, frames);
             }
             if i == frames / 2 {
