@@ -310,13 +310,14 @@ async fn main() -> Result<()> {
     let trials = null_p.len();
     let fp = |alpha: f64| null_p.iter().filter(|&&q| q <= alpha).count();
     let mut r = format!(
-        "## Measured: {n} vidmesh-tiny videos (64×64 and 64×96 enlarged {scale_up}×, 16 and 32 frames, 8 fps), ffmpeg attacks\n\n\
+        "## Measured: {n} vidmesh-tiny videos (64×64 and 64×96{}, 16 and 32 frames, 8 fps), ffmpeg attacks\n\n\
          Reproduce: `cargo run --release -p vidmesh-bench --bin watermark_eval -- --videos {n} --enlarge {scale_up} --null-trials \
          {null_trials}`.\n\n\
          Watermark fidelity before encoding: PSNR min {:.2} / median {:.2} dB; luma SSIM min {:.4} / median {:.4}.\n\n\
          Videos carrying a payload: {carried} of {n}.\n\n\
          | attack | TPR at p ≤ 1e-3 | TPR at p ≤ 1e-6 | median z | min z | payload decoded (wrong) |\n\
          |---|---|---|---|---|---|\n",
+        if scale_up > 1 { format!(" enlarged {scale_up}×") } else { String::new() },
         psnr.iter().copied().fold(f64::INFINITY, f64::min),
         median(psnr.clone()),
         ssim.iter().copied().fold(f64::INFINITY, f64::min),
