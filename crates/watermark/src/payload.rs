@@ -265,4 +265,24 @@ mod tests {
         assert_eq!(a.decode(&fft.forward_real(&shifted), (9, 5)), Some(p));
         assert_eq!(b.decode(&spectrum, (0, 0)), None);
     }
+
+    #[test]
+    fn noise_never_decodes_to_a_payload() {
+        // 2,000 spectra of white noise at random shifts: the CRC alone passes 4 of them (about 1 in 256); the code-word
+        // correlation threshold must refuse all.
+        let layout = Layout::new(&Key::derive(b"noise"));
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut uniform = || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut decoded = 0;
+        for _ in 0..2000 {
+            let g: Vec<Complex<f64>> =
+                (0..TILE * TILE).map(|_| Complex::from_polar(1.0, uniform() * std::f64::consts::TAU)).collect();
+            let shift = ((uniform() * 64.0) as usize, (uniform() * 64.0) as usize);
+            decoded += usize::from(layout.decode(&g, shift).is_some());
+        }
+        assert_eq!(decoded, 0);
+    }
 }

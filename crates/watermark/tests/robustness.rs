@@ -161,31 +161,17 @@ fn p_values_are_calibrated_against_a_key_shuffle_null() {
 
 /// `v` enlarged `k` times (bilinear), standing in for a bigger model's output.
 fn enlarge(v: &Video, k: usize) -> Video {
-    let (w, h) = (v.width * k, v.height * k);
+    let (w, h) = (v.width as u32, v.height as u32);
+    let k32 = k as u32;
     let frames = v
         .frames
         .iter()
         .map(|f| {
-            let mut o = vec![0u8; w * h * 3];
-            for j in 0..h {
-                for i in 0..w {
-                    let fx = ((i as f64 + 0.5) / k as f64 - 0.5).clamp(0.0, (v.width - 1) as f64);
-                    let fy = ((j as f64 + 0.5) / k as f64 - 0.5).clamp(0.0, (v.height - 1) as f64);
-                    let (x0, y0) = (fx as usize, fy as usize);
-                    let (x1, y1) = ((x0 + 1).min(v.width - 1), (y0 + 1).min(v.height - 1));
-                    let (ax, ay) = (fx - x0 as f64, fy - y0 as f64);
-                    for c in 0..3 {
-                        let px = |x: usize, y: usize| f64::from(f[(y * v.width + x) * 3 + c]);
-                        let top = px(x0, y0) * (1.0 - ax) + px(x1, y0) * ax;
-                        let bottom = px(x0, y1) * (1.0 - ax) + px(x1, y1) * ax;
-                        o[(j * w + i) * 3 + c] = (top * (1.0 - ay) + bottom * ay).round() as u8;
-                    }
-                }
-            }
-            o
+            let img = image::RgbImage::from_raw(w, h, f.clone()).unwrap();
+            image::imageops::resize(&img, w * k32, h * k32, image::imageops::FilterType::Triangle).into_raw()
         })
         .collect();
-    Video { width: w, height: h, fps: v.fps, frames }
+    Video { width: v.width * k, height: v.height * k, fps: v.fps, frames }
 }
 
 #[test]
