@@ -44,3 +44,15 @@ impl Fft2 {
         c
     }
 }
+
+/// The radial frequency, in cycles per tile, of spectrum index `k` (row-major `v * TILE + u`; indices above
+/// `TILE / 2` are negative frequencies).
+pub(crate) fn radius(k: usize) -> f64 {
+    let signed = |i: usize| if i > TILE / 2 { i as f64 - TILE as f64 } else { i as f64 };
+    signed(k % TILE).hypot(signed(k / TILE))
+}
+
+/// The spectrum index of `-f` for index `k` (its complex conjugate in a real array's spectrum).
+pub(crate) fn mirror(k: usize) -> usize {
+    ((TILE - k / TILE) % TILE) * TILE + (TILE - k % TILE) % TILE
+}

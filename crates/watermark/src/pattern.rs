@@ -5,7 +5,7 @@ use vidmesh_video::Video;
 
 use rustfft::num_complex::Complex;
 
-use crate::fft::Fft2;
+use crate::fft::{Fft2, radius};
 use crate::payload::{Layout, Payload};
 use crate::{BAND, TILE};
 
@@ -68,11 +68,9 @@ fn signs(key: &Key) -> Vec<f64> {
     out
 }
 
-/// Whether tile frequency `(u, v)` (FFT indices) lies in the pattern's band [`BAND`] (radial, cycles per tile).
-fn in_band(u: usize, v: usize) -> bool {
-    let signed = |k: usize| if k > TILE / 2 { k as f64 - TILE as f64 } else { k as f64 };
-    let r = signed(u).hypot(signed(v));
-    (BAND.0..=BAND.1).contains(&r)
+/// Whether spectrum index `k` lies in the pattern's band [`BAND`] (radial, cycles per tile).
+fn in_band(k: usize) -> bool {
+    (BAND.0..=BAND.1).contains(&radius(k))
 }
 
 /// The zero-mean, unit-RMS tile (`TILE × TILE`): the key's ±1 pixel signs band-passed to [`BAND`] (an ideal
@@ -81,7 +79,7 @@ fn in_band(u: usize, v: usize) -> bool {
 pub(crate) fn tile(key: &Key, fft: &Fft2) -> Vec<f64> {
     let mut spectrum = fft.forward_real(&signs(key));
     for (k, c) in spectrum.iter_mut().enumerate() {
-        if !in_band(k % TILE, k / TILE) {
+        if !in_band(k) {
             *c = Complex::new(0.0, 0.0);
         }
     }
@@ -126,6 +124,14 @@ impl Embedder {
         // The tiles occupy disjoint bands, so they are orthogonal and the mix keeps unit RMS.
         let mixed = self.tile.iter().zip(&p).map(|(d, p)| (1.0 - share).sqrt() * d + share.sqrt() * p).collect();
         Self { with_payload: Some(mixed), ..self.clone() }
+    }
+
+    /// Embeds into every frame of `video`; returns the PSNR (dB) of the change over the whole video.
+    pub fn embed_video(&self, video: &mut Video) -> f64 {
+        let (w, h) = (video.width, video.height);
+        let total = video.frames.len();
+        let se: f64 = video.frames.iter_mut().enumerate().map(|(i, f)| self.embed_frame(f, w, h, i, total)).sum();
+        psnr_of(se, video.frames.len() * w * h * 3)
     }
 
     /// Embeds into frame `index` of `total` (RGB, `w × h`) in place; returns the squared error summed over its
@@ -177,16 +183,6 @@ impl Embedder {
 /// PSNR in dB of a summed squared error over `samples` 8-bit samples.
 pub fn psnr_of(se: f64, samples: usize) -> f64 {
     vidmesh_video::psnr_from_mse(se / samples.max(1) as f64)
-}
-
-impl Embedder {
-    /// Embeds into every frame of `video`; returns the PSNR (dB) of the change over the whole video.
-    pub fn embed_video(&self, video: &mut Video) -> f64 {
-        let (w, h) = (video.width, video.height);
-        let total = video.frames.len();
-        let se: f64 = video.frames.iter_mut().enumerate().map(|(i, f)| self.embed_frame(f, w, h, i, total)).sum();
-        psnr_of(se, video.frames.len() * w * h * 3)
-    }
 }
 
 /// Embeds the key's watermark (no payload) into every frame; returns the PSNR (dB) of the change over the whole

@@ -21,7 +21,7 @@ use rustfft::num_complex::Complex;
 use sha2::{Digest as _, Sha256};
 
 use crate::TILE;
-use crate::fft::Fft2;
+use crate::fft::{Fft2, mirror, radius};
 use crate::pattern::Key;
 
 /// What a watermark carries besides "made with this key".
@@ -140,27 +140,21 @@ impl Layout {
     /// Every frequency pair (f, −f) of the band, in a key-chosen order, dealt to the coded bits in turn, each with
     /// a key-chosen phase.
     pub(crate) fn new(key: &Key) -> Self {
-        let signed = |k: usize| if k > TILE / 2 { k as f64 - TILE as f64 } else { k as f64 };
         let mut pairs: Vec<(u64, usize, f64)> = Vec::new();
-        for v in 0..TILE {
-            for u in 0..TILE {
-                let r = signed(u).hypot(signed(v));
-                // One representative per conjugate pair: the one whose index is smaller than its mirror's.
-                let mirror = ((TILE - v) % TILE) * TILE + (TILE - u) % TILE;
-                let k = v * TILE + u;
-                if !(PAYLOAD_BAND.0..=PAYLOAD_BAND.1).contains(&r) || k >= mirror {
-                    continue;
-                }
-                let h = Sha256::new()
-                    .chain_update(key.0)
-                    .chain_update(b"vidmesh-watermark-v3-payload")
-                    .chain_update((k as u32).to_le_bytes())
-                    .finalize();
-                let order = u64::from_le_bytes(h[..8].try_into().unwrap_or_default());
-                let phase = f64::from(u32::from_le_bytes(h[8..12].try_into().unwrap_or_default())) / 4_294_967_296.0
-                    * std::f64::consts::TAU;
-                pairs.push((order, k, phase));
+        for k in 0..TILE * TILE {
+            // One representative per conjugate pair: the one whose index is smaller than its mirror's.
+            if !(PAYLOAD_BAND.0..=PAYLOAD_BAND.1).contains(&radius(k)) || k >= mirror(k) {
+                continue;
             }
+            let h = Sha256::new()
+                .chain_update(key.0)
+                .chain_update(b"vidmesh-watermark-v3-payload")
+                .chain_update((k as u32).to_le_bytes())
+                .finalize();
+            let order = u64::from_le_bytes(h[..8].try_into().unwrap_or_default());
+            let phase = f64::from(u32::from_le_bytes(h[8..12].try_into().unwrap_or_default())) / 4_294_967_296.0
+                * std::f64::consts::TAU;
+            pairs.push((order, k, phase));
         }
         pairs.sort_unstable_by_key(|p| p.0);
         let mut bits = vec![Vec::new(); CODED_BITS];
@@ -177,9 +171,8 @@ impl Layout {
         for (freqs, &bit) in self.bits.iter().zip(&coded) {
             let sign = if bit { 1.0 } else { -1.0 };
             for &(k, w) in freqs {
-                let mirror = ((TILE - k / TILE) % TILE) * TILE + (TILE - k % TILE) % TILE;
                 spectrum[k] = w * sign;
-                spectrum[mirror] = (w * sign).conj();
+                spectrum[mirror(k)] = (w * sign).conj();
             }
         }
         fft.run(&mut spectrum, true);
@@ -247,10 +240,8 @@ mod tests {
         let rms = (t.iter().map(|v| v * v).sum::<f64>() / t.len() as f64).sqrt();
         assert!((rms - 1.0).abs() < 1e-9);
         let spectrum = fft.forward_real(&t);
-        let signed = |k: usize| if k > TILE / 2 { k as f64 - TILE as f64 } else { k as f64 };
         for (k, c) in spectrum.iter().enumerate() {
-            let r = signed(k % TILE).hypot(signed(k / TILE));
-            if !(PAYLOAD_BAND.0..=PAYLOAD_BAND.1).contains(&r) {
+            if !(PAYLOAD_BAND.0..=PAYLOAD_BAND.1).contains(&radius(k)) {
                 assert!(c.norm() < 1e-6, "energy at {k}");
             }
         }

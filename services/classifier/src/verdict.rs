@@ -67,7 +67,7 @@ pub fn combine(
     } else {
         reasons.push(format!("no vidmesh watermark found (z {:.2}, p {p:.2})", watermark.z));
     }
-    if let (Some(payload), true) = (watermark.payload, p <= t.inconclusive) {
+    if let Some(payload) = watermark.payload.filter(|_| p <= t.inconclusive) {
         reasons.push(format!("watermark payload: generator {}, job tag {:04x}", payload.generator, payload.tag));
     }
     match c2pa {
