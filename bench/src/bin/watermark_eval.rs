@@ -11,6 +11,10 @@
 //!
 //! `cargo run --release -p vidmesh-bench --bin watermark_eval -- [--videos N] [--null-trials M] [--enlarge K]
 //! [--out FILE]` (needs ffmpeg/ffprobe on PATH and ORT_DYLIB_PATH from scripts/fetch-onnxruntime.sh).
+//!
+//! For research on the embedding: `--dump DIR` writes the unmarked frames and stops; `--from DIR` reads them back
+//! instead of generating (the same videos, without the model: seconds instead of minutes); `--attacks 0,11` runs
+//! only those rows of [`ATTACKS`] (by index). Rows not run are left out of the report.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +133,18 @@ fn enlarge(v: Video, k: usize) -> Result<Video> {
     Ok(Video { width: v.width * k, height: v.height * k, fps: v.fps, frames })
 }
 
+/// Video `i` as `--dump` wrote it.
+fn read_dump(dir: &Path, i: usize) -> Result<Video> {
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(format!("{i}.json")))?)
+        .with_context(|| format!("{i}.json in --from"))?;
+    let field = |name: &str| meta[name].as_f64().with_context(|| format!("{name} in {i}.json"));
+    let (w, h, n) = (field("width")? as usize, field("height")? as usize, field("frames")? as usize);
+    let raw = std::fs::read(dir.join(format!("{i}.rgb")))?;
+    ensure!(raw.len() == w * h * 3 * n, "{i}.rgb: {} bytes for {n} frames of {w}x{h}", raw.len());
+    let frames = raw.chunks_exact(w * h * 3).map(<[u8]>::to_vec).collect();
+    Ok(Video { width: w, height: h, fps: field("fps")?, frames })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -143,6 +159,14 @@ async fn main() -> Result<()> {
     let out_path: Option<PathBuf> =
         args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(Into::into);
     let dump: Option<PathBuf> = args.iter().position(|a| a == "--dump").and_then(|i| args.get(i + 1)).map(Into::into);
+    let from: Option<PathBuf> = args.iter().position(|a| a == "--from").and_then(|i| args.get(i + 1)).map(Into::into);
+    let selected: Vec<usize> = match args.iter().position(|a| a == "--attacks").and_then(|i| args.get(i + 1)) {
+        Some(list) => {
+            list.split(',').map(str::parse).collect::<Result<_, _>>().context("--attacks: indices, e.g. 0,11")?
+        }
+        None => (0..ATTACKS.len()).collect(),
+    };
+    ensure!(selected.iter().all(|&a| a < ATTACKS.len()), "--attacks: indices below {}", ATTACKS.len());
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = tempfile::tempdir()?;
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -180,20 +204,22 @@ async fn main() -> Result<()> {
             steps: 0,
             guidance: None,
         };
-        let clean = mesh.frames(&job).await?;
+        let clean = match &from {
+            Some(dir) => read_dump(dir, i)?,
+            None => mesh.frames(&job).await?,
+        };
         if let Some(dir) = &dump {
             // Unmarked frames for watermark research: raw RGB24, frame after frame, plus their geometry.
             std::fs::create_dir_all(dir)?;
             std::fs::write(dir.join(format!("{i}.rgb")), clean.frames.concat())?;
-            let meta = format!(
-                "{{\"width\":{},\"height\":{},\"frames\":{},\"fps\":{},\"prompt\":\"{}\"}}",
-                clean.width,
-                clean.height,
-                clean.frames.len(),
-                clean.fps,
-                job.prompt
-            );
-            std::fs::write(dir.join(format!("{i}.json")), meta)?;
+            let meta = serde_json::json!({
+                "width": clean.width,
+                "height": clean.height,
+                "frames": clean.frames.len(),
+                "fps": clean.fps,
+                "prompt": job.prompt,
+            });
+            std::fs::write(dir.join(format!("{i}.json")), meta.to_string())?;
             continue;
         }
         let clean = enlarge(clean, scale_up)?;
@@ -224,6 +250,9 @@ async fn main() -> Result<()> {
         std::fs::write(&unmarked_path, encode_mp4(&clean, &encode)?)?;
         negatives.push((format!("vidmesh-tiny unmarked #{i}"), Suspect::new(&read_any(&unmarked_path)?)));
         for (a, (_, filter, crf)) in ATTACKS.iter().enumerate() {
+            if !selected.contains(&a) {
+                continue;
+            }
             let path = if *crf == 0 {
                 marked_path.clone()
             } else {
@@ -245,7 +274,8 @@ async fn main() -> Result<()> {
             p[a].push(d.p_value);
             suspects.push(suspect);
         }
-        let zs: Vec<String> = z.iter().map(|v| format!("{:.2}", v.last().copied().unwrap_or(f64::NAN))).collect();
+        let zs: Vec<String> =
+            selected.iter().map(|&a| &z[a]).map(|v| format!("{:.2}", v.last().copied().unwrap_or(f64::NAN))).collect();
         eprintln!("video {}/{n}: {:?}; z by attack: {}", i + 1, t0.elapsed(), zs.join(" "));
     }
     if dump.is_some() {
@@ -282,7 +312,7 @@ async fn main() -> Result<()> {
     let mut top: Vec<(f64, String)> = Vec::new();
     for (s_i, s) in all.iter().enumerate() {
         let name = if s_i < suspects.len() {
-            format!("marked #{} / {}", s_i / ATTACKS.len(), ATTACKS[s_i % ATTACKS.len()].0)
+            format!("marked #{} / {}", s_i / selected.len(), ATTACKS[selected[s_i % selected.len()]].0)
         } else {
             negatives[s_i - suspects.len()].0.clone()
         };
@@ -324,6 +354,9 @@ async fn main() -> Result<()> {
         median(ssim.clone()),
     );
     for (a, (name, _, _)) in ATTACKS.iter().enumerate() {
+        if !selected.contains(&a) {
+            continue;
+        }
         let tpr = |alpha: f64| p[a].iter().filter(|&&q| q <= alpha).count() as f64 / n as f64;
         r.push_str(&format!(
             "| {name} | {:.3} | {:.3} | {:.2} | {:.2} | {:.3} ({}) |\n",
