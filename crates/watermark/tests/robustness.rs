@@ -129,12 +129,58 @@ fn invisible_and_detected_after_attacks() {
         // single attack down to QP 28-32 at p <= 1e-6 (z >= 8.6 measured on vidmesh-tiny 0.3.0's fixtures).
         // QP 34-38 and the combined attack done here (openh264 at QP 28-32, a harsher encoder than the libx264
         // CRF 28 of the issue's attack) are printed but not held: z 3.1-5.4 on these flat frames. The ffmpeg
-        // evaluation's combined attack reaches p <= 1e-6 on 32 of 40 videos (issue target: 95%).
+        // evaluation's combined attack reaches p <= 1e-6 on 33 of 40 videos (issue target: 95%).
         let p_of = |name: &str| found.iter().find(|(n, _)| *n == name).unwrap().1.p_value;
         for (name, _) in found.iter().filter(|(n, _)| !matches!(*n, "combined" | "h264 qp 34-38")) {
             assert!(p_of(name) <= 1e-6, "case {case}, {name}: p {:.2e}", p_of(name));
         }
     }
+}
+
+/// A light striped background like vidmesh-tiny's "striped white" outputs (the evaluation's videos #7–13, rows
+/// measured on them): hard-edged diagonal stripes of RGB ~238 and ~210, 8 px each along a row, with the
+/// generator's fine texture (±3 levels, fixed) and flicker (±1 level, per frame), and a blue disc moving across.
+fn striped(frames: usize, w: usize, h: usize) -> Video {
+    // A fixed pseudo-random value in [-1, 1] per (pixel, salt).
+    let noise = |k: usize, salt: usize| ((k * 2_654_435_761 + salt * 40_503) % 1000) as f64 / 500.0 - 1.0;
+    let frames = (0..frames)
+        .map(|t| {
+            let mut rgb = vec![0u8; w * h * 3];
+            for j in 0..h {
+                for i in 0..w {
+                    let k = j * w + i;
+                    let light = (i + j) % 16 < 8;
+                    let grey = if light { 238.0 } else { 210.0 } + 3.0 * noise(k, 0) + noise(k, t + 1);
+                    let (dx, dy) = (i as f64 - 16.0 - 2.0 * t as f64, j as f64 - 36.0);
+                    let disc = (dx * dx + dy * dy).sqrt() < 9.0;
+                    let px = if disc { [40.0, 60.0, 220.0] } else { [grey; 3] };
+                    for c in 0..3 {
+                        rgb[k * 3 + c] = px[c].round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+            rgb
+        })
+        .collect();
+    Video { width: w, height: h, fps: 8.0, frames }
+}
+
+#[test]
+fn a_striped_background_keeps_the_mark_at_half_brightness() {
+    // Halving the brightness halves the stripes' contrast (~29 → ~14 levels): the content prediction's range
+    // gate must still keep the other stripe out, or the stripes leak into the residual and drown the pattern
+    // (with the gate at ±12 levels this clip fell to z 4.8, like the evaluation's striped videos: 3.1–4.3).
+    let key = Key::derive(b"vidmesh stripes key");
+    let original = striped(16, 64, 64);
+    let mut marked = original.clone();
+    embed(&key, &mut marked, &Params::default());
+    let ours = reencode(&marked, EncodeOptions::default().qp);
+    let attacked = reencode(&brightness(&ours, 0.5), (20, 24));
+    let d = detect(&key, &attacked);
+    let clean = detect(&key, &brightness(&original, 0.5));
+    println!("striped, brightness x0.5: z {:.2} p {:.2e}; unmarked z {:.2}", d.z, d.p_value, clean.z);
+    assert!(d.p_value <= 1e-6, "{d:?}");
+    assert!(clean.p_value > 1e-3, "{clean:?}");
 }
 
 #[test]
