@@ -26,6 +26,11 @@ use crate::payload::{Layout, Payload};
 /// Candidate scales of the suspect relative to the original (1 = as generated, 0.5 = downscaled by half).
 pub const SCALES: [f64; 3] = [1.0, 0.75, 0.5];
 
+/// The detection's range gate in levels of luma (see [`residual`]).
+const GATE: f64 = 8.0;
+/// The range gate of the residual the payload is decoded from, in videos large enough to carry one.
+const PAYLOAD_GATE: f64 = 12.0;
+
 /// Number of (scale, shift) hypotheses one detection tries: the Bonferroni factor of its p-value.
 pub const HYPOTHESES: usize = SCALES.len() * TILE * TILE;
 
@@ -93,52 +98,73 @@ impl Reference {
     }
 }
 
+/// Rows `j0..` of [`residual`] into `out` (and, with `WIDE`, the payload gate's into `wide`); a const parameter
+/// so that each variant's window loop stays branch-free and vectorised.
+fn gated_rows<const WIDE: bool>(y: &[f64], w: usize, h: usize, j0: usize, out: &mut [f64], wide: &mut [f64]) {
+    const RADIUS: usize = 5;
+    for (dj, out_row) in out.chunks_exact_mut(w).enumerate() {
+        let j = j0 + dj;
+        let (r0, r1) = (j.saturating_sub(RADIUS), (j + RADIUS).min(h - 1));
+        for (i, o) in out_row.iter_mut().enumerate() {
+            let c = y[j * w + i];
+            let (c0, c1) = (i.saturating_sub(RADIUS), (i + RADIUS).min(w - 1));
+            let (mut s, mut n, mut s2, mut n2) = (0.0, 0.0, 0.0, 0.0);
+            for r in r0..=r1 {
+                // Branch-free so the compiler vectorises it; the centre is taken out below.
+                for &v in &y[r * w + c0..=r * w + c1] {
+                    let d = (v - c).abs();
+                    let m = f64::from(u8::from(d <= GATE));
+                    s += m * v;
+                    n += m;
+                    if WIDE {
+                        let m2 = f64::from(u8::from(d <= PAYLOAD_GATE));
+                        s2 += m2 * v;
+                        n2 += m2;
+                    }
+                }
+            }
+            let predict = |s: f64, n: f64| if n > 1.0 { c - (s - c) / (n - 1.0) } else { 0.0 };
+            *o = predict(s, n);
+            if WIDE {
+                wide[dj * w + i] = predict(s2, n2);
+            }
+        }
+    }
+}
+
 /// The frame minus its content prediction: the mean of the neighbours within a window whose luma is within a
 /// range of the pixel's (a range-gated box filter, like a bilateral filter without the centre). Flat regions
 /// and stripes are predicted exactly, so only the low-amplitude pattern remains; across edges the gate keeps the
 /// other side out, so edges leave almost nothing behind.
 ///
-/// The gate is ±8 levels: wide enough for the pattern (±2–3 levels of luma) and the codec's noise, narrow enough
-/// that a brightness ×0.5 still keeps the two sides of a ~28-level stripe or checker edge apart (at ±12, halved
-/// stripes leaked into the residual: the evaluation's striped and checkered videos fell to z 3–4).
-fn residual(y: &[f64], w: usize, h: usize) -> Vec<f64> {
-    const RADIUS: usize = 5;
-    const RANGE: f64 = 8.0;
-    let rows = |j0: usize, out: &mut [f64]| {
-        for (dj, out_row) in out.chunks_exact_mut(w).enumerate() {
-            let j = j0 + dj;
-            let (r0, r1) = (j.saturating_sub(RADIUS), (j + RADIUS).min(h - 1));
-            for (i, o) in out_row.iter_mut().enumerate() {
-                let c = y[j * w + i];
-                let (c0, c1) = (i.saturating_sub(RADIUS), (i + RADIUS).min(w - 1));
-                let (mut s, mut n) = (0.0, 0.0);
-                for r in r0..=r1 {
-                    // Branch-free so the compiler vectorises it; the centre is taken out below.
-                    for &v in &y[r * w + c0..=r * w + c1] {
-                        let m = f64::from(u8::from((v - c).abs() <= RANGE));
-                        s += m * v;
-                        n += m;
-                    }
-                }
-                let (s, n) = (s - c, n - 1.0);
-                *o = if n > 0.0 { c - s / n } else { 0.0 };
-            }
-        }
+/// The detection's gate is ±8 levels ([`GATE`]): wide enough for the pattern (±2–3 levels of luma) and the codec's
+/// noise, narrow enough that a brightness ×0.5 still keeps the two sides of a ~28-level stripe or checker edge
+/// apart (at ±12, halved stripes leaked into the residual: the evaluation's striped and checkered videos fell to
+/// z 3–4). With `payload`, the same pass also returns the residual at ±12 ([`PAYLOAD_GATE`]), which the payload's
+/// 4–8 px band decodes better from (docs/detection.md, v3.1).
+fn residual(y: &[f64], w: usize, h: usize, payload: bool) -> (Vec<f64>, Option<Vec<f64>>) {
+    let rows = |j0: usize, out: &mut [f64], wide: &mut [f64]| {
+        if payload { gated_rows::<true>(y, w, h, j0, out, wide) } else { gated_rows::<false>(y, w, h, j0, out, wide) }
     };
     let mut out = vec![0.0; w * h];
+    let mut wide = vec![0.0; if payload { w * h } else { 0 }];
     // Rows in parallel over the machine's cores (a frame of 640x360 is ~28M window taps).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(h.div_ceil(16)).max(1);
+    let per = h.div_ceil(threads);
+    let wide_per = if payload { per * w } else { 0 };
     if threads == 1 {
-        rows(0, &mut out);
+        rows(0, &mut out, &mut wide);
     } else {
-        let per = h.div_ceil(threads);
         std::thread::scope(|scope| {
+            let mut wide_chunks: Vec<&mut [f64]> =
+                if payload { wide.chunks_mut(wide_per).collect() } else { Vec::new() };
             for (t, chunk) in out.chunks_mut(per * w).enumerate() {
-                scope.spawn(move || rows(t * per, chunk));
+                let wide_chunk = if payload { std::mem::take(&mut wide_chunks[t]) } else { &mut [] };
+                scope.spawn(move || rows(t * per, chunk, wide_chunk));
             }
         });
     }
-    out
+    (out, payload.then_some(wide))
 }
 
 /// Bilinear resample of `src` (w×h) to (nw×nh).
@@ -182,13 +208,17 @@ fn whiten(spectrum: &[Complex<f64>]) -> Vec<Complex<f64>> {
     out
 }
 
-/// Builds a [`Suspect`] one RGB frame at a time (memory: two residual planes, whatever the length).
+/// Builds a [`Suspect`] one RGB frame at a time (memory: two residual planes whatever the length; four when the
+/// video is large enough to carry a payload).
 pub struct Accumulator {
     width: usize,
     height: usize,
     total: usize,
     /// Residual sums of the frames whose pattern sign is + and −.
     sums: [Vec<f64>; 2],
+    /// The same at the payload's gate, for videos large enough to carry a payload (or to be a crop or a 0.5×
+    /// downscale of one).
+    payload_sums: Option<[Vec<f64>; 2]>,
     counts: [usize; 2],
 }
 
@@ -197,7 +227,10 @@ impl Accumulator {
     /// container declares it; frames may then be pushed sparsely, see [`Accumulator::push_at`]).
     pub fn new(width: usize, height: usize, total: usize) -> Self {
         let plane = vec![0.0; width * height];
-        Self { width, height, total: total.max(1), sums: [plane.clone(), plane], counts: [0, 0] }
+        // A payload's residual wherever one may be found: videos that carry one, cropped or downscaled to 0.5×.
+        let payload = width * height * total >= crate::Params::default().payload_min_samples / 4;
+        let payload_sums = payload.then(|| [plane.clone(), plane.clone()]);
+        Self { width, height, total: total.max(1), sums: [plane.clone(), plane], payload_sums, counts: [0, 0] }
     }
 
     /// Adds frame `index` (`width × height × 3` RGB8): its luma minus the content prediction ([`residual`]).
@@ -207,8 +240,10 @@ impl Accumulator {
             .chunks_exact(3)
             .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
             .collect();
-        for (a, v) in self.sums[group].iter_mut().zip(residual(&y, self.width, self.height)) {
-            *a += v;
+        let (r, wide) = residual(&y, self.width, self.height, self.payload_sums.is_some());
+        self.sums[group].iter_mut().zip(r).for_each(|(a, v)| *a += v);
+        if let (Some(sums), Some(wide)) = (&mut self.payload_sums, wide) {
+            sums[group].iter_mut().zip(wide).for_each(|(a, v)| *a += v);
         }
         self.counts[group] += 1;
     }
@@ -221,21 +256,57 @@ impl Accumulator {
     /// The prepared suspect: the mean residual of the + frames minus that of the − frames (static content
     /// cancels); with frames of one sign only (a trimmed clip), their mean with its sign.
     pub fn finish(self) -> Suspect {
-        let mut d = vec![0.0; self.width * self.height];
-        for (group, (sum, &n)) in self.sums.iter().zip(&self.counts).enumerate() {
-            if n > 0 {
-                let weight = if group == 0 { 1.0 } else { -1.0 } / n as f64;
-                d.iter_mut().zip(sum).for_each(|(o, v)| *o += weight * v);
+        let difference = |sums: &[Vec<f64>; 2]| {
+            let mut d = vec![0.0; self.width * self.height];
+            for (group, (sum, &n)) in sums.iter().zip(&self.counts).enumerate() {
+                if n > 0 {
+                    let weight = if group == 0 { 1.0 } else { -1.0 } / n as f64;
+                    d.iter_mut().zip(sum).for_each(|(o, v)| *o += weight * v);
+                }
             }
-        }
-        Suspect::from_residual(&d, self.width, self.height)
+            d
+        };
+        let fft = Fft2::new();
+        let views = scale_views(&fft, &difference(&self.sums), self.width, self.height);
+        let payload_views =
+            self.payload_sums.as_ref().map(|s| scale_views(&fft, &difference(s), self.width, self.height));
+        Suspect { fft, views, payload_views }
     }
 }
 
-/// Everything about a suspect video that does not depend on the key: its whitened, folded residual per scale.
+/// A residual (`w × h`) folded modulo the tile at every candidate scale and whitened: (scale, spectrum) for each
+/// scale at which it is not all zero.
+fn scale_views(fft: &Fft2, residual: &[f64], w: usize, h: usize) -> Vec<(f64, Vec<Complex<f64>>)> {
+    let mut views = Vec::new();
+    for scale in SCALES {
+        let (nw, nh) = (((w as f64 / scale).round() as usize).max(1), ((h as f64 / scale).round() as usize).max(1));
+        let r = if scale == 1.0 { residual.to_vec() } else { resample(residual, w, h, nw, nh) };
+        let (mut fold, mut count) = (vec![0.0; TILE * TILE], vec![0u32; TILE * TILE]);
+        for j in 0..nh {
+            for i in 0..nw {
+                fold[(j % TILE) * TILE + i % TILE] += r[j * nw + i];
+                count[(j % TILE) * TILE + i % TILE] += 1;
+            }
+        }
+        for (f, c) in fold.iter_mut().zip(&count) {
+            if *c > 0 {
+                *f /= f64::from(*c);
+            }
+        }
+        if fold.iter().all(|v| *v == 0.0) {
+            continue;
+        }
+        views.push((scale, whiten(&fft.forward_real(&fold))));
+    }
+    views
+}
+
+/// Everything about a suspect video that does not depend on the key: its whitened, folded residual per scale
+/// (and, for videos large enough to carry a payload, the same at the payload's gate).
 pub struct Suspect {
     fft: Fft2,
     views: Vec<(f64, Vec<Complex<f64>>)>,
+    payload_views: Option<Vec<(f64, Vec<Complex<f64>>)>>,
 }
 
 impl Suspect {
@@ -246,33 +317,6 @@ impl Suspect {
             acc.push_at(i, f);
         }
         acc.finish()
-    }
-
-    /// Prepares a suspect from the mean residual of its frames (`w × h`).
-    fn from_residual(residual: &[f64], w: usize, h: usize) -> Self {
-        let fft = Fft2::new();
-        let mut views = Vec::new();
-        for scale in SCALES {
-            let (nw, nh) = (((w as f64 / scale).round() as usize).max(1), ((h as f64 / scale).round() as usize).max(1));
-            let r = if scale == 1.0 { residual.to_vec() } else { resample(residual, w, h, nw, nh) };
-            let (mut fold, mut count) = (vec![0.0; TILE * TILE], vec![0u32; TILE * TILE]);
-            for j in 0..nh {
-                for i in 0..nw {
-                    fold[(j % TILE) * TILE + i % TILE] += r[j * nw + i];
-                    count[(j % TILE) * TILE + i % TILE] += 1;
-                }
-            }
-            for (f, c) in fold.iter_mut().zip(&count) {
-                if *c > 0 {
-                    *f /= f64::from(*c);
-                }
-            }
-            if fold.iter().all(|v| *v == 0.0) {
-                continue;
-            }
-            views.push((scale, whiten(&fft.forward_real(&fold))));
-        }
-        Self { fft, views }
     }
 
     /// Looks for the reference's watermark.
@@ -300,7 +344,9 @@ impl Suspect {
             }
         }
         if let (Some(layout), Some(g)) = (&reference.layout, best_view) {
-            best.payload = layout.decode(g, best.shift);
+            // Decoded where the detection peaked, from the payload gate's residual when there is one.
+            let wide = self.payload_views.as_ref().and_then(|v| v.iter().find(|(s, _)| *s == best.scale));
+            best.payload = layout.decode(wide.map_or(g, |(_, w)| w), best.shift);
         }
         best
     }

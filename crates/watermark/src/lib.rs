@@ -21,10 +21,11 @@
 //! tried; its calibration is checked against a key-shuffle null (tests/robustness.rs, bench watermark_eval).
 //!
 //! Invariants: the same key and video always give the same output; every embedded frame's PSNR is at least
-//! `psnr_db` (rounding can only add margin); detection memory is two residual planes whatever the video's length;
-//! the detection's z and p-value come from the detection band alone (decoding a payload cannot change them; a
-//! payload only takes its share of the energy); a video below `payload_min_samples` is marked exactly as without
-//! a payload.
+//! `psnr_db` (rounding can only add margin); detection memory is two residual planes whatever the video's length
+//! (four in videos large enough to carry a payload, which is decoded from a residual at a wider range gate); the
+//! detection's z and p-value come from the detection band and gate alone (decoding a payload cannot change them;
+//! a payload only takes its share of the energy); a video below `payload_min_samples` is marked exactly as
+//! without a payload.
 
 mod detect;
 mod fft;
