@@ -170,7 +170,11 @@ async fn main() -> Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = tempfile::tempdir()?;
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mesh = Mesh::load(&repo.join("models/vidmesh-tiny"), work.path(), "", &env).await?;
+    // The model is loaded only to generate; `--from` reads the videos instead.
+    let mesh = match &from {
+        Some(_) => None,
+        None => Some(Mesh::load(&repo.join("models/vidmesh-tiny"), work.path(), "", &env).await?),
+    };
     let key = Key::derive(b"vidmesh watermark evaluation key");
     let embedder = Embedder::new(&key, Params::default());
     // The reference with payload decoding (the key-shuffle null uses `Suspect::reference`, without).
@@ -204,9 +208,10 @@ async fn main() -> Result<()> {
             steps: 0,
             guidance: None,
         };
-        let clean = match &from {
-            Some(dir) => read_dump(dir, i)?,
-            None => mesh.frames(&job).await?,
+        let clean = match (&from, &mesh) {
+            (Some(dir), _) => read_dump(dir, i)?,
+            (None, Some(mesh)) => mesh.frames(&job).await?,
+            (None, None) => unreachable!("the model is loaded whenever --from is absent"),
         };
         if let Some(dir) = &dump {
             // Unmarked frames for watermark research: raw RGB24, frame after frame, plus their geometry.

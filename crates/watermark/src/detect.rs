@@ -151,15 +151,14 @@ fn residual(y: &[f64], w: usize, h: usize, payload: bool) -> (Vec<f64>, Option<V
     // Rows in parallel over the machine's cores (a frame of 640x360 is ~28M window taps).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(h.div_ceil(16)).max(1);
     let per = h.div_ceil(threads);
-    let wide_per = if payload { per * w } else { 0 };
     if threads == 1 {
         rows(0, &mut out, &mut wide);
     } else {
         std::thread::scope(|scope| {
-            let mut wide_chunks: Vec<&mut [f64]> =
-                if payload { wide.chunks_mut(wide_per).collect() } else { Vec::new() };
+            // Without a payload `wide` is empty and every thread gets an empty slice.
+            let mut wide_chunks = wide.chunks_mut(per * w);
             for (t, chunk) in out.chunks_mut(per * w).enumerate() {
-                let wide_chunk = if payload { std::mem::take(&mut wide_chunks[t]) } else { &mut [] };
+                let wide_chunk = wide_chunks.next().unwrap_or_default();
                 scope.spawn(move || rows(t * per, chunk, wide_chunk));
             }
         });
