@@ -22,14 +22,10 @@ use crate::TILE;
 use crate::fft::Fft2;
 use crate::pattern::{Key, tile};
 use crate::payload::{Layout, Payload};
+use crate::residual::{luma_milli, residual};
 
 /// Candidate scales of the suspect relative to the original (1 = as generated, 0.5 = downscaled by half).
 pub const SCALES: [f64; 3] = [1.0, 0.75, 0.5];
-
-/// The detection's range gate in levels of luma (see [`residual`]).
-const GATE: f64 = 8.0;
-/// The range gate of the residual the payload is decoded from, in videos large enough to carry one.
-const PAYLOAD_GATE: f64 = 12.0;
 
 /// Number of (scale, shift) hypotheses one detection tries: the Bonferroni factor of its p-value.
 pub const HYPOTHESES: usize = SCALES.len() * TILE * TILE;
@@ -98,74 +94,6 @@ impl Reference {
     }
 }
 
-/// Rows `j0..` of [`residual`] into `out` (and, with `WIDE`, the payload gate's into `wide`); a const parameter
-/// so that each variant's window loop stays branch-free and vectorised.
-fn gated_rows<const WIDE: bool>(y: &[f64], w: usize, h: usize, j0: usize, out: &mut [f64], wide: &mut [f64]) {
-    const RADIUS: usize = 5;
-    for (dj, out_row) in out.chunks_exact_mut(w).enumerate() {
-        let j = j0 + dj;
-        let (r0, r1) = (j.saturating_sub(RADIUS), (j + RADIUS).min(h - 1));
-        for (i, o) in out_row.iter_mut().enumerate() {
-            let c = y[j * w + i];
-            let (c0, c1) = (i.saturating_sub(RADIUS), (i + RADIUS).min(w - 1));
-            let (mut s, mut n, mut s2, mut n2) = (0.0, 0.0, 0.0, 0.0);
-            for r in r0..=r1 {
-                // Branch-free so the compiler vectorises it; the centre is taken out below.
-                for &v in &y[r * w + c0..=r * w + c1] {
-                    let d = (v - c).abs();
-                    let m = f64::from(u8::from(d <= GATE));
-                    s += m * v;
-                    n += m;
-                    if WIDE {
-                        let m2 = f64::from(u8::from(d <= PAYLOAD_GATE));
-                        s2 += m2 * v;
-                        n2 += m2;
-                    }
-                }
-            }
-            let predict = |s: f64, n: f64| if n > 1.0 { c - (s - c) / (n - 1.0) } else { 0.0 };
-            *o = predict(s, n);
-            if WIDE {
-                wide[dj * w + i] = predict(s2, n2);
-            }
-        }
-    }
-}
-
-/// The frame minus its content prediction: the mean of the neighbours within a window whose luma is within a
-/// range of the pixel's (a range-gated box filter, like a bilateral filter without the centre). Flat regions
-/// and stripes are predicted exactly, so only the low-amplitude pattern remains; across edges the gate keeps the
-/// other side out, so edges leave almost nothing behind.
-///
-/// The detection's gate is ±8 levels ([`GATE`]): wide enough for the pattern (±2–3 levels of luma) and the codec's
-/// noise, narrow enough that a brightness ×0.5 still keeps the two sides of a ~28-level stripe or checker edge
-/// apart (at ±12, halved stripes leaked into the residual: the evaluation's striped and checkered videos fell to
-/// z 3–4). With `payload`, the same pass also returns the residual at ±12 ([`PAYLOAD_GATE`]), which the payload's
-/// 4–8 px band decodes better from (docs/detection.md, v3.1).
-fn residual(y: &[f64], w: usize, h: usize, payload: bool) -> (Vec<f64>, Option<Vec<f64>>) {
-    let rows = |j0: usize, out: &mut [f64], wide: &mut [f64]| {
-        if payload { gated_rows::<true>(y, w, h, j0, out, wide) } else { gated_rows::<false>(y, w, h, j0, out, wide) }
-    };
-    let mut out = vec![0.0; w * h];
-    let mut wide = vec![0.0; if payload { w * h } else { 0 }];
-    // Rows in parallel over the machine's cores (a frame of 640x360 is ~28M window taps).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(h.div_ceil(16)).max(1);
-    let per = h.div_ceil(threads);
-    if threads == 1 {
-        rows(0, &mut out, &mut wide);
-    } else {
-        std::thread::scope(|scope| {
-            // Without a payload `wide` is empty and every thread gets an empty slice.
-            let mut wide_chunks = wide.chunks_mut(per * w);
-            for (t, chunk) in out.chunks_mut(per * w).enumerate() {
-                let wide_chunk = wide_chunks.next().unwrap_or_default();
-                scope.spawn(move || rows(t * per, chunk, wide_chunk));
-            }
-        });
-    }
-    (out, payload.then_some(wide))
-}
-
 /// Bilinear resample of `src` (w×h) to (nw×nh).
 fn resample(src: &[f64], w: usize, h: usize, nw: usize, nh: usize) -> Vec<f64> {
     let mut out = vec![0.0; nw * nh];
@@ -232,14 +160,10 @@ impl Accumulator {
         Self { width, height, total: total.max(1), sums: [plane.clone(), plane], payload_sums, counts: [0, 0] }
     }
 
-    /// Adds frame `index` (`width × height × 3` RGB8): its luma minus the content prediction ([`residual`]).
+    /// Adds frame `index` (`width × height × 3` RGB8): its luma minus the content prediction (module `residual`).
     pub fn push_at(&mut self, index: usize, rgb: &[u8]) {
         let group = usize::from(crate::temporal_sign(index, self.total) < 0.0);
-        let y: Vec<f64> = rgb
-            .chunks_exact(3)
-            .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
-            .collect();
-        let (r, wide) = residual(&y, self.width, self.height, self.payload_sums.is_some());
+        let (r, wide) = residual(&luma_milli(rgb), self.width, self.height, self.payload_sums.is_some());
         self.sums[group].iter_mut().zip(r).for_each(|(a, v)| *a += v);
         if let (Some(sums), Some(wide)) = (&mut self.payload_sums, wide) {
             sums[group].iter_mut().zip(wide).for_each(|(a, v)| *a += v);

@@ -31,6 +31,7 @@ mod detect;
 mod fft;
 mod pattern;
 mod payload;
+mod residual;
 
 pub use detect::{Accumulator, Detection, HYPOTHESES, Reference, SCALES, Suspect, detect, normal_tail};
 pub use pattern::{Embedder, Key, Params, embed, psnr_of};
