@@ -20,12 +20,16 @@ const LANES: usize = 8;
 /// `0 · FAR` adds nothing), which keeps the window clipped to the frame as if it were cut at the edges.
 const FAR: f32 = 1.0e9;
 
+/// The row stride of [`padded`] luma for a frame `w` wide.
+fn stride(w: usize) -> usize {
+    w.div_ceil(LANES) * LANES + 2 * RADIUS
+}
+
 /// Luma rows padded with [`FAR`]: `RADIUS` on the left, and on the right `RADIUS` plus enough to make the width a
-/// multiple of [`LANES`] (the row stride [`gated_rows`] computes again).
+/// multiple of [`LANES`] (row stride [`stride`]).
 fn padded(y: &[f32], w: usize, h: usize) -> Vec<f32> {
-    let stride = w.div_ceil(LANES) * LANES + 2 * RADIUS;
-    let mut p = vec![FAR; stride * h];
-    for (dst, src) in p.chunks_exact_mut(stride).zip(y.chunks_exact(w)) {
+    let mut p = vec![FAR; stride(w) * h];
+    for (dst, src) in p.chunks_exact_mut(stride(w)).zip(y.chunks_exact(w)) {
         dst[RADIUS..RADIUS + w].copy_from_slice(src);
     }
     p
@@ -35,7 +39,7 @@ fn padded(y: &[f32], w: usize, h: usize) -> Vec<f32> {
 /// luma `p` of a `w × h` frame (see [`padded`]); a const parameter so that the plain variant carries no second
 /// mask.
 fn gated_rows<const WIDE: bool>(p: &[f32], w: usize, h: usize, j0: usize, out: &mut [f64], wide: &mut [f64]) {
-    let stride = w.div_ceil(LANES) * LANES + 2 * RADIUS;
+    let stride = stride(w);
     // Luma comes in thousandths of a level (integers, exact in f32), so the gates are exact: ±8 means ±8.000.
     let (gate, wide_gate) = ((GATE * 1000.0) as f32, (PAYLOAD_GATE * 1000.0) as f32);
     // The window includes the centre (always within the gate); the prediction leaves it out.
