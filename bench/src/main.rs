@@ -42,7 +42,7 @@ fn ms(d: Duration) -> String {
 fn dit_latency(onnx: &Onnx, iters: usize, out: &mut String) -> Result<()> {
     let b = Bundle::open(&bundle_dir(), &[Part::Dit])?;
     let m = &b.manifest;
-    let mut dit = Dit::new(onnx.session(&b.path(&m.dit.component.file))?);
+    let mut dit = Dit::new(onnx.session(&b.path(&m.dit.component.file))?, m.dit.names.clone());
     let shape = m.latent_shape(m.video.default_frames, m.video.default_height, m.video.default_width);
     let n: usize = shape.iter().product();
     let (tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);

@@ -33,12 +33,19 @@ enum Command {
     Generate {
         /// What the video shows.
         prompt: String,
-        /// Output MP4.
+        /// Output: an MP4 file, or a directory (a path ending in `/`, or an existing directory) that receives
+        /// lossless PNG frames `frame_0000.png`, … for comparing with another pipeline.
         #[arg(short, long, default_value = "video.mp4")]
         output: PathBuf,
         /// Duration in seconds (default: the bundle's default frame count).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "frames")]
         seconds: Option<f64>,
+        /// Exact frame count (e.g. 17 or 81 for 4k+1 models); `vidmesh models` lists what the bundle accepts.
+        #[arg(long)]
+        frames: Option<u32>,
+        /// Do not watermark the output (it is marked with this machine's key by default).
+        #[arg(long)]
+        no_watermark: bool,
         /// WIDTHxHEIGHT, e.g. 64x64 or 96x64 (default: the bundle's default).
         #[arg(long)]
         size: Option<String>,
@@ -83,11 +90,23 @@ fn random_seed() -> u64 {
 }
 
 async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -> Result<()> {
-    let Command::Generate { prompt, output, seconds, size, steps, seed, guidance, negative_prompt } = cmd else {
+    let Command::Generate {
+        prompt,
+        output,
+        seconds,
+        frames,
+        no_watermark,
+        size,
+        steps,
+        seed,
+        guidance,
+        negative_prompt,
+    } = cmd
+    else {
         unreachable!()
     };
     let env = local::with_onnxruntime(env)?;
-    let key = local::watermark_key(&env)?;
+    let key = if no_watermark { String::new() } else { local::watermark_key(&env)? };
     let store = tempfile::tempdir()?;
     let t0 = Instant::now();
     let mesh = Mesh::load(&bundle, store.path(), &key, &env).await?;
@@ -100,44 +119,66 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         }
     };
     let fps = v.default_fps;
-    let frames = match seconds {
-        None => v.default_frames,
-        Some(s) if s > 0.0 && s.is_finite() => (s * f64::from(fps)).round() as u32,
-        Some(s) => bail!("--seconds {s} must be positive"),
+    let frames = match (frames, seconds) {
+        (Some(f), _) => f,
+        (None, None) => v.default_frames,
+        (None, Some(s)) if s > 0.0 && s.is_finite() => (s * f64::from(fps)).round() as u32,
+        (None, Some(s)) => bail!("--seconds {s} must be positive"),
     };
     let seed = seed.unwrap_or_else(random_seed);
     let job = Job { prompt, negative_prompt, seed, frames, height, width, fps, steps, guidance };
     mesh.check(&job)?;
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")?.progress_chars("=> "));
-    let stored = mesh
-        .generate(&job, "cli", |p| match p {
-            Progress::Denoising { step, total, eta } => {
-                bar.set_prefix("denoising");
-                bar.set_length(u64::from(total));
-                bar.set_position(u64::from(step));
-                bar.set_message(format!("step {step}/{total}, ETA {:.1}s", eta.as_secs_f64()));
-            }
-            Progress::Decoding { done, total } => {
-                bar.set_prefix("decoding");
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.set_message(format!("{done}/{total} frames"));
-            }
-        })
-        .await?;
+    let mut show = |p: Progress| match p {
+        Progress::Denoising { step, total, eta } => {
+            bar.set_prefix("denoising");
+            bar.set_length(u64::from(total));
+            bar.set_position(u64::from(step));
+            bar.set_message(format!("step {step}/{total}, ETA {:.1}s", eta.as_secs_f64()));
+        }
+        Progress::Decoding { done, total } => {
+            bar.set_prefix("decoding");
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{done}/{total} frames"));
+        }
+    };
+    let as_frames = output.to_string_lossy().ends_with('/') || output.is_dir();
+    if as_frames {
+        let latents = mesh.latents(&job, &mut show).await?;
+        let frames = mesh.decode_frames(&latents, "cli", &mut show).await?;
+        bar.finish_and_clear();
+        std::fs::create_dir_all(&output).with_context(|| format!("creating {}", output.display()))?;
+        let sc = mesh.manifest().vae.spatial_compression;
+        let (w, h) = (latents.shape[3] * sc, latents.shape[2] * sc);
+        for (i, f) in frames.iter().enumerate() {
+            let path = output.join(format!("frame_{i:04}.png"));
+            std::fs::write(&path, vidmesh_video::png_frame(w, h, f)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        println!(
+            "wrote {} PNG frames {w}x{h} to {} (seed {seed}, {}) in {:.1}s",
+            frames.len(),
+            output.display(),
+            if no_watermark { "not watermarked" } else { "watermarked" },
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let stored = mesh.generate(&job, "cli", &mut show).await?;
     bar.finish_and_clear();
     let src = stored.video.uri.strip_prefix("file://").context("local storage URI")?;
     let mp4 = std::fs::read(src).context("reading the stored video")?;
     std::fs::write(&output, mp4).with_context(|| format!("writing {}", output.display()))?;
+    let mark = stored.watermark_psnr.map_or("not watermarked".to_string(), |p| format!("watermarked at {p:.1} dB"));
     println!(
-        "wrote {} ({} frames {}x{} @ {} fps, seed {seed}, watermarked at {:.1} dB) in {:.1}s",
+        "wrote {} ({} frames {}x{} @ {} fps, seed {seed}, {mark}) in {:.1}s",
         output.display(),
         stored.frames,
         stored.width,
         stored.height,
         stored.fps,
-        stored.watermark_psnr.unwrap_or(f64::NAN),
         t0.elapsed().as_secs_f64()
     );
     Ok(())
@@ -168,8 +209,7 @@ fn models(bundle: PathBuf) -> Result<()> {
     let m = &b.manifest;
     println!("{} {} ({})", m.model.name, m.model.version, bundle.display());
     println!("  {}", m.model.description);
-    let sizes: Vec<String> = m.video.sizes.iter().map(|[h, w]| format!("{w}x{h}")).collect();
-    println!("  sizes (WxH): {}; frames: {:?} at {:?} fps", sizes.join(", "), m.video.frames, m.video.fps);
+    println!("  sizes (WxH): {}; frames: {} at {} fps", m.video.sizes_text().join(", "), m.frames_text(), m.video.fps);
     println!(
         "  defaults: {}x{}, {} frames, {} with {} steps, shift {}, guidance {}",
         m.video.default_width,

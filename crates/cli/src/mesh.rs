@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use vidmesh_decoder::engine::{Decoder, Generation, Stored};
 use vidmesh_denoiser::engine::scheduler::Kind;
 use vidmesh_denoiser::engine::{Denoiser, Event, Request};
-use vidmesh_model::{Manifest, Onnx, OnnxConfig};
+use vidmesh_model::{Ask, Limits, Manifest, Onnx, OnnxConfig, Plan};
 use vidmesh_runtime::TensorF32;
 use vidmesh_text_encoder::engine::Encoder;
 use vidmesh_video::Video;
@@ -26,7 +26,7 @@ pub struct Job {
     pub negative_prompt: String,
     /// Noise seed.
     pub seed: u64,
-    /// Frame count (one of the bundle's).
+    /// Frame count (one the bundle supports).
     pub frames: u32,
     /// Height in pixels.
     pub height: u32,
@@ -101,42 +101,44 @@ impl Mesh {
 
     /// Checks `job` against the bundle.
     pub fn check(&self, job: &Job) -> Result<()> {
-        let v = &self.manifest().video;
-        ensure!(
-            v.frames.contains(&job.frames),
-            "{} frames is not supported by {}; use one of {:?} (at {} fps: {:?} seconds)",
-            job.frames,
-            self.manifest().model.name,
-            v.frames,
-            job.fps,
-            v.frames.iter().map(|f| f64::from(*f) / f64::from(job.fps.max(1))).collect::<Vec<_>>()
-        );
-        ensure!(
-            v.sizes.contains(&[job.height, job.width]),
-            "size {}x{} (width x height) is not supported; use one of {:?}",
-            job.width,
-            job.height,
-            v.sizes.iter().map(|[h, w]| format!("{w}x{h}")).collect::<Vec<_>>()
-        );
-        ensure!(v.fps.contains(&job.fps), "fps {} is not supported; use one of {:?}", job.fps, v.fps);
+        let m = self.manifest();
+        m.check_frames(job.frames).map_err(anyhow::Error::msg)?;
+        m.check_size(job.height, job.width).map_err(anyhow::Error::msg)?;
+        m.check_fps(job.fps).map_err(anyhow::Error::msg)?;
         Ok(())
+    }
+
+    /// The job resolved against the bundle by the rules every service uses.
+    pub fn plan(&self, job: &Job) -> Result<Plan> {
+        let ask = Ask {
+            frames: job.frames,
+            height: job.height,
+            width: job.width,
+            fps: job.fps,
+            steps: job.steps,
+            guidance: job.guidance,
+            shift: None,
+            scheduler: String::new(),
+        };
+        let dn = vidmesh_denoiser::Config::default();
+        Plan::resolve(self.manifest(), &ask, &Limits { max_steps: dn.max_steps, max_guidance: dn.max_guidance })
+            .map_err(anyhow::Error::msg)
     }
 
     /// Text → clean latents ([C, T', h, w], scaled).
     pub async fn latents(&self, job: &Job, mut progress: impl FnMut(Progress)) -> Result<TensorF32> {
-        self.check(job)?;
-        let m = self.manifest();
+        let plan = self.plan(job)?;
         let enc = self.encoder.encode(&[job.prompt.clone(), job.negative_prompt.clone()], false).await?;
-        let guidance = job.guidance.unwrap_or(m.scheduler.guidance);
+        let guidance = plan.guidance;
         let req = Request {
-            latent_shape: m.latent_shape(job.frames, job.height, job.width),
+            latent_shape: plan.latent_shape,
             prompt: enc[0].0.states.clone(),
-            negative: (guidance != 1.0).then(|| enc[1].0.states.clone()),
+            negative: Some(enc[1].0.states.clone()),
             seed: job.seed,
-            steps: if job.steps == 0 { m.scheduler.steps } else { job.steps },
+            steps: plan.steps,
             guidance,
-            shift: m.scheduler.shift,
-            kind: Kind::parse(&m.scheduler.kind).context("the bundle's scheduler kind")?,
+            shift: plan.shift,
+            kind: Kind::parse(&plan.scheduler).context("the bundle's scheduler kind")?,
             init: None,
             preview_every: 0,
             deadline: None,
@@ -152,6 +154,28 @@ impl Mesh {
             }
         }
         bail!("the denoiser stopped without a result")
+    }
+
+    /// Latents → 8-bit frames, watermarked for `job_id` when this mesh marks (no codec: lossless).
+    pub async fn decode_frames(
+        &self,
+        latents: &TensorF32,
+        job_id: &str,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Vec<Vec<u8>>> {
+        let marker = self.decoder.marker(job_id);
+        let (frames, sc) = (self.manifest().vae.frames_of(latents.shape[1]), self.manifest().vae.spatial_compression);
+        let (width, height) = (latents.shape[3] * sc, latents.shape[2] * sc);
+        let mut out = Vec::with_capacity(frames);
+        let sink = |i, mut f: Vec<u8>| {
+            if let Some(m) = &marker {
+                m.embed_frame(&mut f, width, height, i, frames);
+            }
+            out.push(f);
+            Ok(())
+        };
+        self.decoder.decode_frames(latents, sink, |done, total| progress(Progress::Decoding { done, total })).await?;
+        Ok(out)
     }
 
     /// Text → clean 8-bit frames (no watermark, no codec): for evaluations.

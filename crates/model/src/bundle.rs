@@ -52,29 +52,33 @@ pub enum ModelError {
 pub enum Part {
     /// text_encoder.onnx and tokenizer.json.
     TextEncoder,
-    /// The DiT.
+    /// The DiT (and the second transformer when the bundle has one).
     Dit,
-    /// The VAE encoder.
+    /// The VAE encoder (nothing when the bundle has none).
     VaeEncoder,
-    /// The VAE decoder.
+    /// The VAE decoder (and its step graph when stateful).
     VaeDecoder,
     /// The passive detector (nothing when the bundle has none).
     Passive,
 }
 
-/// (file, sha256) of every file the given parts use.
+/// (file, sha256) of every file the given parts use: graphs, their external data, tokenizer.
 pub(crate) fn files_of(m: &Manifest, parts: &[Part]) -> Vec<(String, String)> {
+    let of = |c: &crate::manifest::Component| -> Vec<(String, String)> {
+        c.files().map(|(f, s)| (f.to_string(), s.to_string())).collect()
+    };
     parts
         .iter()
         .flat_map(|p| match p {
-            Part::TextEncoder => vec![
-                (m.text_encoder.component.file.clone(), m.text_encoder.component.sha256.clone()),
-                (m.text_encoder.tokenizer.clone(), m.text_encoder.tokenizer_sha256.clone()),
-            ],
-            Part::Dit => vec![(m.dit.component.file.clone(), m.dit.component.sha256.clone())],
-            Part::VaeEncoder => vec![(m.vae.encoder.file.clone(), m.vae.encoder.sha256.clone())],
-            Part::VaeDecoder => vec![(m.vae.decoder.file.clone(), m.vae.decoder.sha256.clone())],
-            Part::Passive => m.passive.iter().map(|p| (p.component.file.clone(), p.component.sha256.clone())).collect(),
+            Part::TextEncoder => {
+                let mut v = of(&m.text_encoder.component);
+                v.push((m.text_encoder.tokenizer.clone(), m.text_encoder.tokenizer_sha256.clone()));
+                v
+            }
+            Part::Dit => m.dits().into_iter().flat_map(|(_, d)| of(&d.component)).collect(),
+            Part::VaeEncoder => m.vae.encoder.iter().flat_map(of).collect(),
+            Part::VaeDecoder => of(&m.vae.decoder).into_iter().chain(m.vae.decoder_step.iter().flat_map(of)).collect(),
+            Part::Passive => m.passive.iter().flat_map(|p| of(&p.component)).collect(),
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! Bundles from object storage: `s3://bucket/prefix` is downloaded into a local cache (only `model.toml` and the
-//! files of the parts a service uses), every file checked against the manifest's sha256; files already cached with
-//! the right hash are not downloaded again. The result is an ordinary local bundle directory.
+//! files of the parts a service uses, external data included), every file streamed to disk and checked against the
+//! manifest's sha256 on the way; files already cached with the right hash are not downloaded again. The result is an ordinary local bundle directory.
 
 use std::path::{Path, PathBuf};
 
@@ -40,14 +40,15 @@ pub async fn fetch_s3(uri: &str, s3: &S3Config, cache: &Path, parts: &[Part]) ->
         if path.exists() && sha256_file(&path).is_ok_and(|h| h.eq_ignore_ascii_case(&sha)) {
             continue;
         }
-        let bytes = storage.get(&file).await.map_err(|e| err(uri, e))?;
-        let actual = vidmesh_storage::sha256_hex(&bytes);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| ModelError::Io { path: parent.to_path_buf(), source: e })?;
+        }
+        // Streamed to disk and hashed on the way: a multi-GB external-data file never sits in memory.
+        let actual = storage.download(&file, &path).await.map_err(|e| err(uri, e))?;
         if !actual.eq_ignore_ascii_case(&sha) {
+            let _ = std::fs::remove_file(&path);
             return Err(ModelError::Checksum { path: PathBuf::from(format!("{uri}/{file}")), expected: sha, actual });
         }
-        let tmp = dir.join(format!(".{file}.part"));
-        std::fs::write(&tmp, &bytes).map_err(|e| ModelError::Io { path: tmp.clone(), source: e })?;
-        std::fs::rename(&tmp, &path).map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
     }
     // model.toml last: a directory with a manifest is complete.
     std::fs::write(dir.join("model.toml"), &toml)

@@ -2,18 +2,22 @@
 //! docs/model-bundle.md).
 //!
 //! Invariant: a [`Bundle`] only exists after its manifest parsed, validated (geometry, supported sizes, scheduler,
-//! component inputs) and — with [`Bundle::open`] — every file's sha256 matched. Sessions come from [`Onnx`], which
+//! component inputs and the tensor names the manifest maps) and — with [`Bundle::open`] — every file's sha256 matched. Sessions come from [`Onnx`], which
 //! loads libonnxruntime once per process and never falls back to the CPU silently when CUDA was asked for.
 
 mod bundle;
 mod fetch;
 mod manifest;
 mod onnx;
+mod plan;
+mod validate;
 
 pub use bundle::{Bundle, ModelConfig, ModelError, Part, sha256_file};
 pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{
-    Component, Dim, DitSpec, Io, Manifest, ModelInfo, NoiseSpec, PassiveSpec, SCHEDULERS, SchedulerSpec,
-    TextEncoderSpec, VaeSpec, VideoSpec,
+    CacheName, Choices, Component, DataFile, DecodeMode, Dim, Dit2Spec, DitNames, DitSpec, EXTRA_SOURCES, ExtraInput,
+    FrameRule, GuidanceMode, Io, LatentNorm, Manifest, ModelInfo, NoiseSpec, Padding, PassiveSpec, Range, SCHEDULERS,
+    SchedulerSpec, TextEncoderNames, TextEncoderSpec, TimestepRounding, VaeNames, VaeSpec, VideoSpec, WEIGHTS,
 };
 pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};
+pub use plan::{Ask, Limits, Plan};

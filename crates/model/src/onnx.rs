@@ -11,7 +11,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::ModelError;
+use crate::bundle::{Bundle, ModelError};
+use crate::manifest::{Component, Dim};
 
 /// Where sessions run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -132,4 +133,61 @@ impl Onnx {
         let what = file.display().to_string();
         self.builder(&what)?.commit_from_file(file).map_err(|e| ModelError::Ort(format!("{what}: {e}")))
     }
+}
+
+impl Onnx {
+    /// Opens the bundle's component `key` and checks the graph against what the manifest declares: every declared
+    /// input and output exists under that name, the graph has no input the manifest does not declare (nothing
+    /// would feed it), and every axis the manifest calls dynamic is dynamic in the graph. A mismatch refuses the
+    /// bundle at start-up with the key, the name and what the graph really has.
+    pub fn checked_session(&self, bundle: &Bundle, key: &str, c: &Component) -> Result<Session, ModelError> {
+        let session = self.session(&bundle.path(&c.file))?;
+        check_graph(&session, key, c).map_err(|m| ModelError::Mismatch(format!("{key} ({}): {m}", c.file)))?;
+        Ok(session)
+    }
+}
+
+/// The graph's shape of an outlet (`-1` = dynamic), when it is a tensor.
+fn dims(o: &ort::value::Outlet) -> Option<Vec<i64>> {
+    match o.dtype() {
+        ort::value::ValueType::Tensor { shape, .. } => Some(shape.to_vec()),
+        _ => None,
+    }
+}
+
+fn check_graph(s: &Session, key: &str, c: &Component) -> Result<(), String> {
+    let names = |outlets: &[ort::value::Outlet]| outlets.iter().map(|o| o.name().to_string()).collect::<Vec<_>>();
+    let (inputs, outputs) = (names(s.inputs()), names(s.outputs()));
+    for io in &c.inputs {
+        let Some(o) = s.inputs().iter().find(|o| o.name() == io.name) else {
+            return Err(format!("{key}.inputs names {:?} but the graph's inputs are {inputs:?}", io.name));
+        };
+        if let Some(d) = dims(o) {
+            if d.len() != io.shape.len() {
+                return Err(format!("input {:?} has rank {} in the graph, {} in the manifest", io.name, d.len(), io.shape.len()));
+            }
+            for (axis, (g, m)) in d.iter().zip(&io.shape).enumerate() {
+                match m {
+                    Dim::Named(n) if *g >= 0 => {
+                        return Err(format!(
+                            "input {:?} axis {axis} ({n}) is fixed to {g} in the graph but the manifest declares it \
+                             dynamic (re-export with that axis dynamic)",
+                            io.name
+                        ));
+                    }
+                    Dim::Fixed(f) if *g >= 0 && *g as u64 != *f => {
+                        return Err(format!("input {:?} axis {axis} is {g} in the graph, {f} in the manifest", io.name));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Some(extra) = inputs.iter().find(|n| !c.inputs.iter().any(|io| &io.name == *n)) {
+        return Err(format!("the graph has an input {extra:?} that {key}.inputs does not declare"));
+    }
+    if let Some(io) = c.outputs.iter().find(|io| !outputs.contains(&io.name)) {
+        return Err(format!("{key}.outputs names {:?} but the graph's outputs are {outputs:?}", io.name));
+    }
+    Ok(())
 }

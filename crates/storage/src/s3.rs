@@ -149,6 +149,38 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// Streams object `key` into the file `path` (written as `path` + `.part`, renamed when complete), hashing it
+    /// on the way: memory stays at one body chunk whatever the object's size. Returns the lowercase hex sha256.
+    pub async fn download(&self, key: &str, path: &std::path::Path) -> Result<String, StorageError> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt as _;
+        let object = self.object_key(key)?;
+        let mut out = match self.client.get_object().bucket(&self.config.bucket).key(&object).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(StorageError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(io(&object, e)),
+        };
+        let tmp = path.with_extension(format!(
+            "{}.part",
+            path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        let local = |e: std::io::Error| io(&tmp.display().to_string(), e);
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(local)?;
+        let mut hash = sha2::Sha256::new();
+        while let Some(chunk) = out.body.try_next().await.map_err(|e| io(&object, e))? {
+            hash.update(&chunk);
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        drop(file);
+        tokio::fs::rename(&tmp, path).await.map_err(local)?;
+        Ok(hex::encode(hash.finalize()))
+    }
+}
+
 #[async_trait::async_trait]
 impl Storage for S3Storage {
     async fn put(&self, key: &str, data: Bytes, content_type: &str) -> Result<ObjectRef, StorageError> {

@@ -1,4 +1,5 @@
-//! The mesh's four stages served in this process on 127.0.0.1:0 with the bundled vidmesh-tiny model, for tests
+//! The mesh's four stages served in this process on 127.0.0.1:0 with a model bundle (vidmesh-tiny unless a test
+//! names another), for tests
 //! and benches that need real stages without separate processes (crates/cli/tests/mesh.rs runs them as processes).
 //!
 //! Invariant: [`serve`] returns only once the stage's health says SERVING, and fails (rather than hangs) when the
@@ -38,12 +39,14 @@ pub struct Setup {
     pub watermark_key_hex: String,
     /// The denoiser's step limit.
     pub max_steps: u32,
+    /// The model bundle every stage serves.
+    pub bundle: String,
 }
 
 impl Setup {
     /// Storage under `root`, a fixed test key, up to 1000 steps.
     pub fn new(root: &Path) -> Self {
-        Self { storage_root: root.to_path_buf(), watermark_key_hex: "5a".repeat(32), max_steps: 1000 }
+        Self { storage_root: root.to_path_buf(), watermark_key_hex: "5a".repeat(32), max_steps: 1000, bundle: bundle() }
     }
 }
 
@@ -70,7 +73,7 @@ pub async fn serve(
     let (name, mut task) = match kind {
         Kind::TextEncoder => {
             let mut c = vidmesh_text_encoder::Config::default();
-            c.model.bundle = bundle();
+            c.model.bundle.clone_from(&setup.bundle);
             let t = tokio::spawn(async move {
                 vidmesh_text_encoder::serve_with(c, listener, s, o).await.map_err(|e| e.to_string())
             });
@@ -78,7 +81,7 @@ pub async fn serve(
         }
         Kind::Denoiser => {
             let mut c = vidmesh_denoiser::Config::default();
-            c.model.bundle = bundle();
+            c.model.bundle.clone_from(&setup.bundle);
             c.max_steps = setup.max_steps;
             let t = tokio::spawn(async move {
                 vidmesh_denoiser::serve_with(c, listener, s, o).await.map_err(|e| e.to_string())
@@ -87,7 +90,7 @@ pub async fn serve(
         }
         Kind::Decoder => {
             let mut c = vidmesh_decoder::Config::default();
-            c.model.bundle = bundle();
+            c.model.bundle.clone_from(&setup.bundle);
             c.storage.local_root = root;
             c.watermark.key_hex = key;
             let t =
@@ -98,7 +101,7 @@ pub async fn serve(
         }
         Kind::Classifier => {
             let mut c = vidmesh_classifier::Config::default();
-            c.model.bundle = bundle();
+            c.model.bundle.clone_from(&setup.bundle);
             c.storage.local_root = root;
             c.watermark.key_hex = key;
             let t = tokio::spawn(async move {

@@ -35,7 +35,7 @@ pub fn load_passive(
         return Ok(None);
     };
     let onnx = vidmesh_model::Onnx::init(&config.onnxruntime, env)?;
-    let session = onnx.session(&bundle.path(&spec.component.file))?;
+    let session = onnx.checked_session(&bundle, "passive", &spec.component)?;
     Ok(Some(Passive::new(session, spec)))
 }
 

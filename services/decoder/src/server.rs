@@ -50,22 +50,7 @@ fn validate_latents(
         return Err(Error::UnknownModel { requested: model.to_string(), served: m.model.name.clone() });
     }
     let latents = TensorF32::from_proto("latents", latents)?;
-    let (tc, sc) = (m.vae.temporal_compression, m.vae.spatial_compression);
-    let ok_shape = match latents.shape[..] {
-        [c, t, h, w] => {
-            c == m.vae.latent_channels
-                && m.video.frames.contains(&((t * tc) as u32))
-                && m.video.sizes.contains(&[(h * sc) as u32, (w * sc) as u32])
-        }
-        _ => false,
-    };
-    if !ok_shape {
-        return Err(bad(format!(
-            "latents has shape {:?}; expected [{}, frames/{tc}, height/{sc}, width/{sc}] for frames in {:?} and \
-             sizes in {:?}",
-            latents.shape, m.vae.latent_channels, m.video.frames, m.video.sizes
-        )));
-    }
+    m.check_latents(&latents.shape).map_err(bad)?;
     Ok(latents)
 }
 
@@ -74,9 +59,7 @@ pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32, Gen
     let m = &d.manifest;
     let latents = validate_latents(d, &req.model, req.latents.as_ref())?;
     let fps = if req.fps == 0 { m.video.default_fps } else { req.fps };
-    if !m.video.fps.contains(&fps) {
-        return Err(bad(format!("fps {fps} is not supported; use one of {:?}", m.video.fps)));
-    }
+    m.check_fps(fps).map_err(bad)?;
     if req.output_prefix.is_empty() {
         return Err(bad("output_prefix is empty (e.g. \"jobs/<id>\")".into()));
     }

@@ -68,33 +68,21 @@ pub fn validate(
     if !req.model.is_empty() && req.model != m.model.name {
         return Err(Error::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() });
     }
-    let v = &m.video;
-    let frames = if req.frames == 0 { v.default_frames } else { req.frames };
-    if !v.frames.contains(&frames) {
-        return Err(bad(format!("frames {frames} is not supported by {}; use one of {:?}", m.model.name, v.frames)));
-    }
-    let (h, w) = match (req.height, req.width) {
-        (0, 0) => (v.default_height, v.default_width),
-        (h, w) => (h, w),
+    let ask = vidmesh_model::Ask {
+        frames: req.frames,
+        height: req.height,
+        width: req.width,
+        fps: 0,
+        steps: req.steps,
+        guidance: req.guidance,
+        shift: req.shift,
+        scheduler: req.scheduler.clone(),
     };
-    if !v.sizes.contains(&[h, w]) {
-        return Err(bad(format!("size {h}x{w} (height x width) is not supported; use one of {:?}", v.sizes)));
-    }
-    let steps = if req.steps == 0 { m.scheduler.steps } else { req.steps };
-    if steps > cfg.max_steps {
-        return Err(bad(format!("steps {steps} exceeds the limit of {}", cfg.max_steps)));
-    }
-    let guidance = req.guidance.unwrap_or(m.scheduler.guidance);
-    if !guidance.is_finite() || guidance.abs() > cfg.max_guidance {
-        return Err(bad(format!("guidance {guidance} must be finite and at most {} in magnitude", cfg.max_guidance)));
-    }
-    let shift = req.shift.unwrap_or(m.scheduler.shift);
-    if !(shift.is_finite() && shift > 0.0 && shift <= 100.0) {
-        return Err(bad(format!("shift {shift} must be in (0, 100]")));
-    }
-    let name = if req.scheduler.is_empty() { m.scheduler.kind.as_str() } else { req.scheduler.as_str() };
-    let kind =
-        Kind::parse(name).ok_or_else(|| bad(format!("scheduler {name:?} is unknown; use one of {:?}", Kind::NAMES)))?;
+    let limits = vidmesh_model::Limits { max_steps: cfg.max_steps, max_guidance: cfg.max_guidance };
+    let plan = vidmesh_model::Plan::resolve(m, &ask, &limits).map_err(bad)?;
+    let (steps, guidance, shift) = (plan.steps, plan.guidance, plan.shift);
+    let kind = Kind::parse(&plan.scheduler)
+        .ok_or_else(|| bad(format!("scheduler {:?} is unknown; use one of {:?}", plan.scheduler, Kind::NAMES)))?;
     let (max_tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);
     let states = |field: &str, t| -> Result<Vec<f32>, Error> {
         let t = TensorF32::from_proto(field, t)?;
@@ -114,7 +102,7 @@ pub fn validate(
             return Err(bad("negative_states is required when guidance != 1 (encode \"\" for plain CFG)".into()));
         }
     };
-    let latent_shape = m.latent_shape(frames, h, w);
+    let latent_shape = plan.latent_shape;
     let init = match &req.init_latents {
         None if req.strength != 0.0 => return Err(bad("strength is set but init_latents is missing".into())),
         None => None,

@@ -60,59 +60,52 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
         }
     }
     let v = &m.video;
-    let sizes = || v.sizes.iter().map(|[h, w]| format!("{w}x{h}")).collect::<Vec<_>>().join(", ");
-    match (req.width, req.height) {
-        (0, 0) => (req.width, req.height) = (v.default_width, v.default_height),
-        (w, h) if v.sizes.contains(&[h, w]) => {}
-        (w, h) => return bad(format!("size {w}x{h} is not supported by {}; use one of {}", m.model.name, sizes())),
+    if (req.width, req.height) == (0, 0) {
+        (req.width, req.height) = (v.default_width, v.default_height);
     }
     if req.fps == 0 {
         req.fps = v.default_fps;
-    } else if !v.fps.contains(&req.fps) {
-        return bad(format!("fps {} is not supported; use one of {:?}", req.fps, v.fps));
     }
+    m.check_size(req.height, req.width).map_err(Error::InvalidArgument)?;
+    m.check_fps(req.fps).map_err(Error::InvalidArgument)?;
     let fps = f64::from(req.fps);
-    let durations = || v.frames.iter().map(|f| format!("{}s", f64::from(*f) / fps)).collect::<Vec<_>>().join(", ");
     if req.num_frames != 0 {
-        if !v.frames.contains(&req.num_frames) {
-            return bad(format!("num_frames {} is not supported; use one of {:?}", req.num_frames, v.frames));
-        }
+        m.check_frames(req.num_frames).map_err(|e| Error::InvalidArgument(format!("num_frames: {e}")))?;
     } else if req.seconds != 0.0 {
-        let longest = v.frames.iter().copied().max().unwrap_or(0);
+        let longest = v.frames.max();
         if !req.seconds.is_finite() || req.seconds < 0.0 || req.seconds * fps > 2.0 * f64::from(longest) {
-            return bad(format!("seconds {} is not supported; use one of {}", req.seconds, durations()));
+            let durations =
+                v.frames.values().iter().map(|f| format!("{}s", f64::from(*f) / fps)).collect::<Vec<_>>().join(", ");
+            return bad(format!("seconds {} is not supported; use one of {durations}", req.seconds));
         }
-        let want = req.seconds * fps;
-        req.num_frames = v
-            .frames
-            .iter()
-            .copied()
-            .min_by(|a, b| (f64::from(*a) - want).abs().total_cmp(&(f64::from(*b) - want).abs()))
-            .unwrap_or(v.default_frames);
+        req.num_frames = m.nearest_frames(req.seconds, req.fps);
     } else {
         req.num_frames = v.default_frames;
     }
     req.seconds = f64::from(req.num_frames) / fps;
-    if req.num_inference_steps == 0 {
-        req.num_inference_steps = m.scheduler.steps;
-    } else if req.num_inference_steps > limits.max_steps {
-        return bad(format!("num_inference_steps {} is above the limit {}", req.num_inference_steps, limits.max_steps));
+    let ask = vidmesh_model::Ask {
+        frames: req.num_frames,
+        height: req.height,
+        width: req.width,
+        fps: req.fps,
+        steps: req.num_inference_steps,
+        guidance: req.guidance_scale,
+        shift: None,
+        scheduler: req.scheduler.clone(),
+    };
+    let plan = vidmesh_model::Plan::resolve(
+        m,
+        &ask,
+        &vidmesh_model::Limits { max_steps: limits.max_steps, max_guidance: limits.max_guidance },
+    )
+    .map_err(Error::InvalidArgument)?;
+    if plan.guidance < 0.0 {
+        return bad(format!("guidance_scale {} must be between 0 and {}", plan.guidance, limits.max_guidance));
     }
-    let g = *req.guidance_scale.get_or_insert(m.scheduler.guidance);
-    if !g.is_finite() || !(0.0..=limits.max_guidance).contains(&g) {
-        return bad(format!("guidance_scale {g} must be between 0 and {}", limits.max_guidance));
-    }
+    req.num_inference_steps = plan.steps;
+    req.guidance_scale = Some(plan.guidance);
+    req.scheduler = plan.scheduler;
     req.seed.get_or_insert_with(random_seed);
-    if req.scheduler.is_empty() {
-        req.scheduler.clone_from(&m.scheduler.kind);
-    }
-    // Flow-matching schedulers for flow-velocity models, the DDPM family for epsilon / v models.
-    let flow = m.dit.prediction == "flow_velocity";
-    let usable: Vec<&str> =
-        vidmesh_model::SCHEDULERS.iter().copied().filter(|k| k.starts_with("flow_match") == flow).collect();
-    if !usable.contains(&req.scheduler.as_str()) {
-        return bad(format!("scheduler {:?} cannot sample {}; use one of {usable:?}", req.scheduler, m.model.name));
-    }
     if req.idempotency_key.len() > 200 {
         return bad("idempotency_key is longer than 200 bytes".into());
     }

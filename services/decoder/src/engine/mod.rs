@@ -1,16 +1,17 @@
-//! The decoder's hot path, free of gRPC: latents → VAE decode in temporal chunks → 8-bit frames → streaming MP4
-//! encode + PNG thumbnail → storage.
+//! The decoder's hot path, free of gRPC: latents → VAE decode in temporal chunks ([`vae`]) → 8-bit frames →
+//! streaming MP4 encode + PNG thumbnail → storage.
 //!
-//! Invariants: latents are unscaled once (`z = x / latent_scale + latent_shift`); the VAE runs on
-//! `chunk_latent_frames` latent frames at a time and every chunk's frames go straight into the MP4 writer, so
-//! peak memory depends on the chunk and the frame size, not on the video's length (the bundle declares
-//! `decode_chunk_independent`, so chunking is exact). Frames are quantised as the reference does:
-//! clamp to [-1, 1], then round((x + 1) · 127.5) half to even.
+//! Invariants: latents are unnormalised once per channel ([`vae::Vae::slice`]); the VAE runs chunk by chunk as the
+//! bundle's decode mode allows (`independent`: `chunk_latent_frames` at a time; `stateful`: one latent frame at a
+//! time with the feature cache carried over) and every chunk's frames go straight into the MP4 writer, so peak
+//! memory depends on the chunk and the frame size, not on the video's length. Frames are quantised as the
+//! reference does: clamp to [-1, 1], then round((x + 1) · 127.5) half to even.
 
-use std::sync::{Arc, Mutex};
+pub mod vae;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use ort::session::Session;
 use tokio::sync::Semaphore;
 use vidmesh_model::{Manifest, Onnx, Part};
 use vidmesh_runtime::TensorF32;
@@ -59,7 +60,7 @@ pub struct Stored {
 
 /// The loaded VAE decoder and where results go.
 pub struct Decoder {
-    vae: Arc<Mutex<Session>>,
+    vae: vae::Vae,
     storage: Arc<dyn Storage>,
     /// The bundle's manifest.
     pub manifest: Manifest,
@@ -93,10 +94,7 @@ impl Decoder {
     /// Opens the bundle's VAE decoder (sha256-checked) and the storage, and decodes one chunk to warm up.
     pub async fn load(config: &Config, onnx: &Onnx) -> Result<Self, Error> {
         let bundle = config.model.open(&[Part::VaeDecoder])?;
-        let session = onnx.session(&bundle.path(&bundle.manifest.vae.decoder.file))?;
-        if !bundle.manifest.vae.decode_chunk_independent && config.chunk_latent_frames > 0 {
-            tracing::warn!("bundle does not declare decode_chunk_independent; chunked decoding may show seams");
-        }
+        let vae = vae::Vae::load(&bundle, onnx)?;
         if config.qp_min > config.qp_max || config.qp_max > 51 {
             return Err(Error::InvalidArgument(format!("qp range {}..{} is invalid", config.qp_min, config.qp_max)));
         }
@@ -131,33 +129,45 @@ impl Decoder {
             watermark,
             generator_id: config.watermark.generator_id,
             signer,
-            vae: Arc::new(Mutex::new(session)),
+            vae,
             storage: config.storage.open().await?,
             manifest: bundle.manifest,
             chunk: config.chunk_latent_frames.max(1),
             encode: EncodeOptions { qp: (config.qp_min, config.qp_max), ..Default::default() },
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
         };
-        let v = &this.manifest.video;
-        let [c, _, h, w] = this.manifest.latent_shape(v.default_frames, v.default_height, v.default_width);
-        this.vae_chunk(vec![0.0; c * h * w], [c, 1, h, w]).await?;
+        // Two latent frames at the smallest size: the first-frame graph and (stateful) the step graph run, and
+        // every chunk's frame count is checked against the frame rule.
+        let (f, height, width) = this.manifest.probes()[0];
+        let [c, _, h, w] = this.manifest.latent_shape(f, height, width);
+        let zeros = TensorF32::new(vec![c, 2, h, w], vec![0.0; c * 2 * h * w]);
+        this.decode_frames(&zeros, |_, _| Ok(()), |_, _| {})
+            .await
+            .map_err(|e| Error::Inference(format!("warm-up decode of 2 latent frames at {width}x{height}: {e}")))?;
         tracing::info!(watermark = this.watermark.is_some(), c2pa = this.signer.is_some(), "decoder ready");
         Ok(this)
     }
 
-    async fn vae_chunk(&self, z: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>, Error> {
+    async fn vae_chunk(
+        &self,
+        z: Vec<f32>,
+        shape: [usize; 4],
+        cache: Option<vae::Cache>,
+    ) -> Result<(vae::Chunk, Option<vae::Cache>), Error> {
         let vae = self.vae.clone();
-        tokio::task::spawn_blocking(move || {
-            let [c, t, h, w] = shape;
-            let input = ort::value::Tensor::from_array(([1, c, t, h, w], z)).map_err(|e| e.to_string())?;
-            let mut session = vae.lock().map_err(|_| "VAE session lock poisoned".to_string())?;
-            let outputs = session.run(ort::inputs!["latents" => input]).map_err(|e| e.to_string())?;
-            let (_, video) = outputs["video"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
-            Ok::<_, String>(video.to_vec())
-        })
-        .await
-        .map_err(|e| Error::Inference(e.to_string()))?
-        .map_err(Error::Inference)
+        tokio::task::spawn_blocking(move || vae.run(z, shape, cache))
+            .await
+            .map_err(|e| Error::Inference(e.to_string()))?
+            .map_err(Error::Inference)
+    }
+
+    /// The embedder for `job_id`'s payload, when this decoder watermarks (as [`Decoder::decode`] marks frames).
+    pub fn marker(&self, job_id: &str) -> Option<vidmesh_watermark::Embedder> {
+        let payload = vidmesh_watermark::Payload {
+            generator: self.generator_id,
+            tag: vidmesh_watermark::Payload::tag_of(job_id),
+        };
+        self.watermark.as_ref().map(|e| e.with_payload(payload))
     }
 
     /// Refuses at once when `max_concurrent` decodes are running.
@@ -179,22 +189,28 @@ impl Decoder {
     ) -> Result<(usize, usize, usize), Error> {
         let m = &self.manifest;
         let [c, t, h, w] = [latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3]];
-        let (tc, sc) = (m.vae.temporal_compression, m.vae.spatial_compression);
-        let (frames, height, width) = (t * tc, h * sc, w * sc);
-        let (scale, shift) = (m.vae.latent_scale as f32, m.vae.latent_shift as f32);
-        let per_frame = h * w;
-        for t0 in (0..t).step_by(self.chunk) {
-            let n = self.chunk.min(t - t0);
-            let mut z = Vec::with_capacity(c * n * per_frame);
-            for ch in 0..c {
-                let base = (ch * t + t0) * per_frame;
-                z.extend(latents.data[base..base + n * per_frame].iter().map(|x| x / scale + shift));
+        let sc = m.vae.spatial_compression;
+        let (frames, height, width) = (m.vae.frames_of(t), h * sc, w * sc);
+        let mut done = 0;
+        let mut cache = None;
+        for (t0, n) in vae::chunks(self.vae.mode(), t, self.chunk) {
+            let z = self.vae.slice(&latents.data, [c, t, h, w], t0, n);
+            let (chunk, next) = self.vae_chunk(z, [c, n, h, w], cache.take()).await?;
+            cache = next;
+            let want = vae::expected_frames(m, t0, n);
+            if chunk.frames != want || chunk.video.len() != 3 * want * height * width {
+                return Err(Error::Inference(format!(
+                    "the VAE decoded latent frames {t0}..{} to {} frames ({} values); expected {want} frames of                      {width}x{height}",
+                    t0 + n,
+                    chunk.frames,
+                    chunk.video.len()
+                )));
             }
-            let video = self.vae_chunk(z, [c, n, h, w]).await?;
-            for (i, f) in frames_u8(&video, n * tc, height, width).into_iter().enumerate() {
-                sink(t0 * tc + i, f)?;
+            for (i, f) in frames_u8(&chunk.video, chunk.frames, height, width).into_iter().enumerate() {
+                sink(done + i, f)?;
             }
-            progress((t0 + n) * tc, frames);
+            done += chunk.frames;
+            progress(done, frames);
         }
         Ok((frames, height, width))
     }
@@ -233,18 +249,14 @@ impl Decoder {
         let m = &self.manifest;
         let sc = m.vae.spatial_compression;
         let (height, width) = (latents.shape[2] * sc, latents.shape[3] * sc);
-        let frames = latents.shape[1] * m.vae.temporal_compression;
+        let frames = m.vae.frames_of(latents.shape[1]);
         let mut writer = Mp4Writer::new(width, height, f64::from(fps), &self.encode)?;
         let mut thumb = None;
         // Frames for the spritesheet: SPRITES evenly spaced ones.
         let sprite_at = |i: usize| (0..SPRITES).any(|k| k * frames / SPRITES == i);
         let mut sprites = Vec::with_capacity(SPRITES);
         let mut watermark_se = 0.0;
-        let payload = vidmesh_watermark::Payload {
-            generator: self.generator_id,
-            tag: vidmesh_watermark::Payload::tag_of(&generation.job_id),
-        };
-        let watermark = self.watermark.as_ref().map(|e| e.with_payload(payload));
+        let watermark = self.marker(&generation.job_id);
         let sink = |i: usize, mut f: Vec<u8>| {
             if let Some(wm) = &watermark {
                 watermark_se += wm.embed_frame(&mut f, width, height, i, frames);

@@ -71,8 +71,12 @@ pub struct Job {
     pub cond_mask: Vec<i64>,
     /// Negative-prompt states and mask; `None` when guidance is 1 (one row per step).
     pub uncond: Option<(Vec<f32>, Vec<i64>)>,
-    /// CFG scale.
+    /// CFG scale (of the first transformer).
     pub guidance: f32,
+    /// CFG scale of the second transformer (bundles with `[dit2]`).
+    pub guidance2: f32,
+    /// Whether the device-resident loop can step this job's scheduler (its update is the 3-term linear form).
+    pub device_loop: bool,
     /// Noise levels.
     pub schedule: Scheduler,
     /// Current latents (host copy; with the device-resident loop, current whenever the job is not on the device).
@@ -118,11 +122,35 @@ pub struct LoopParams {
     pub hidden: usize,
     /// Timestep scale of the model.
     pub timestep_scale: f32,
+    /// How the graph's timestep is rounded.
+    pub rounding: vidmesh_model::TimestepRounding,
+    /// Cond and uncond rows as two DiT runs (`dit.guidance = "cfg_separate"`).
+    pub separate: bool,
+    /// With a second transformer: steps whose timestep is below this run on it.
+    pub boundary: Option<f32>,
+}
+
+impl LoopParams {
+    /// The graph's timestep for `job` at its current step.
+    pub fn timestep(&self, job: &Job) -> f32 {
+        job.schedule.model_timestep(job.clock.step, self.timestep_scale, self.rounding)
+    }
+
+    /// Which transformer runs `job`'s current step (0 = `[dit]`, 1 = `[dit2]`), as diffusers' Wan 2.2 pipeline
+    /// decides: the first while `t ≥ boundary_ratio · 1000`.
+    pub fn expert(&self, job: &Job) -> usize {
+        usize::from(self.boundary.is_some_and(|b| self.timestep(job) < b))
+    }
+
+    /// The CFG scale of `job`'s current step.
+    pub fn guidance(&self, job: &Job) -> f32 {
+        if self.expert(job) == 1 { job.guidance2 } else { job.guidance }
+    }
 }
 
 /// Runs until the submission channel closes and no job is left. With `resident`, latents stay in the execution
 /// provider's memory between steps (IO binding); without, every step goes through host vectors.
-pub fn run(mut dit: Dit, mut resident: Option<Resident>, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
+pub fn run(mut dits: Vec<Dit>, mut resident: Option<Resident>, rx: Receiver<Job>, p: LoopParams, m: Metrics) {
     let mut active: Vec<Job> = Vec::new();
     loop {
         if active.is_empty() {
@@ -148,12 +176,16 @@ pub fn run(mut dit: Dit, mut resident: Option<Resident>, rx: Receiver<Job>, p: L
             true
         });
         m.active.set(active.len() as i64);
-        let Some(bucket) = active.iter().min_by_key(|j| j.clock.last_run).map(|j| j.latent_shape) else { continue };
-        let mut picked: Vec<usize> = (0..active.len()).filter(|&i| active[i].latent_shape == bucket).collect();
+        // A batch shares the latent shape, the transformer and the loop (device or host) its jobs step on.
+        let key = |j: &Job| (j.latent_shape, p.expert(j), j.device_loop);
+        let Some(bucket) = active.iter().min_by_key(|j| j.clock.last_run).map(key) else { continue };
+        let mut picked: Vec<usize> = (0..active.len()).filter(|&i| key(&active[i]) == bucket).collect();
         picked.sort_by_key(|&i| active[i].clock.last_run);
         picked.truncate(p.max_batch.max(1));
         picked.sort_unstable();
-        let finished = step_batch(&mut dit, resident.as_mut(), &mut active, &picked, &p, &m);
+        let dit = &mut dits[bucket.1];
+        let resident = resident.as_mut().filter(|_| bucket.2);
+        let finished = step_batch(dit, resident, &mut active, &picked, &p, &m);
         // Remove finished jobs (highest index first so the others keep their positions), update the gauge and
         // release their admission permits before their last event goes out, so a client that saw its result
         // never sees itself counted — nor refused for capacity it no longer holds.
@@ -250,7 +282,7 @@ fn host_step(
     let n: usize = shape.iter().product();
     let rows: usize = picked.iter().map(|&i| if active[i].uncond.is_some() { 2 } else { 1 }).sum();
     let mut batch = DitBatch {
-        rows,
+        rows: 0,
         latent_shape: shape,
         latents: Vec::with_capacity(rows * n),
         timesteps: Vec::with_capacity(rows),
@@ -259,21 +291,25 @@ fn host_step(
         states: Vec::with_capacity(rows * p.tokens * p.hidden),
         mask: Vec::with_capacity(rows * p.tokens),
     };
-    for &i in picked {
-        let job = &active[i];
-        let t = job.schedule.timestep(job.clock.step, p.timestep_scale);
-        batch.latents.extend_from_slice(&job.x);
-        batch.timesteps.push(t);
-        batch.states.extend_from_slice(&job.cond);
-        batch.mask.extend_from_slice(&job.cond_mask);
-        if let Some((states, mask)) = &job.uncond {
-            batch.latents.extend_from_slice(&job.x);
-            batch.timesteps.push(t);
-            batch.states.extend_from_slice(states);
-            batch.mask.extend_from_slice(mask);
+    let v = if p.separate {
+        // Cond rows, then uncond rows, as two runs (diffusers' Wan pipeline); the output is laid out as below.
+        let (cond, uncond) = split_rows(active, picked, p, shape);
+        let (vc, vu) = (dit.run(cond)?, if uncond.rows > 0 { dit.run(uncond)? } else { Vec::new() });
+        let (mut ci, mut ui) = (vc.chunks_exact(n), vu.chunks_exact(n));
+        let mut v = Vec::with_capacity(rows * n);
+        for &i in picked {
+            v.extend_from_slice(ci.next().ok_or("missing cond row")?);
+            if active[i].uncond.is_some() {
+                v.extend_from_slice(ui.next().ok_or("missing uncond row")?);
+            }
         }
-    }
-    let v = dit.run(batch)?;
+        v
+    } else {
+        for &i in picked {
+            push_rows(&mut batch, &active[i], p, true);
+        }
+        dit.run(batch)?
+    };
     let mut previews = Vec::with_capacity(picked.len());
     let mut row = 0;
     for (&i, &want) in picked.iter().zip(want_x0) {
@@ -281,7 +317,7 @@ fn host_step(
         let mut vel = v[row * n..(row + 1) * n].to_vec();
         row += 1;
         if job.uncond.is_some() {
-            guide(&mut vel, &v[row * n..(row + 1) * n], job.guidance);
+            guide(&mut vel, &v[row * n..(row + 1) * n], p.guidance(job));
             row += 1;
         }
         let step = job.clock.step;
@@ -289,6 +325,50 @@ fn host_step(
         job.schedule.step(step, &mut job.x, &vel);
     }
     Ok(previews)
+}
+
+/// Appends `job`'s cond row, and with `both` its uncond row, to `batch`.
+fn push_rows(batch: &mut DitBatch, job: &Job, p: &LoopParams, both: bool) {
+    let t = p.timestep(job);
+    batch.latents.extend_from_slice(&job.x);
+    batch.timesteps.push(t);
+    batch.states.extend_from_slice(&job.cond);
+    batch.mask.extend_from_slice(&job.cond_mask);
+    batch.rows += 1;
+    if let (true, Some((states, mask))) = (both, &job.uncond) {
+        batch.latents.extend_from_slice(&job.x);
+        batch.timesteps.push(t);
+        batch.states.extend_from_slice(states);
+        batch.mask.extend_from_slice(mask);
+        batch.rows += 1;
+    }
+}
+
+/// The picked jobs' cond rows and uncond rows as two batches.
+fn split_rows(active: &[Job], picked: &[usize], p: &LoopParams, shape: [usize; 4]) -> (DitBatch, DitBatch) {
+    let empty = || DitBatch {
+        rows: 0,
+        latent_shape: shape,
+        latents: Vec::new(),
+        timesteps: Vec::new(),
+        tokens: p.tokens,
+        hidden: p.hidden,
+        states: Vec::new(),
+        mask: Vec::new(),
+    };
+    let (mut cond, mut uncond) = (empty(), empty());
+    for &i in picked {
+        let job = &active[i];
+        push_rows(&mut cond, job, p, false);
+        if let Some((states, mask)) = &job.uncond {
+            uncond.latents.extend_from_slice(&job.x);
+            uncond.timesteps.push(p.timestep(job));
+            uncond.states.extend_from_slice(states);
+            uncond.mask.extend_from_slice(mask);
+            uncond.rows += 1;
+        }
+    }
+    (cond, uncond)
 }
 
 /// The device-resident path ([`Resident`]); reads latents back only for previews and finishing jobs.
@@ -306,12 +386,12 @@ fn resident_step(
     let mut read_back = false;
     for &i in picked {
         let job = &active[i];
-        let t = job.schedule.timestep(job.clock.step, p.timestep_scale);
+        let t = p.timestep(job);
         timesteps.push(t);
         if job.uncond.is_some() {
             timesteps.push(t);
         }
-        let g = if job.uncond.is_some() { job.guidance } else { 1.0 };
+        let g = if job.uncond.is_some() { p.guidance(job) } else { 1.0 };
         coeffs.push((job.schedule.coefficients(job.clock.step), g));
         read_back |= job.clock.step + 1 == job.schedule.steps();
     }

@@ -1,6 +1,8 @@
-//! The DiT behind a small synchronous interface: one call = one ONNX run over a batch of rows.
+//! The DiT behind a small synchronous interface: one call = one ONNX run over a batch of rows. Tensor names come
+//! from the bundle's manifest (`[dit.names]`); a graph without a text mask input never gets one.
 
 use ort::session::Session;
+use vidmesh_model::DitNames;
 
 /// One batch for the DiT: `rows` rows of latents [C, T', h, w], timesteps, and text states padded to `tokens`.
 pub struct DitBatch {
@@ -10,7 +12,7 @@ pub struct DitBatch {
     pub latent_shape: [usize; 4],
     /// Latents, rows × latent elements.
     pub latents: Vec<f32>,
-    /// One timestep per row.
+    /// One timestep per row (already scaled and rounded as the manifest says).
     pub timesteps: Vec<f32>,
     /// Text tokens per row (padded).
     pub tokens: usize,
@@ -18,19 +20,20 @@ pub struct DitBatch {
     pub hidden: usize,
     /// Text states, rows × tokens × hidden.
     pub states: Vec<f32>,
-    /// Text mask, rows × tokens (1 = real token).
+    /// Text mask, rows × tokens (1 = real token); ignored when the graph takes none.
     pub mask: Vec<i64>,
 }
 
-/// The DiT session.
+/// A DiT session and the names of its tensors.
 pub struct Dit {
     session: Session,
+    names: DitNames,
 }
 
 impl Dit {
-    /// Wraps an opened session.
-    pub fn new(session: Session) -> Self {
-        Self { session }
+    /// Wraps an opened session whose tensors are called `names` (empty `text_mask`: the graph has no mask).
+    pub fn new(session: Session, names: DitNames) -> Self {
+        Self { session, names }
     }
 
     /// The session, for IO-bound runs (engine::resident).
@@ -38,27 +41,27 @@ impl Dit {
         &mut self.session
     }
 
-    /// Runs the batch; returns the velocity, same layout as `latents`.
+    /// Runs the batch; returns the model output, same layout as `latents`.
     pub fn run(&mut self, b: DitBatch) -> Result<Vec<f32>, String> {
         let [c, t, h, w] = b.latent_shape;
         let n = b.latents.len();
-        let latents = ort::value::Tensor::from_array(([b.rows, c, t, h, w], b.latents)).map_err(|e| e.to_string())?;
-        let timestep = ort::value::Tensor::from_array(([b.rows], b.timesteps)).map_err(|e| e.to_string())?;
-        let states =
-            ort::value::Tensor::from_array(([b.rows, b.tokens, b.hidden], b.states)).map_err(|e| e.to_string())?;
-        let mask = ort::value::Tensor::from_array(([b.rows, b.tokens], b.mask)).map_err(|e| e.to_string())?;
-        let outputs = self
-            .session
-            .run(ort::inputs![
-                "latents" => latents,
-                "timestep" => timestep,
-                "text_states" => states,
-                "text_mask" => mask,
-            ])
-            .map_err(|e| e.to_string())?;
-        let (_, v) = outputs["velocity"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let e = |e: ort::Error| e.to_string();
+        let latents = ort::value::Tensor::from_array(([b.rows, c, t, h, w], b.latents)).map_err(e)?;
+        let timestep = ort::value::Tensor::from_array(([b.rows], b.timesteps)).map_err(e)?;
+        let states = ort::value::Tensor::from_array(([b.rows, b.tokens, b.hidden], b.states)).map_err(e)?;
+        let mut inputs = ort::inputs![
+            self.names.latents.as_str() => latents,
+            self.names.timestep.as_str() => timestep,
+            self.names.text_states.as_str() => states,
+        ];
+        if !self.names.text_mask.is_empty() {
+            let mask = ort::value::Tensor::from_array(([b.rows, b.tokens], b.mask)).map_err(e)?;
+            inputs.push((self.names.text_mask.as_str().into(), mask.into()));
+        }
+        let outputs = self.session.run(inputs).map_err(e)?;
+        let (_, v) = outputs[self.names.output.as_str()].try_extract_tensor::<f32>().map_err(e)?;
         if v.len() != n {
-            return Err(format!("velocity has {} elements, expected {n}", v.len()));
+            return Err(format!("{} has {} elements, expected {n}", self.names.output, v.len()));
         }
         Ok(v.to_vec())
     }

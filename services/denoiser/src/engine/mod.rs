@@ -84,13 +84,26 @@ impl Denoiser {
         let m = bundle.manifest.clone();
         let prediction = Prediction::parse(&m.dit.prediction)
             .ok_or_else(|| Error::Inference(format!("dit.prediction {:?} is unknown", m.dit.prediction)))?;
-        let dit = dit::Dit::new(onnx.session(&bundle.path(&m.dit.component.file))?);
+        let dits = m
+            .dits()
+            .into_iter()
+            .map(|(key, d)| Ok(dit::Dit::new(onnx.checked_session(&bundle, key, &d.component)?, d.names.clone())))
+            .collect::<Result<Vec<_>, Error>>()?;
         let cuda = onnx.provider() == vidmesh_model::ExecutionProvider::Cuda;
-        let io_binding = match config.io_binding {
+        let mut io_binding = match config.io_binding {
             IoBinding::Auto => cuda,
             IoBinding::On => true,
             IoBinding::Off => false,
         };
+        // The device-resident loop binds the format-1 tensor names and one transformer with a text mask.
+        let resident_fits =
+            m.dit2.is_none() && m.dit.names == vidmesh_model::DitNames::default() && m.text_encoder.dit_mask;
+        if io_binding && !resident_fits {
+            tracing::warn!(
+                "io_binding: this bundle's DiT (names, no text mask or two transformers) steps on the host path"
+            );
+            io_binding = false;
+        }
         let resident = if io_binding {
             let step = resident::step_session(onnx.builder("step graph")?)
                 .map_err(|e| Error::Inference(format!("step graph: {e}")))?;
@@ -104,12 +117,15 @@ impl Denoiser {
             tokens: m.text_encoder.max_tokens,
             hidden: m.text_encoder.hidden_size,
             timestep_scale: m.dit.timestep_scale as f32,
+            rounding: m.dit.timestep_rounding,
+            separate: m.dit.guidance == vidmesh_model::GuidanceMode::CfgSeparate,
+            boundary: m.dit2.as_ref().map(|d| (d.boundary_ratio * 1000.0) as f32),
         };
         let (tx, rx) = sync_channel(config.batching.max_requests.max(1));
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("denoiser-model".into())
-            .spawn(move || batcher::run(dit, resident, rx, params, thread_metrics))
+            .spawn(move || batcher::run(dits, resident, rx, params, thread_metrics))
             .map_err(|e| Error::Inference(format!("cannot start the model thread: {e}")))?;
         let this = Self {
             tx,
@@ -124,32 +140,47 @@ impl Denoiser {
         Ok(this)
     }
 
+    /// One step at each of the bundle's probe shapes ([`Manifest::probes`]): loads the graph's kernels and proves
+    /// its frame axis follows the input.
     fn warm_up(&self) -> Result<(), Error> {
-        let v = &self.manifest.video;
-        let latent_shape = self.manifest.latent_shape(v.default_frames, v.default_height, v.default_width);
         let hidden = self.manifest.text_encoder.hidden_size;
-        let req = Request {
-            latent_shape,
-            prompt: vec![0.0; hidden],
-            negative: Some(vec![0.0; hidden]),
-            seed: 0,
-            steps: 1,
-            guidance: 2.0,
-            shift: 1.0,
-            kind: Kind::parse(&self.manifest.scheduler.kind).unwrap_or(Kind::FlowMatchEuler),
-            init: None,
-            preview_every: 0,
-            deadline: None,
-        };
-        let mut rx = self.submit(req)?;
-        while let Some(ev) = rx.blocking_recv() {
-            match ev {
-                Event::Done { .. } => return Ok(()),
-                Event::Failed(e) => return Err(e),
-                _ => {}
+        for (frames, height, width) in self.manifest.probes() {
+            let req = Request {
+                latent_shape: self.manifest.latent_shape(frames, height, width),
+                prompt: vec![0.0; hidden],
+                negative: Some(vec![0.0; hidden]),
+                seed: 0,
+                steps: 1,
+                guidance: 2.0,
+                shift: 1.0,
+                kind: Kind::parse(&self.manifest.scheduler.kind).unwrap_or(Kind::FlowMatchEuler),
+                init: None,
+                preview_every: 0,
+                deadline: None,
+            };
+            let fail = |e: Error| {
+                Error::Inference(format!(
+                    "warm-up at {frames} frames of {width}x{height} failed: {e} (a graph whose frame or size axes are \
+                     not really dynamic fails here)"
+                ))
+            };
+            let mut rx = self.submit(req).map_err(fail)?;
+            let mut done = false;
+            while let Some(ev) = rx.blocking_recv() {
+                match ev {
+                    Event::Done { .. } => {
+                        done = true;
+                        break;
+                    }
+                    Event::Failed(e) => return Err(fail(e)),
+                    _ => {}
+                }
+            }
+            if !done {
+                return Err(Error::Inference("warm-up ended without a result".into()));
             }
         }
-        Err(Error::Inference("warm-up ended without a result".into()))
+        Ok(())
     }
 
     fn pad(&self, states: &[f32]) -> (Vec<f32>, Vec<i64>) {
@@ -185,7 +216,9 @@ impl Denoiser {
             }
         };
         let (cond, cond_mask) = self.pad(&req.prompt);
-        let uncond = if req.guidance == 1.0 { None } else { req.negative.as_deref().map(|s| self.pad(s)) };
+        let guidance2 = self.manifest.dit2.as_ref().map_or(req.guidance, |d| d.guidance_scale);
+        let uncond =
+            if req.guidance == 1.0 && guidance2 == 1.0 { None } else { req.negative.as_deref().map(|s| self.pad(s)) };
         let (events, rx) = unbounded_channel();
         let job = Job {
             id: self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -194,6 +227,8 @@ impl Denoiser {
             cond_mask,
             uncond,
             guidance: req.guidance,
+            guidance2,
+            device_loop: req.kind.device_loop(),
             schedule,
             x,
             prev: Vec::new(),

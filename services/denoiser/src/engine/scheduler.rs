@@ -11,6 +11,11 @@
 //!   "leading" spacing, steps_offset 1, set_alpha_to_one false) for epsilon and v models.
 //! - `dpmpp_2m` (DPMSolverMultistepScheduler, dpmsolver++ order 2 midpoint, same betas, "linspace" spacing,
 //!   final sigma 0) for epsilon and v models.
+//! - `unipc_flow` (diffusers UniPCMultistepScheduler as Wan 2.1 / 2.2 configure it: flow_prediction,
+//!   `use_flow_sigmas`, `flow_shift`, bh2, solver order 2, `predict_x0`, `lower_order_final`, corrector on every
+//!   step, final sigma 0): a predictor-corrector multistep solver for flow models. Its update needs the previous
+//!   step's sample and the two previous clean estimates, so it is not of the linear form [`StepCoefficients`] and
+//!   runs on the host loop only ([`Kind::device_loop`]).
 //!
 //! Invariant: a scheduler is created for one request and stepped in order i = 0..steps-1 exactly once each.
 
@@ -48,11 +53,14 @@ pub enum Kind {
     Ddim,
     /// DPM-Solver++(2M) (epsilon or v models).
     Dpmpp2m,
+    /// UniPC (bh2, order 2, predictor-corrector) on flow sigmas, as Wan 2.1 / 2.2 sample (flow models).
+    UniPcFlow,
 }
 
 impl Kind {
     /// Every accepted name, for error messages.
-    pub const NAMES: &'static [&'static str] = &["flow_match_euler", "flow_match_dpmpp_2m", "ddim", "dpmpp_2m"];
+    pub const NAMES: &'static [&'static str] =
+        &["flow_match_euler", "flow_match_dpmpp_2m", "ddim", "dpmpp_2m", "unipc_flow"];
 
     /// Parses a manifest/request name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -61,6 +69,7 @@ impl Kind {
             "flow_match_dpmpp_2m" => Some(Self::FlowMatchDpmpp2m),
             "ddim" => Some(Self::Ddim),
             "dpmpp_2m" => Some(Self::Dpmpp2m),
+            "unipc_flow" => Some(Self::UniPcFlow),
             _ => None,
         }
     }
@@ -69,9 +78,17 @@ impl Kind {
     pub fn supports(self, prediction: Prediction) -> bool {
         matches!(
             (self, prediction),
-            (Self::FlowMatchEuler | Self::FlowMatchDpmpp2m, Prediction::FlowVelocity)
+            (Self::FlowMatchEuler | Self::FlowMatchDpmpp2m | Self::UniPcFlow, Prediction::FlowVelocity)
                 | (Self::Ddim | Self::Dpmpp2m, Prediction::Epsilon | Prediction::V)
         )
+    }
+
+    /// Whether every step of this kind is a [`StepCoefficients`] update, so the device-resident loop can run it
+    /// ([`Scheduler::coefficients`]). False for `unipc_flow`: its corrector needs the previous step's sample and
+    /// its predictor/corrector the two previous clean estimates (not linear in x, m and one previous estimate);
+    /// such jobs run on the host, calling [`Scheduler::step`].
+    pub fn device_loop(self) -> bool {
+        !matches!(self, Self::UniPcFlow)
     }
 }
 
@@ -112,6 +129,55 @@ pub fn flow_sigmas(steps: u32, shift: f32) -> Vec<f32> {
     s
 }
 
+/// UniPC's flow sigmas and diffusers' integer timesteps (`use_flow_sigmas`, `linspace` spacing, final sigma 0), as
+/// `set_timesteps` builds them in float64: numpy linspace(1, 1/1000, N+1) with its last value dropped, shifted, the
+/// first nudged to 1 − 1e-6 when it is within 1e-6 of 1 (so log(alpha) stays finite); timesteps are
+/// `int64(sigma·1000)` of those float64 values (truncation), sigmas are then rounded to f32 with a final 0 appended.
+fn unipc_flow_sigmas(steps: usize, shift: f64) -> (Vec<f32>, Vec<u32>) {
+    let (start, stop) = (1.0f64, 1.0 / TRAIN_STEPS as f64);
+    let delta = (stop - start) / steps as f64;
+    let mut s64: Vec<f64> = (0..steps)
+        .map(|i| {
+            let u = i as f64 * delta + start;
+            shift * u / (1.0 + (shift - 1.0) * u)
+        })
+        .collect();
+    if let Some(first) = s64.first_mut().filter(|s| (**s - 1.0).abs() < 1e-6) {
+        *first -= 1e-6;
+    }
+    let t = s64.iter().map(|s| (s * TRAIN_STEPS as f64) as u32).collect();
+    let mut s: Vec<f32> = s64.iter().map(|&s| s as f32).collect();
+    s.push(0.0);
+    (s, t)
+}
+
+/// Natural log of an f32 as torch computes it on float32 tensors (SLEEF/MKL, almost always correctly rounded):
+/// in f64, rounded once. (glibc's `logf`, behind `f32::ln`, is one ulp off more often.)
+fn ln_f32(v: f32) -> f32 {
+    f64::from(v).ln() as f32
+}
+
+/// `expm1` of an f32 as torch computes it (see [`ln_f32`]; glibc's `expm1f` is one ulp off for ~5% of inputs).
+fn expm1_f32(v: f32) -> f32 {
+    f64::from(v).exp_m1() as f32
+}
+
+/// `torch.linalg.solve([[1, 1], [r, 1]], [b1, b2])` in float32 as LAPACK (MKL sgesv) computes it: LU with partial
+/// pivoting (row 2 only when |r| > 1), multiplier and back substitution through reciprocals of the pivots, forward
+/// substitution fused (one rounding). Bit-identical to torch 2.15 / MKL on 40 000 random systems.
+fn solve_unipc_2x2(r: f32, b1: f32, b2: f32) -> (f32, f32) {
+    if r.abs() <= 1.0 {
+        let u22 = 1.0 - r;
+        let x2 = (-r).mul_add(b1, b2) * (1.0 / u22);
+        (b1 - x2, x2)
+    } else {
+        let l = 1.0 / r;
+        let u22 = 1.0 - l;
+        let x2 = (-l).mul_add(b2, b1) * (1.0 / u22);
+        ((b2 - x2) * l, x2)
+    }
+}
+
 /// DPM-Solver's flow sigmas (`use_flow_sigmas`): numpy linspace(1, 1/1000, N+1), shifted, reversed, last dropped.
 fn dpm_flow_sigmas(steps: usize, shift: f64) -> Vec<f32> {
     let (start, stop) = (1.0f64, 1.0 / TRAIN_STEPS as f64);
@@ -129,10 +195,10 @@ fn dpm_flow_sigmas(steps: usize, shift: f64) -> Vec<f32> {
     s
 }
 
-/// Step `i` of any kind as one linear update, for the device-resident loop (engine::resident): with `m` the
-/// guided model output and `prev` the previous step's clean estimate,
+/// Step `i` of a device-loop kind ([`Kind::device_loop`]) as one linear update, for the device-resident loop
+/// (engine::resident): with `m` the guided model output and `prev` the previous step's clean estimate,
 /// `x_next = a·x + b·m + c·prev` and `x0 = p·x + q·m` (this step's clean estimate, the next step's `prev`).
-/// Every kind's update is linear in (x, m, prev); folding its constants changes only float rounding.
+/// Every such kind's update is linear in (x, m, prev); folding its constants changes only float rounding.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepCoefficients {
     /// Weight of the current latents.
@@ -154,18 +220,31 @@ pub struct Scheduler {
     prediction: Prediction,
     /// The model's timestep input per step (before the manifest's timestep scale for flow kinds).
     timesteps: Vec<f32>,
+    /// diffusers' integer timestep per step where its model input is an integer (UniPC, DDPM kinds); else empty.
+    int_timesteps: Vec<u32>,
     /// Noise level per step boundary (`steps + 1` values): flow sigma, or sqrt((1-ᾱ)/ᾱ) for DDPM kinds.
     pub sigmas: Vec<f32>,
     /// ᾱ at each step's timestep and after the last step (DDIM).
     alphas: Vec<f32>,
     /// Last converted output (x0) for the second-order update.
     prev_x0: Option<Vec<f32>>,
+    /// UniPC: the converted output (x0) of the step before `prev_x0`'s.
+    prev2_x0: Option<Vec<f32>>,
+    /// UniPC: the previous step's (corrected) sample, which this step's corrector updates.
+    last_sample: Option<Vec<f32>>,
+    /// UniPC: the order of the previous step's predictor (the order of this step's corrector).
+    last_order: usize,
 }
 
 impl Scheduler {
-    /// A scheduler of `steps` steps, started `skip` steps in (strength < 1).
+    /// A scheduler of `steps` steps, started `skip` steps in (strength < 1; at most `steps - 1`).
+    ///
+    /// A skip is diffusers' `set_begin_index(skip)`: the same schedule as a full run, entered at step `skip` with
+    /// no multistep history (the first step taken is first order, as at the start of a full run; the last-steps
+    /// order reduction still counts from the end of the full schedule).
     pub fn new(kind: Kind, prediction: Prediction, steps: u32, shift: f32, skip: usize) -> Self {
         let n = steps as usize;
+        let mut int_timesteps = vec![];
         let (timesteps, sigmas, alphas) = match kind {
             Kind::FlowMatchEuler => {
                 let s = flow_sigmas(steps, shift);
@@ -175,6 +254,11 @@ impl Scheduler {
                 let s = dpm_flow_sigmas(n, f64::from(shift));
                 (s[..n].to_vec(), s, vec![])
             }
+            Kind::UniPcFlow => {
+                let (s, t) = unipc_flow_sigmas(n, f64::from(shift));
+                int_timesteps = t;
+                (s[..n].to_vec(), s, vec![])
+            }
             Kind::Ddim => {
                 let ac = sd_alphas_cumprod();
                 let ratio = TRAIN_STEPS / n;
@@ -182,6 +266,7 @@ impl Scheduler {
                 let mut alphas: Vec<f32> = t.iter().map(|&t| ac[t]).collect();
                 alphas.push(ac[0]); // set_alpha_to_one = false: the final "previous" alpha is ᾱ_0
                 let sigmas = alphas.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
+                int_timesteps = t.iter().map(|&t| t as u32).collect();
                 (t.iter().map(|&t| t as f32).collect(), sigmas, alphas)
             }
             Kind::Dpmpp2m => {
@@ -195,6 +280,7 @@ impl Scheduler {
                     .collect();
                 let mut sigmas: Vec<f32> = t.iter().map(|&t| ((1.0 - ac[t]) / ac[t]).sqrt()).collect();
                 sigmas.push(0.0);
+                int_timesteps = t.iter().map(|&t| t as u32).collect();
                 (t.iter().map(|&t| t as f32).collect(), sigmas, vec![])
             }
         };
@@ -205,7 +291,11 @@ impl Scheduler {
             timesteps: timesteps[skip..].to_vec(),
             sigmas: sigmas[skip..].to_vec(),
             alphas: if alphas.is_empty() { alphas } else { alphas[skip..].to_vec() },
+            int_timesteps: if int_timesteps.is_empty() { int_timesteps } else { int_timesteps[skip..].to_vec() },
             prev_x0: None,
+            prev2_x0: None,
+            last_sample: None,
+            last_order: 0,
         }
     }
 
@@ -215,11 +305,36 @@ impl Scheduler {
     }
 
     /// The model's timestep input at step `i` (flow kinds are scaled by the manifest's timestep_scale).
+    ///
+    /// For every flow kind, `unipc_flow` included, this is the continuous `sigma × timestep_scale`, so one bundle
+    /// field means the same thing whatever the scheduler. diffusers' UniPC (and DPM-Solver) pipelines instead feed
+    /// the model `int64(sigma·1000)` — e.g. 999 rather than 999.999 at the first step — which
+    /// [`Scheduler::diffusers_timestep`] returns exactly; a caller reproducing a diffusers pipeline (Wan, whose
+    /// bundles use timestep_scale 1000) passes that value instead. The solver arithmetic is the same either way.
     pub fn timestep(&self, i: usize, timestep_scale: f32) -> f32 {
         match self.kind {
-            Kind::FlowMatchEuler | Kind::FlowMatchDpmpp2m => self.timesteps[i] * timestep_scale,
+            Kind::FlowMatchEuler | Kind::FlowMatchDpmpp2m | Kind::UniPcFlow => self.timesteps[i] * timestep_scale,
             Kind::Ddim | Kind::Dpmpp2m => self.timesteps[i],
         }
+    }
+
+    /// The DiT's timestep input at step `i` as the bundle says (`dit.timestep_scale`, `dit.timestep_rounding`):
+    /// with `trunc` at scale 1000 and a kind diffusers feeds integers, exactly [`Scheduler::diffusers_timestep`].
+    pub fn model_timestep(&self, i: usize, timestep_scale: f32, rounding: vidmesh_model::TimestepRounding) -> f32 {
+        match (rounding, self.diffusers_timestep(i)) {
+            // diffusers truncates σ·1000 computed in f64; truncating the f32 product could land one off.
+            (vidmesh_model::TimestepRounding::Trunc, Some(t)) if timestep_scale == 1000.0 => t as f32,
+            _ => rounding.apply(self.timestep(i, timestep_scale)),
+        }
+    }
+
+    /// The integer timestep diffusers passes its model at step `i`, where it passes an integer this scheduler
+    /// reproduces: `unipc_flow` (`int64(sigma·1000)` of the float64 sigma, before its rounding to f32 — the f32
+    /// sigma times 1000 can truncate one off), `ddim` and `dpmpp_2m` (equal to [`Scheduler::timestep`]). `None`
+    /// for `flow_match_euler` (diffusers passes the float `sigma·1000`) and `flow_match_dpmpp_2m` (not recorded).
+    /// Exact in f32 (< 1000), so `diffusers_timestep(i)? as f32` is the model input.
+    pub fn diffusers_timestep(&self, i: usize) -> Option<u32> {
+        self.int_timesteps.get(i).copied()
     }
 
     /// (alpha_t, sigma_t) of DPM-Solver for noise level `sigma`.
@@ -281,7 +396,80 @@ impl Scheduler {
                 }
             }
             Kind::FlowMatchDpmpp2m | Kind::Dpmpp2m => self.dpmpp_2m(i, x, out),
+            Kind::UniPcFlow => self.unipc(i, x, out),
         }
+    }
+
+    /// UniPC's lambda = log(alpha) − log(sigma) at step boundary `j` (flow: alpha = 1 − sigma; +inf at sigma 0).
+    fn unipc_lambda(&self, j: usize) -> f32 {
+        let s = self.sigmas[j];
+        ln_f32(1.0 - s) - ln_f32(s)
+    }
+
+    /// UniPC's constants for an update from boundary `s` to `t`, as diffusers' `multistep_uni_{p,c}_bh_update`
+    /// (predict_x0, bh2) compute them in float32: (sigma_t/sigma_s, alpha_t·hφ1, alpha_t·B(h), h, hφ1) with
+    /// hφ1 = B(h) = expm1(−h). The update is `x_t = c_x·x − c_m·m0 − c_b·(Σ rho_k·D_k)`.
+    fn unipc_constants(&self, s: usize, t: usize) -> (f32, f32, f32, f32, f32) {
+        let (sigma_t, sigma_s) = (self.sigmas[t], self.sigmas[s]);
+        let alpha_t = 1.0 - sigma_t;
+        let h = self.unipc_lambda(t) - self.unipc_lambda(s);
+        let h_phi_1 = expm1_f32(-h);
+        let b_h = h_phi_1; // bh2: B(h) = expm1(hh), the same tensor value as hφ1
+        (sigma_t / sigma_s, alpha_t * h_phi_1, alpha_t * b_h, h, h_phi_1)
+    }
+
+    /// UniPC step `i` (diffusers `UniPCMultistepScheduler.step`): the UniC corrector refines `x` (the previous
+    /// step's predictor output) with the model output just computed at it, then the UniP predictor advances the
+    /// corrected sample. Orders: predictor 1 on the first step taken and on the last step (`lower_order_final`),
+    /// 2 otherwise; the corrector has the previous predictor's order. The corrected sample is kept for the next
+    /// step's corrector, so `x` as returned is the predictor's output (the last step's, at sigma 0, is final).
+    fn unipc(&mut self, i: usize, x: &mut [f32], out: &[f32]) {
+        let m = self.x0(i, x, out);
+        if let (Some(last), Some(m0)) = (self.last_sample.take(), self.prev_x0.as_ref()) {
+            let (c_x, c_m, c_b, h, h_phi_1) = self.unipc_constants(i - 1, i);
+            match self.prev2_x0.as_ref().filter(|_| self.last_order == 2) {
+                None => {
+                    // rhos_c = [0.5]; no D1s.
+                    for (((x, last), m), m0) in x.iter_mut().zip(&last).zip(&m).zip(m0) {
+                        *x = (c_x * last - c_m * m0) - c_b * (0.5 * (m - m0));
+                    }
+                }
+                Some(m1) => {
+                    let rk = (self.unipc_lambda(i - 2) - self.unipc_lambda(i - 1)) / h;
+                    // b_k = hφ_k·k!/B(h) with B(h) = hφ1 (bh2); rhos_c = solve(R, b), R = [[1, 1], [rk, 1]].
+                    let (hh, b_h) = (-h, h_phi_1);
+                    let mut h_phi_k = h_phi_1 / hh - 1.0;
+                    let b1 = h_phi_k * 1.0 / b_h;
+                    h_phi_k = h_phi_k / hh - 0.5;
+                    let b2 = h_phi_k * 2.0 / b_h;
+                    let (rho0, rho1) = solve_unipc_2x2(rk, b1, b2);
+                    for ((((x, last), m), m0), m1) in x.iter_mut().zip(&last).zip(&m).zip(m0).zip(m1) {
+                        let d1 = (m1 - m0) / rk;
+                        *x = (c_x * last - c_m * m0) - c_b * (rho0 * d1 + rho1 * (m - m0));
+                    }
+                }
+            }
+        }
+        let order = if self.prev_x0.is_some() && i + 1 < self.steps() { 2 } else { 1 };
+        self.prev2_x0 = self.prev_x0.take();
+        self.last_sample = Some(x.to_vec());
+        self.last_order = order;
+        let (c_x, c_m, c_b, h, _) = self.unipc_constants(i, i + 1);
+        match self.prev2_x0.as_ref().filter(|_| order == 2) {
+            None => {
+                for (x, m0) in x.iter_mut().zip(&m) {
+                    *x = c_x * *x - c_m * m0;
+                }
+            }
+            Some(m1) => {
+                // rhos_p = [0.5]
+                let rk = (self.unipc_lambda(i - 1) - self.unipc_lambda(i)) / h;
+                for ((x, m0), m1) in x.iter_mut().zip(&m).zip(m1) {
+                    *x = (c_x * *x - c_m * m0) - c_b * (0.5 * ((m1 - m0) / rk));
+                }
+            }
+        }
+        self.prev_x0 = Some(m);
     }
 
     /// log(alpha/sigma) at step boundary `j` (DPM-Solver's lambda).
@@ -323,7 +511,12 @@ impl Scheduler {
 
     /// Step `i` as [`StepCoefficients`]; the same update as [`Scheduler::step`] (whose multistep memory is used
     /// when `i > 0`, exactly as `step` uses it after its first call), up to float rounding.
+    ///
+    /// Only for kinds with [`Kind::device_loop`]: `unipc_flow`'s update has no such form. Called for it anyway
+    /// (a bug in the caller; debug builds panic), it returns UniPC's first-order predictor without the corrector —
+    /// a valid flow sampler, but not diffusers' UniPC.
     pub fn coefficients(&self, i: usize) -> StepCoefficients {
+        debug_assert!(self.kind.device_loop(), "{:?} has no device-loop coefficients; use step()", self.kind);
         // The clean estimate x0 = p·x + q·m of `x0()` / `ddim_x0_eps()`.
         let (p, q) = match (self.kind, self.prediction) {
             (Kind::Ddim, Prediction::V) => {
@@ -346,6 +539,10 @@ impl Scheduler {
         };
         let (a, b, c) = match self.kind {
             Kind::FlowMatchEuler => (1.0, self.sigmas[i + 1] - self.sigmas[i], 0.0),
+            Kind::UniPcFlow => {
+                let (c_x, c_m, ..) = self.unipc_constants(i, i + 1);
+                (c_x - c_m * p, -c_m * q, 0.0)
+            }
             Kind::Ddim => {
                 let ap = self.alphas[i + 1];
                 let (c0, c1) = (ap.sqrt(), (1.0 - ap).sqrt());
@@ -460,8 +657,62 @@ mod tests {
         assert!(Kind::FlowMatchEuler.supports(Prediction::FlowVelocity));
         assert!(!Kind::Ddim.supports(Prediction::FlowVelocity));
         assert!(Kind::Dpmpp2m.supports(Prediction::V));
+        assert!(Kind::UniPcFlow.supports(Prediction::FlowVelocity));
+        assert!(!Kind::UniPcFlow.supports(Prediction::Epsilon) && !Kind::UniPcFlow.supports(Prediction::V));
         for n in Kind::NAMES {
-            assert!(Kind::parse(n).is_some());
+            let kind = Kind::parse(n);
+            assert!(kind.is_some_and(|k| k.device_loop() == (k != Kind::UniPcFlow)), "{n}");
         }
+    }
+
+    /// The 2×2 solve of UniPC's corrector solves its system, on both sides of the pivoting threshold |r| = 1.
+    #[test]
+    fn unipc_solve_solves() {
+        for r in [-0.25f32, -0.9, -1.0, -1.1, -3.0, 0.5] {
+            let (b1, b2) = (0.4f32, -0.15f32);
+            let (x1, x2) = solve_unipc_2x2(r, b1, b2);
+            assert!((x1 + x2 - b1).abs() < 1e-6 && (r * x1 + x2 - b2).abs() < 1e-6, "r {r}: {x1} {x2}");
+        }
+    }
+
+    /// UniPC's schedule (diffusers set_timesteps with use_flow_sigmas): first sigma 1 − 1e-6, integer timesteps by
+    /// truncation, last sigma 0; a skip enters the same schedule part-way.
+    #[test]
+    fn unipc_schedule() {
+        let s = Scheduler::new(Kind::UniPcFlow, Prediction::FlowVelocity, 4, 3.0, 0);
+        assert_eq!(s.sigmas, [0.999_999, 0.900_119_96, 0.750_374_8, 0.500_999, 0.0]);
+        assert_eq!((0..4).map(|i| s.diffusers_timestep(i)).collect::<Vec<_>>(), [999, 900, 750, 500].map(Some));
+        assert_eq!(
+            Scheduler::new(Kind::FlowMatchEuler, Prediction::FlowVelocity, 4, 3.0, 0).diffusers_timestep(0),
+            None
+        );
+        let skipped = Scheduler::new(Kind::UniPcFlow, Prediction::FlowVelocity, 4, 3.0, 2);
+        assert_eq!(skipped.steps(), 2);
+        assert_eq!(skipped.sigmas, s.sigmas[2..]);
+        assert_eq!(skipped.diffusers_timestep(0), Some(750));
+        assert_eq!(Scheduler::new(Kind::UniPcFlow, Prediction::FlowVelocity, 4, 3.0, 9).steps(), 1);
+    }
+
+    /// Skip semantics of UniPC (diffusers' set_begin_index): the history starts empty at step `skip`, so its first
+    /// step is a plain first-order predictor (no corrector), and a one-step remainder lands on the clean estimate.
+    #[test]
+    fn unipc_skipped_start_has_no_history() {
+        let n = 16;
+        let x: Vec<f32> = (0..n).map(|k| (k as f32 * 0.37).sin()).collect();
+        let v: Vec<f32> = (0..n).map(|k| (k as f32 * 0.11).cos()).collect();
+        let mut s = Scheduler::new(Kind::UniPcFlow, Prediction::FlowVelocity, 10, 5.0, 4);
+        let (s0, s1) = (s.sigmas[0], s.sigmas[1]);
+        let mut y = x.clone();
+        s.step(0, &mut y, &v);
+        // First order from s0 to s1 in flow form: x' = (s1/s0)·x − (1 − s1)·expm1(−h)·x0, x0 = x − s0·v.
+        let h = ((1.0 - s1) / s1).ln() - ((1.0 - s0) / s0).ln();
+        for k in 0..n {
+            let want = s1 / s0 * x[k] - (1.0 - s1) * (-h).exp_m1() * (x[k] - s0 * v[k]);
+            assert!((y[k] - want).abs() < 1e-5, "{k}: {} vs {want}", y[k]);
+        }
+        let mut last = Scheduler::new(Kind::UniPcFlow, Prediction::FlowVelocity, 10, 5.0, 9);
+        let mut y = x.clone();
+        last.step(0, &mut y, &v);
+        assert_eq!(y, last.x0(0, &x, &v), "the last step lands on x0 (sigma 0)");
     }
 }

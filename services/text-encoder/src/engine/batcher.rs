@@ -1,7 +1,9 @@
 //! The model thread: one OS thread owns the ONNX session and runs micro-batches. Jobs arrive on a bounded
-//! channel; the first job of a batch waits at most `max_wait` for others, up to `max_batch`. Rows are padded to the
-//! batch's longest prompt with attention mask 0, and each job gets back exactly its own rows (padding never leaks:
-//! the encoder masks padded keys, so a prompt's states do not depend on its batch-mates beyond float rounding).
+//! channel; the first job of a batch waits at most `max_wait` for others, up to `max_batch`. Rows are padded (to
+//! the batch's longest prompt, or to `max_tokens` when the bundle says `padding = "max_length"`) with the
+//! tokenizer's pad id and attention mask 0, and each job gets back exactly its own real-length rows (padding never
+//! leaks: the encoder masks padded keys, so a prompt's states do not depend on its batch-mates beyond float
+//! rounding).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
@@ -42,6 +44,21 @@ pub struct BatchMetrics {
     pub queue_depth: IntGauge,
 }
 
+/// How rows are laid out for the graph (from the bundle's `[text_encoder]`).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Width of the hidden states.
+    pub hidden: usize,
+    /// Pad every row to this many tokens (`padding = "max_length"`); `None`: to the batch's longest.
+    pub pad_to: Option<usize>,
+    /// The tokenizer's pad id.
+    pub pad_id: i64,
+    /// Whether the encoder sees the real mask (`false`: all ones).
+    pub encoder_mask: bool,
+    /// The graph's tensor names.
+    pub names: vidmesh_model::TextEncoderNames,
+}
+
 /// Handle to the model thread.
 #[derive(Clone)]
 pub struct Batcher {
@@ -51,12 +68,12 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the model thread around `session`.
-    pub fn spawn(session: Session, hidden: usize, limits: Limits, metrics: BatchMetrics) -> std::io::Result<Self> {
+    pub fn spawn(session: Session, layout: Layout, limits: Limits, metrics: BatchMetrics) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(limits.capacity.max(1));
         let m = metrics.clone();
         std::thread::Builder::new()
             .name("text-encoder-model".into())
-            .spawn(move || run(session, rx, hidden, limits, m))?;
+            .spawn(move || run(session, rx, &layout, limits, m))?;
         Ok(Self { tx, metrics })
     }
 
@@ -77,7 +94,7 @@ impl Batcher {
     }
 }
 
-fn run(mut session: Session, rx: Receiver<Job>, hidden: usize, limits: Limits, m: BatchMetrics) {
+fn run(mut session: Session, rx: Receiver<Job>, layout: &Layout, limits: Limits, m: BatchMetrics) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let deadline = Instant::now() + limits.max_wait;
@@ -92,7 +109,7 @@ fn run(mut session: Session, rx: Receiver<Job>, hidden: usize, limits: Limits, m
         m.queue_depth.sub(jobs.len() as i64);
         m.batch_size.observe(jobs.len() as f64);
         let timer = m.run_seconds.start_timer();
-        let result = run_batch(&mut session, &jobs, hidden);
+        let result = run_batch(&mut session, &jobs, layout);
         timer.observe_duration();
         match result {
             Ok(rows) => {
@@ -110,19 +127,23 @@ fn run(mut session: Session, rx: Receiver<Job>, hidden: usize, limits: Limits, m
     }
 }
 
-fn run_batch(session: &mut Session, jobs: &[Job], hidden: usize) -> Result<Vec<States>, String> {
-    let b = jobs.len();
-    let l = jobs.iter().map(|j| j.ids.len()).max().unwrap_or(1);
-    let mut ids = vec![0i64; b * l];
-    let mut mask = vec![0i64; b * l];
+fn run_batch(session: &mut Session, jobs: &[Job], layout: &Layout) -> Result<Vec<States>, String> {
+    let (b, hidden) = (jobs.len(), layout.hidden);
+    let longest = jobs.iter().map(|j| j.ids.len()).max().unwrap_or(1);
+    let l = layout.pad_to.unwrap_or(longest).max(longest);
+    let mut ids = vec![layout.pad_id; b * l];
+    let mut mask = vec![i64::from(!layout.encoder_mask); b * l];
     for (i, job) in jobs.iter().enumerate() {
         ids[i * l..i * l + job.ids.len()].copy_from_slice(&job.ids);
         mask[i * l..i * l + job.ids.len()].fill(1);
     }
     let ids = ort::value::Tensor::from_array(([b, l], ids)).map_err(|e| e.to_string())?;
     let mask = ort::value::Tensor::from_array(([b, l], mask)).map_err(|e| e.to_string())?;
-    let outputs = session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask]).map_err(|e| e.to_string())?;
-    let (shape, data) = outputs["hidden_states"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    let n = &layout.names;
+    let outputs = session
+        .run(ort::inputs![n.input_ids.as_str() => ids, n.attention_mask.as_str() => mask])
+        .map_err(|e| e.to_string())?;
+    let (shape, data) = outputs[n.hidden_states.as_str()].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
     if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != l || shape[2] as usize != hidden {
         return Err(format!("hidden_states has shape {shape:?}, expected [{b}, {l}, {hidden}]"));
     }

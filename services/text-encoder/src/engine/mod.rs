@@ -62,7 +62,7 @@ impl Encoder {
         let bundle = config.model.open(&[Part::TextEncoder])?;
         let spec = &bundle.manifest.text_encoder;
         let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.max_tokens)?;
-        let session = onnx.session(&bundle.path(&spec.component.file))?;
+        let session = onnx.checked_session(&bundle, "text_encoder", &spec.component)?;
         let buckets = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
         let metrics = BatchMetrics {
             batch_size: metric(Histogram::with_opts(
@@ -88,7 +88,14 @@ impl Encoder {
             max_wait: Duration::from_millis(b.max_wait_ms),
             capacity: b.queue_capacity,
         };
-        let batcher = Batcher::spawn(session, spec.hidden_size, limits, metrics)
+        let layout = batcher::Layout {
+            hidden: spec.hidden_size,
+            pad_to: (spec.padding == vidmesh_model::Padding::MaxLength).then_some(spec.max_tokens),
+            pad_id: tokenizer.pad_id(),
+            encoder_mask: spec.encoder_mask,
+            names: spec.names.clone(),
+        };
+        let batcher = Batcher::spawn(session, layout, limits, metrics)
             .map_err(|e| Error::Inference(format!("cannot start the model thread: {e}")))?;
         let ids = tokenizer.tokenize(0, "", false)?.ids;
         let states = futures::executor::block_on(batcher.encode(ids.clone()))?;

@@ -21,6 +21,7 @@ pub struct Tokens {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_tokens: usize,
+    pad_id: i64,
 }
 
 impl Tokenizer {
@@ -28,9 +29,20 @@ impl Tokenizer {
     pub fn load(path: &Path, max_tokens: usize) -> Result<Self, Error> {
         let mut inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        // The pad id the tokenizer itself would pad with (its padding config, else a `<pad>`/`[PAD]` token, else 0).
+        let pad_id = inner
+            .get_padding()
+            .map(|p| i64::from(p.pad_id))
+            .or_else(|| ["<pad>", "[PAD]"].iter().find_map(|t| inner.token_to_id(t)).map(i64::from))
+            .unwrap_or(0);
         inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        Ok(Self { inner, max_tokens })
+        Ok(Self { inner, max_tokens, pad_id })
+    }
+
+    /// The id rows are padded with.
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
     }
 
     /// Tokenizes one prompt; `reject` refuses (instead of truncating) prompts over max_tokens.

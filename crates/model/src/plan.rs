@@ -1,0 +1,202 @@
+//! The one set of rules that checks a request against a bundle. The gateway, the denoiser, the decoder and the CLI
+//! all resolve what a caller asked for into a [`Plan`] here, so a size, frame count, fps, step count, guidance or
+//! scheduler that one of them accepts, all of them accept — with the same message when they refuse.
+//!
+//! Invariant: a [`Plan`] holds only values the bundle supports (frame rule, size grid, fps, scheduler for the
+//! model's prediction) within the caller's limits, and its `latent_shape` is the one every stage computes.
+
+use crate::manifest::{FrameRule, Manifest};
+
+/// What a caller asked for; `0` / `None` / empty means the bundle's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ask {
+    /// Frames.
+    pub frames: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Denoising steps.
+    pub steps: u32,
+    /// CFG scale.
+    pub guidance: Option<f32>,
+    /// Timestep shift.
+    pub shift: Option<f32>,
+    /// Scheduler kind.
+    pub scheduler: String,
+}
+
+/// Operator limits on what a request may ask (from a service's config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Most denoising steps.
+    pub max_steps: u32,
+    /// Largest guidance magnitude.
+    pub max_guidance: f32,
+}
+
+/// A request resolved against the bundle: every value filled in and supported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Frames.
+    pub frames: u32,
+    /// Height.
+    pub height: u32,
+    /// Width.
+    pub width: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Denoising steps.
+    pub steps: u32,
+    /// CFG scale (of the first transformer when the bundle has two).
+    pub guidance: f32,
+    /// Timestep shift.
+    pub shift: f32,
+    /// Scheduler kind.
+    pub scheduler: String,
+    /// Latent shape [C, T', h, w].
+    pub latent_shape: [usize; 4],
+}
+
+/// Schedulers that drive flow-velocity models; the others drive epsilon and v models.
+const FLOW_KINDS: &[&str] = &["flow_match_euler", "flow_match_dpmpp_2m", "unipc_flow"];
+
+impl Manifest {
+    /// The frame counts the bundle accepts, as a person reads them.
+    pub fn frames_text(&self) -> String {
+        let rule = match self.vae.frame_rule {
+            FrameRule::Multiple => String::new(),
+            FrameRule::FirstFrameSeparate => {
+                format!(" (1 + a multiple of {})", self.vae.temporal_compression * self.dit.patch_size[0])
+            }
+        };
+        format!("{}{rule}", self.video.frames)
+    }
+
+    /// Refuses a frame count the bundle does not support.
+    pub fn check_frames(&self, frames: u32) -> Result<(), String> {
+        if self.video.frames.contains(frames) {
+            return Ok(());
+        }
+        Err(format!("{frames} frames is not supported by {}; use one of {}", self.model.name, self.frames_text()))
+    }
+
+    /// Refuses a size the bundle does not support.
+    pub fn check_size(&self, height: u32, width: u32) -> Result<(), String> {
+        if self.video.size_ok(height, width) {
+            return Ok(());
+        }
+        Err(format!(
+            "size {width}x{height} (width x height) is not supported by {}; use {}",
+            self.model.name,
+            self.video.sizes_text().join(", ")
+        ))
+    }
+
+    /// Refuses an fps the bundle does not support.
+    pub fn check_fps(&self, fps: u32) -> Result<(), String> {
+        if self.video.fps.contains(fps) {
+            return Ok(());
+        }
+        Err(format!("fps {fps} is not supported by {}; use one of {}", self.model.name, self.video.fps))
+    }
+
+    /// Checks latents of shape [C, T', h, w] (as a stage receives them); returns (frames, height, width).
+    pub fn check_latents(&self, shape: &[usize]) -> Result<(u32, u32, u32), String> {
+        let (sc, c) = (self.vae.spatial_compression, self.vae.latent_channels);
+        let expected = || {
+            format!(
+                "latents has shape {shape:?}; expected [{c}, latent frames, height/{sc}, width/{sc}] for frames {} and \
+                 sizes {}",
+                self.frames_text(),
+                self.video.sizes_text().join(", ")
+            )
+        };
+        let [lc, t, h, w] = shape[..] else { return Err(expected()) };
+        let frames = self.vae.frames_of(t) as u32;
+        let (height, width) = ((h * sc) as u32, (w * sc) as u32);
+        if lc != c || !self.video.frames.contains(frames) || !self.video.size_ok(height, width) {
+            return Err(expected());
+        }
+        Ok((frames, height, width))
+    }
+
+    /// Shapes (frames, height, width) to warm a stage up with: the smallest supported size (the default size for
+    /// bundles that list sizes) at the two smallest frame counts, so a graph whose frame axis is not really dynamic
+    /// fails at start-up rather than on a user's request.
+    pub fn probes(&self) -> Vec<(u32, u32, u32)> {
+        let v = &self.video;
+        let (h, w) = match (&v.height, &v.width) {
+            (Some(h), Some(w)) => (h.min, w.min),
+            _ => (v.default_height, v.default_width),
+        };
+        let mut frames = v.frames.values();
+        frames.sort_unstable();
+        frames.dedup();
+        frames.into_iter().take(2).map(|f| (f, h, w)).collect()
+    }
+
+    /// The supported frame count nearest to `seconds` at `fps` (ties: the shorter).
+    pub fn nearest_frames(&self, seconds: f64, fps: u32) -> u32 {
+        let want = seconds * f64::from(fps);
+        self.video
+            .frames
+            .values()
+            .into_iter()
+            .min_by(|a, b| (f64::from(*a) - want).abs().total_cmp(&(f64::from(*b) - want).abs()))
+            .unwrap_or(self.video.default_frames)
+    }
+}
+
+impl Plan {
+    /// Resolves `ask` against the bundle (defaults filled in) within `limits`.
+    pub fn resolve(m: &Manifest, ask: &Ask, limits: &Limits) -> Result<Self, String> {
+        let v = &m.video;
+        let frames = if ask.frames == 0 { v.default_frames } else { ask.frames };
+        m.check_frames(frames)?;
+        let (height, width) = match (ask.height, ask.width) {
+            (0, 0) => (v.default_height, v.default_width),
+            (h, w) => (h, w),
+        };
+        m.check_size(height, width)?;
+        let fps = if ask.fps == 0 { v.default_fps } else { ask.fps };
+        m.check_fps(fps)?;
+        let steps = if ask.steps == 0 { m.scheduler.steps } else { ask.steps };
+        if steps > limits.max_steps {
+            return Err(format!("steps {steps} exceeds the limit of {}", limits.max_steps));
+        }
+        let guidance = ask.guidance.unwrap_or(m.scheduler.guidance);
+        if !guidance.is_finite() || guidance.abs() > limits.max_guidance {
+            return Err(format!("guidance {guidance} must be finite and at most {} in magnitude", limits.max_guidance));
+        }
+        if m.dit.guidance == crate::manifest::GuidanceMode::None && guidance != 1.0 {
+            return Err(format!("{} has no classifier-free guidance; guidance must be 1 (or unset)", m.model.name));
+        }
+        let shift = ask.shift.unwrap_or(m.scheduler.shift);
+        if !(shift.is_finite() && shift > 0.0 && shift <= 100.0) {
+            return Err(format!("shift {shift} must be in (0, 100]"));
+        }
+        let scheduler = if ask.scheduler.is_empty() { m.scheduler.kind.clone() } else { ask.scheduler.clone() };
+        let flow = m.dit.prediction == "flow_velocity";
+        let allowed: Vec<&str> = crate::SCHEDULERS.iter().copied().filter(|k| FLOW_KINDS.contains(k) == flow).collect();
+        if !allowed.contains(&scheduler.as_str()) {
+            return Err(format!(
+                "scheduler {scheduler:?} cannot drive {} ({} prediction); use one of {allowed:?}",
+                m.model.name, m.dit.prediction
+            ));
+        }
+        Ok(Self {
+            frames,
+            height,
+            width,
+            fps,
+            steps,
+            guidance,
+            shift,
+            scheduler,
+            latent_shape: m.latent_shape(frames, height, width),
+        })
+    }
+}
