@@ -286,17 +286,37 @@ async fn classifier_latency(env: &HashMap<String, String>, iters: usize, out: &m
 /// Runs the decoder_memory binary (next to this one) once per size: peak RSS is a per-process high-water mark.
 fn decoder_memory(out: &mut String) -> Result<()> {
     let exe = std::env::current_exe()?.with_file_name("decoder_memory");
-    out.push_str("\n## Decoder peak memory (VAE in chunks of 2 latent frames → MP4 → local storage, 64x64)\n\n");
-    out.push_str("| frames | peak RSS MiB | after model load MiB |\n|---|---|---|\n");
-    for frames in [16usize, 64, 256] {
-        let o = std::process::Command::new(&exe).arg(frames.to_string()).output().context("running decoder_memory")?;
-        anyhow::ensure!(o.status.success(), "decoder_memory failed: {}", String::from_utf8_lossy(&o.stderr));
-        let text = String::from_utf8_lossy(&o.stdout);
-        let field = |k: &str| -> Result<f64> {
-            let v = text.split_whitespace().find_map(|w| w.strip_prefix(k)).context("decoder_memory output")?;
-            Ok(v.parse::<f64>()? / 1024.0)
-        };
-        out.push_str(&format!("| {frames} | {:.1} | {:.1} |\n", field("peak_rss_kib=")?, field("after_load_kib=")?));
+    let wan = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/wan2.1-tiny").display().to_string();
+    let runs: [(&str, Vec<String>, [usize; 3]); 2] = [
+        ("vidmesh-tiny: independent VAE in chunks of 2 latent frames, 64x64", vec![], [16, 64, 256]),
+        (
+            "wan2.1-tiny: stateful causal VAE, one latent frame at a time with its feature cache, 256x256",
+            vec!["1".into(), wan, "256x256".into()],
+            [17, 65, 257],
+        ),
+    ];
+    for (title, extra, sizes) in runs {
+        out.push_str(&format!("\n## Decoder peak memory ({title} → MP4 → local storage)\n\n"));
+        out.push_str("| frames | peak RSS MiB | after model load MiB |\n|---|---|---|\n");
+        for frames in sizes {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg(frames.to_string());
+            if extra.is_empty() {
+                cmd.arg("2");
+            }
+            let o = cmd.args(&extra).output().context("running decoder_memory")?;
+            anyhow::ensure!(o.status.success(), "decoder_memory failed: {}", String::from_utf8_lossy(&o.stderr));
+            let text = String::from_utf8_lossy(&o.stdout);
+            let field = |k: &str| -> Result<f64> {
+                let v = text.split_whitespace().find_map(|w| w.strip_prefix(k)).context("decoder_memory output")?;
+                Ok(v.parse::<f64>()? / 1024.0)
+            };
+            out.push_str(&format!(
+                "| {frames} | {:.1} | {:.1} |\n",
+                field("peak_rss_kib=")?,
+                field("after_load_kib=")?
+            ));
+        }
     }
     Ok(())
 }

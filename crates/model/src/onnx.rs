@@ -164,7 +164,12 @@ fn check_graph(s: &Session, key: &str, c: &Component) -> Result<(), String> {
         };
         if let Some(d) = dims(o) {
             if d.len() != io.shape.len() {
-                return Err(format!("input {:?} has rank {} in the graph, {} in the manifest", io.name, d.len(), io.shape.len()));
+                return Err(format!(
+                    "input {:?} has rank {} in the graph, {} in the manifest",
+                    io.name,
+                    d.len(),
+                    io.shape.len()
+                ));
             }
             for (axis, (g, m)) in d.iter().zip(&io.shape).enumerate() {
                 match m {
@@ -176,7 +181,10 @@ fn check_graph(s: &Session, key: &str, c: &Component) -> Result<(), String> {
                         ));
                     }
                     Dim::Fixed(f) if *g >= 0 && *g as u64 != *f => {
-                        return Err(format!("input {:?} axis {axis} is {g} in the graph, {f} in the manifest", io.name));
+                        return Err(format!(
+                            "input {:?} axis {axis} is {g} in the graph, {f} in the manifest",
+                            io.name
+                        ));
                     }
                     _ => {}
                 }

@@ -54,7 +54,7 @@ fn inconsistent_manifests_are_refused_with_the_key() {
         ("frames = [8, 16, 32]", "frames = [8, 16, 30]", "video.frames 30"),
         ("default_frames = 16", "default_frames = 24", "default_frames"),
         ("kind = \"flow_match_euler\"", "kind = \"warp_drive\"", "scheduler.kind"),
-        ("schema_version = 1", "schema_version = 2", "schema_version 2"),
+        ("schema_version = 1", "schema_version = 3", "schema_version 3"),
         ("max_tokens = 48", "max_tokens = \"many\"", "max_tokens"),
     ];
     for (from, to, needle) in cases {
@@ -97,4 +97,96 @@ fn cuda_requested_without_cuda_is_an_error_not_a_silent_cpu_fallback() {
         panic!("the CPU-only library must refuse the CUDA provider")
     };
     assert!(err.to_string().contains("execution_provider = \"cuda\"") && err.to_string().contains("--gpu"), "{err}");
+}
+
+fn wan() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/wan2.1-tiny")
+}
+
+/// A copy of the Wan bundle with `edit` applied to model.toml.
+fn wan_with(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(wan()).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let m = dir.path().join("model.toml");
+    std::fs::write(&m, edit(std::fs::read_to_string(&m).unwrap())).unwrap();
+    dir
+}
+
+#[test]
+fn a_format_2_bundle_opens_with_its_geometry() {
+    let b = Bundle::open(&wan(), &[Part::TextEncoder, Part::Dit, Part::VaeDecoder]).unwrap();
+    let m = &b.manifest;
+    assert_eq!(m.schema_version, 2);
+    // 4k+1 frames: the first frame is its own latent frame.
+    assert_eq!(m.latent_shape(17, 48, 64), [16, 5, 6, 8]);
+    assert_eq!(m.latent_shape(81, 480, 832), [16, 21, 60, 104]);
+    assert_eq!(m.vae.frames_of(5), 17);
+    m.check_frames(81).unwrap();
+    let err = m.check_frames(16).unwrap_err();
+    assert!(err.contains("1 + a multiple of 4"), "{err}");
+    m.check_size(480, 832).unwrap();
+    assert!(m.check_size(480, 830).unwrap_err().contains("830x480"));
+    // diffusers' order: x / (1/std) + mean.
+    let norm = m.vae.norm();
+    assert_eq!(norm.div[0], 1.0 / 2.8184f32);
+    assert_eq!(norm.mean[15], -0.2921f32);
+}
+
+#[test]
+fn format_2_problems_are_named_at_start_up() {
+    // Missing external data.
+    let dir = wan_with(|s| {
+        s.replacen(
+            "[dit]\nfile = \"dit.onnx\"",
+            "[dit]\nexternal_data = [{ file = \"dit.onnx.data\", sha256 = \"00\" }]\nfile = \"dit.onnx\"",
+            1,
+        )
+    });
+    let err = Bundle::open(dir.path(), &[Part::Dit]).unwrap_err();
+    assert!(err.to_string().contains("dit.onnx.data"), "{err}");
+    // Wrong sha256 of a format-2 part (the VAE's step graph).
+    let dir =
+        wan_with(|s| s.replace("e6c4a059f97098795d2b8b3868eb27df44c0a2f5c9a8a4c073e8016a8ea67bff", &"ab".repeat(32)));
+    let err = Bundle::open(dir.path(), &[Part::VaeDecoder]).unwrap_err();
+    assert!(matches!(err, ModelError::Checksum { .. }) && err.to_string().contains("vae_decoder_step.onnx"), "{err}");
+    // A name the manifest maps but does not declare.
+    let dir = wan_with(|s| s.replace("latents = \"hidden_states\"", "latents = \"x\""));
+    let err = Bundle::open(dir.path(), &[]).unwrap_err();
+    assert!(err.to_string().contains("dit.inputs lacks \"x\""), "{err}");
+    // Frame counts that break the frame rule.
+    let dir =
+        wan_with(|s| s.replace("frames = { min = 5, max = 81, step = 4 }", "frames = { min = 4, max = 80, step = 4 }"));
+    let err = Bundle::open(dir.path(), &[]).unwrap_err();
+    assert!(err.to_string().contains("video.frames 4 is not 1 + a multiple of 4"), "{err}");
+    // A stateful VAE without its step graph.
+    let dir = wan_with(|s| s.replace("[vae.decoder_step]", "[unused_step]"));
+    let err = Bundle::open(dir.path(), &[]).unwrap_err();
+    assert!(err.to_string().contains("vae.decoder_step is missing"), "{err}");
+}
+
+#[test]
+fn graphs_that_do_not_match_the_manifest_are_refused() {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let onnx = Onnx::init(&OnnxConfig::default(), &env).expect("ORT_DYLIB_PATH must point at libonnxruntime");
+    let b = Bundle::open(&wan(), &[Part::Dit, Part::VaeDecoder]).unwrap();
+    onnx.checked_session(&b, "dit", &b.manifest.dit.component).unwrap();
+    // The manifest renames an input consistently, but the graph does not have it.
+    let dir = wan_with(|s| s.replace("\"hidden_states\"", "\"latents_in\""));
+    let b = Bundle::open(dir.path(), &[Part::Dit]).unwrap();
+    let err = onnx.checked_session(&b, "dit", &b.manifest.dit.component).unwrap_err().to_string();
+    assert!(err.contains("\"latents_in\"") && err.contains("hidden_states"), "{err}");
+    // The manifest calls the VAE's frame axis dynamic, but the graph fixes it (as a full-decode export does).
+    let dir = wan_with(|s| {
+        s.replacen(
+            "{ name = \"latents\", dtype = \"float32\", shape = [1, 16, 1, \"latent_height\", \"latent_width\"] }",
+            "{ name = \"latents\", dtype = \"float32\", shape = [1, 16, \"latent_frames\", \"latent_height\", \"latent_width\"] }",
+            1,
+        )
+    });
+    let b = Bundle::open(dir.path(), &[Part::VaeDecoder]).unwrap();
+    let err = onnx.checked_session(&b, "vae.decoder", &b.manifest.vae.decoder).unwrap_err().to_string();
+    assert!(err.contains("axis 2 (latent_frames) is fixed to 1"), "{err}");
 }

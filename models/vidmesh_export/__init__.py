@@ -1,0 +1,15 @@
+"""vidmesh_export: diffusers pipeline directory -> vidmesh model bundle (format 2, docs/model-bundle.md).
+
+Modules:
+  __main__     CLI of models/export.sh (`python -m vidmesh_export --from DIR --out BUNDLE ...`)
+  load         loads (or random-initialises) the pipeline's components from a local diffusers directory
+  onnx_util    torch -> ONNX export with dynamic axes, ONNX Runtime sessions, parity measurement, file hashes
+  text_encoder UMT5 encoder wrapper, export and check
+  dit          WanTransformer3DModel wrapper, export and check (dynamism checked at two shapes)
+  vae          stateful VAE decoder: first-frame graph + step graph with a normalised feature cache
+  manifest     model.toml (schema_version = 2) rendering
+  tiny         seeded tiny random Wan 2.1 / 2.2 pipelines built with diffusers' own classes
+  goldens      golden fixtures from diffusers' own WanPipeline (fp32, CPU)
+
+Nothing here is needed by the services or CI; the bundles and fixtures it writes are.
+"""

@@ -1,0 +1,171 @@
+"""models/export.sh: a local diffusers WanPipeline directory -> a vidmesh bundle (format 2).
+
+  models/export.sh --from DIR --out BUNDLE [--random-init] [--weights fp32|fp16] [--external-data]
+                   [--name NAME] [--version V] [--defaults FRAMES,HEIGHT,WIDTH] [--steps N] [--guidance G]
+
+Writes BUNDLE/{tokenizer.json, text_encoder.onnx, dit.onnx[, dit2.onnx], vae_decoder.onnx, vae_decoder_step.onnx,
+model.toml, export_report.json}. Guarantees:
+- every graph was compared with PyTorch through ONNX Runtime at two shapes differing in every dynamic axis
+  (max abs error <= 1e-4 with float32 weights, else the export fails and no model.toml is written);
+- the stateful VAE pair reproduces `vae.decode(z)` when chained (first + N steps) for two frame counts and sizes;
+- model.toml is re-read and validated against the files and graphs it names (see manifest.validate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import dit, manifest, text_encoder, vae
+from .load import load
+
+WEIGHTS = {"fp32": "float32", "fp16": "float16", "float32": "float32", "float16": "float16"}
+TOL = {"float32": 1e-4, "float16": 5e-2}
+
+
+def _scheduler(cfg: dict, steps: int, guidance: float) -> dict:
+    want = {"_class_name": "UniPCMultistepScheduler", "prediction_type": "flow_prediction", "use_flow_sigmas": True,
+            "solver_type": "bh2", "solver_order": 2, "predict_x0": True, "lower_order_final": True,
+            "final_sigmas_type": "zero"}
+    bad = {k: cfg.get(k) for k, v in want.items() if cfg.get(k, v) != v}
+    if bad:
+        raise SystemExit(f"scheduler is not the unipc_flow this format defines: {bad}")
+    return {"kind": "unipc_flow", "steps": steps, "shift": float(cfg["flow_shift"]), "guidance": guidance}
+
+
+def _dit_section(tr, exported, weights: str, extra: dict | None = None) -> dict:  # noqa: ANN001
+    c = tr.config
+    d = manifest.component(exported, weights)
+    head = {"file": d.pop("file"), "sha256": d.pop("sha256")}
+    return {**head, **{k: d[k] for k in ("external_data",) if k in d},
+            "weights": d["weights"], "patch_size": list(c.patch_size),
+            "hidden_size": c.num_attention_heads * c.attention_head_dim, "depth": c.num_layers,
+            "heads": c.num_attention_heads, "prediction": "flow_velocity", "timestep_scale": 1000.0,
+            "timestep_rounding": "trunc", "guidance": "cfg_separate",
+            "names": {"latents": "hidden_states", "timestep": "timestep", "text_states": "encoder_hidden_states",
+                      "text_mask": "", "output": "velocity"},
+            **(extra or {}), "inputs": d["inputs"], "outputs": d["outputs"]}
+
+
+def main() -> None:  # noqa: PLR0915
+    ap = argparse.ArgumentParser(prog="models/export.sh", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from", dest="src", type=Path, required=True, help="diffusers WanPipeline directory")
+    ap.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    ap.add_argument("--random-init", action="store_true", help="random weights from DIR's configs")
+    ap.add_argument("--weights", choices=sorted(WEIGHTS), default="fp32")
+    ap.add_argument("--external-data", action="store_true", help="always write ONNX external data files")
+    ap.add_argument("--name", help="[model].name (default: the bundle directory's name)")
+    ap.add_argument("--version", default="0.1.0")
+    ap.add_argument("--license", default="Apache-2.0")
+    ap.add_argument("--description")
+    ap.add_argument("--max-tokens", type=int, default=512, help="WanPipeline's max_sequence_length")
+    ap.add_argument("--defaults", default="81,480,832", help="default FRAMES,HEIGHT,WIDTH (WanPipeline's)")
+    ap.add_argument("--steps", type=int, help="default steps (Wan 2.1: 50, Wan 2.2 A14B: 40)")
+    ap.add_argument("--guidance", type=float, help="CFG scale (Wan 2.1: 5.0, Wan 2.2 A14B high noise: 4.0)")
+    ap.add_argument("--guidance-2", type=float, help="Wan 2.2 A14B low-noise CFG scale (default 3.0)")
+    a = ap.parse_args()
+    cwd = Path(os.environ.get("VIDMESH_CALLER_CWD", "."))  # export.sh runs from models/
+    a.src, a.out = (p if p.is_absolute() else cwd / p for p in (a.src, a.out))
+
+    torch.set_num_threads(2)
+    weights = WEIGHTS[a.weights]
+    tol = TOL[weights]
+    t0 = time.time()
+    c = load(a.src, random_init=a.random_init, weights=weights)
+    two = c.transformer_2 is not None
+    out = a.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.toml").unlink(missing_ok=True)  # a bundle without a manifest is visibly unfinished
+    repo = Path(__file__).resolve().parents[2]
+    rows, report = [], {"source": os.path.relpath(a.src, repo), "random_init": a.random_init, "weights": weights,
+                        "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+    import diffusers, onnx, onnxruntime, transformers  # noqa: E401
+    report["versions"].update(diffusers=diffusers.__version__, transformers=transformers.__version__,
+                              onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+
+    def row(name: str, ex, checks: list[dict], secs: float) -> None:  # noqa: ANN001
+        for chk in checks:
+            rows.append({"component": name, "exporter": ex.exporter, **chk, "seconds": round(secs, 1)})
+
+    text_encoder.write_tokenizer(c.tokenizer, out / "tokenizer.json", a.max_tokens)
+    t = time.time()
+    te_ex, te_rows = text_encoder.export_text_encoder(c.text_encoder, out / "text_encoder.onnx", a.external_data, tol)
+    row("text_encoder", te_ex, te_rows, time.time() - t)
+    t = time.time()
+    dit_ex, dit_rows = dit.export_dit(c.transformer, out / "dit.onnx", a.external_data, tol)
+    row("dit", dit_ex, dit_rows, time.time() - t)
+    if two:
+        t = time.time()
+        dit2_ex, dit2_rows = dit.export_dit(c.transformer_2, out / "dit2.onnx", a.external_data, tol)
+        row("dit2", dit2_ex, dit2_rows, time.time() - t)
+    t = time.time()
+    vae_ex = vae.export_vae(c.vae, out, a.external_data)
+    vae_rows = vae.verify(c.vae, vae_ex)
+    row("vae_decoder+vae_decoder_step (chained)", vae_ex["step"], vae_rows, time.time() - t)
+
+    # ---- manifest
+    frames, height, width = (int(x) for x in a.defaults.split(","))
+    steps = a.steps or (40 if two else 50)
+    guidance = a.guidance if a.guidance is not None else (4.0 if two else 5.0)
+    vc = c.vae.config
+    te = manifest.component(te_ex, weights)
+    first = vae_ex["first"]
+    n_cache = len(first.outputs) - 1
+    family = "Wan 2.2 A14B" if two else "Wan 2.1"
+    m = {
+        "generated_by": f"--from {a.src.name}{' --random-init' if a.random_init else ''} --weights {a.weights}",
+        "model": {"name": a.name or out.resolve().name, "version": a.version,
+                  "description": a.description or (
+                      f"{family} text-to-video (diffusers WanPipeline '{a.src.name}'"
+                      f"{', random weights' if a.random_init else ''}) exported to ONNX for vidmesh."),
+                  "license": a.license},
+        "text_encoder": {"file": te["file"], "sha256": te["sha256"],
+                         **({"external_data": te["external_data"]} if "external_data" in te else {}),
+                         "weights": weights, "tokenizer": "tokenizer.json",
+                         "tokenizer_sha256": manifest.sha256(out / "tokenizer.json"), "max_tokens": a.max_tokens,
+                         "hidden_size": text_encoder.hidden_size(c.text_encoder), "padding": "max_length",
+                         "encoder_mask": True, "zero_pad_states": True, "dit_mask": False,
+                         "names": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                                   "hidden_states": "last_hidden_state"},
+                         "inputs": te["inputs"], "outputs": te["outputs"]},
+        "vae": {"latent_channels": vc.z_dim, "temporal_compression": vc.scale_factor_temporal,
+                "spatial_compression": vc.scale_factor_spatial,
+                "latents_mean": [float(x) for x in vc.latents_mean],
+                "latents_std": [float(x) for x in vc.latents_std], "scaling_factor": 1.0,
+                "frame_rule": "first_frame_separate", "decode": "stateful",
+                "cache": [{"input": f"cache_in_{k}", "output": f"cache_out_{k}"} for k in range(n_cache)],
+                "names": {"latents": "latents", "video": "video"}},
+        "vae_decoder": manifest.component(first, "float32"),
+        "vae_decoder_step": manifest.component(vae_ex["step"], "float32"),
+        "dit": _dit_section(c.transformer, dit_ex, weights),
+        "scheduler": _scheduler(c.scheduler_config, steps, guidance),
+        "video": {"default_frames": frames, "default_height": height, "default_width": width, "default_fps": 16,
+                  "frames": {"min": 5, "max": 81, "step": 4}, "height": {"min": 32, "max": 1280, "step": 16},
+                  "width": {"min": 32, "max": 1280, "step": 16}, "fps": [16]},
+    }
+    if two:
+        g2 = a.guidance_2 if a.guidance_2 is not None else 3.0
+        m["dit2"] = _dit_section(c.transformer_2, dit2_ex, weights,
+                                 {"boundary_ratio": float(c.index["boundary_ratio"]), "guidance_scale": g2})
+    (out / "model.toml").write_text(manifest.render(m))
+    manifest.validate(out)
+
+    report.update(components=rows, vae_cache_slots=n_cache, seconds=round(time.time() - t0, 1))
+    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{'component':40} {'shape':44} {'max abs err':>12}")
+    for r in rows:
+        shape = r.get("shape") or {"latent": r["latent_shape"], "video": r["video_shape"][2:]}
+        print(f"{r['component']:40} {json.dumps(shape):44} {r['max_abs_err']:12.3g}")
+    print(f"\nbundle {out}: {sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB, "
+          f"{time.time() - t0:.0f} s; model.toml validated")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""model.toml, schema_version = 2 (docs/model-bundle.md, "Format 2"), for an exported Wan pipeline.
+
+Guarantees:
+- Every value comes from the pipeline's configs or the export itself (graph names and signatures, file hashes);
+  the only chosen values are the request defaults and ranges in [video]/[scheduler] (CLI flags, with
+  WanPipeline's own defaults) and [model] text.
+- Only keys the format defines are written (the Rust reader denies unknown keys).
+- `validate()` re-reads the written manifest with tomllib, re-hashes every file it names and checks every
+  component's declared inputs/outputs against its ONNX graph (names, dtypes, ranks, fixed sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import onnx
+
+from .onnx_util import DTYPE_NAMES, sha256
+
+SCHEMA_VERSION = 2
+NOISE = {"rng": "philox4x32-10-boxmuller", "dtype": "float32", "layout": "per-sample [C, T, h, w] row-major"}
+
+
+def _v(v) -> str:  # noqa: ANN001
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_v(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_v(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def _table(lines: list[str], name: str, items: dict) -> None:
+    lines.append(f"[{name}]")
+    for k, v in items.items():
+        if v is None:
+            continue
+        if isinstance(v, list) and v and isinstance(v[0], dict):  # arrays of inline tables: one per line
+            lines.append(f"{k} = [")
+            lines.extend(f"  {_v(x)}," for x in v)
+            lines.append("]")
+        else:
+            lines.append(f"{k} = {_v(v)}")
+    lines.append("")
+
+
+def component(exported, weights: str) -> dict:  # noqa: ANN001
+    """file / sha256 / external_data / weights / inputs / outputs of one exported graph."""
+    files = exported.files
+    d = {"file": files[0]["file"], "sha256": files[0]["sha256"]}
+    if len(files) > 1:
+        d["external_data"] = files[1:]
+    d["weights"] = weights
+    d["inputs"] = [i.toml() for i in exported.inputs]
+    d["outputs"] = [o.toml() for o in exported.outputs]
+    return d
+
+
+def _split(c: dict) -> tuple[dict, dict]:
+    """(keys before the signature, the signature): keeps the signature at the end of each table for readability."""
+    head = {k: v for k, v in c.items() if k not in ("inputs", "outputs")}
+    return head, {"inputs": c["inputs"], "outputs": c["outputs"]}
+
+
+def render(m: dict) -> str:
+    """m: {model, text_encoder, vae, vae_decoder, vae_decoder_step, dit, dit2?, scheduler, video} -> TOML text."""
+    L = ["# vidmesh model bundle manifest; format: docs/model-bundle.md (format 2).",
+         f"# Written by models/export.sh ({m['generated_by']}).",
+         f"schema_version = {SCHEMA_VERSION}", ""]
+    _table(L, "model", m["model"])
+    head, sig = _split(m["text_encoder"])
+    _table(L, "text_encoder", {**head, **sig})
+    _table(L, "vae", m["vae"])
+    for key, section in (("vae_decoder", "vae.decoder"), ("vae_decoder_step", "vae.decoder_step")):
+        _table(L, section, m[key])
+    for key in ("dit", "dit2"):
+        if key in m:
+            head, sig = _split(m[key])
+            _table(L, key, {**head, **sig})
+    _table(L, "scheduler", m["scheduler"])
+    _table(L, "video", m["video"])
+    _table(L, "noise", NOISE)
+    return "\n".join(L).rstrip() + "\n"
+
+
+def _check_component(bundle: Path, name: str, c: dict) -> None:
+    for f in [{"file": c["file"], "sha256": c["sha256"]}, *c.get("external_data", [])]:
+        if sha256(bundle / f["file"]) != f["sha256"]:
+            raise SystemExit(f"{name}: sha256 of {f['file']} does not match")
+    g = onnx.load(str(bundle / c["file"]), load_external_data=False).graph
+    for kind, values in (("inputs", g.input), ("outputs", g.output)):
+        declared = c[kind]
+        if [v.name for v in values] != [d["name"] for d in declared]:
+            raise SystemExit(f"{name}.{kind}: graph {[v.name for v in values]} != manifest")
+        for v, d in zip(values, declared):
+            tt = v.type.tensor_type
+            dims = [x.dim_value if x.HasField("dim_value") else x.dim_param for x in tt.shape.dim]
+            if DTYPE_NAMES.get(tt.elem_type) != d["dtype"] or dims != d["shape"]:
+                raise SystemExit(f"{name}.{d['name']}: graph {DTYPE_NAMES.get(tt.elem_type)} {dims} != {d}")
+
+
+def validate(bundle: Path) -> dict:
+    m = tomllib.loads((bundle / "model.toml").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION
+    te = m["text_encoder"]
+    if sha256(bundle / te["tokenizer"]) != te["tokenizer_sha256"]:
+        raise SystemExit("tokenizer sha256 does not match")
+    comps = {"text_encoder": te, "vae.decoder": m["vae"]["decoder"], "vae.decoder_step": m["vae"]["decoder_step"],
+             "dit": m["dit"], **({"dit2": m["dit2"]} if "dit2" in m else {})}
+    for name, c in comps.items():
+        _check_component(bundle, name, c)
+    vae = m["vae"]
+    step_in = [i["name"] for i in vae["decoder_step"]["inputs"]]
+    for k, c in enumerate(vae["cache"]):
+        if step_in[1 + k] != c["input"] or vae["decoder_step"]["outputs"][1 + k]["name"] != c["output"] \
+                or vae["decoder"]["outputs"][1 + k]["name"] != c["output"]:
+            raise SystemExit(f"vae.cache[{k}] does not match the graphs' cache tensors")
+    if te["hidden_size"] != m["dit"]["inputs"][2]["shape"][2]:
+        raise SystemExit("text_encoder.hidden_size != the DiT's text_states width")
+    return m

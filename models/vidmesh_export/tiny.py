@@ -1,0 +1,155 @@
+"""Seeded tiny random Wan pipelines, built with diffusers' / transformers' own classes and `save_pretrained`.
+
+  python -m vidmesh_export.tiny --family wan2.1 --out models/work/wan2.1-tiny-src
+  python -m vidmesh_export.tiny --family wan2.2 --out models/work/wan2.2-tiny-src
+
+Guarantees:
+- The same command writes the same weights and the same tokenizer (every component is built after its own
+  `torch.manual_seed`; the tokenizer is trained single-threaded on a fixed, generated corpus).
+- The architecture is Wan's at toy width: UMT5 encoder (gated-gelu, relative position buckets), the real
+  WanTransformer3DModel block structure (rope over t/h/w, qk rms-norm across heads, cross-attention norm) and the
+  Wan 2.1 causal VAE (dim_mult [1, 2, 4, 4], 2 res blocks, temporal upsampling in the last two up blocks) with the
+  real Wan 2.1 latents_mean / latents_std; UniPC with Wan's scheduler config.
+- wan2.2 = Wan 2.2 A14B layout: `transformer` (high noise) + `transformer_2` (low noise), boundary_ratio 0.875,
+  the same (Wan 2.1) VAE, flow_shift 12.0 (Wan 2.2 T2V-A14B's sample_shift).
+- The tokenizer is a Unigram model with UMT5's specials: "<pad>" = 0, "</s>" = 1 (appended to every sequence by a
+  TemplateProcessing post-processor), "<unk>" = 2; Metaspace pre-tokenizer like SentencePiece.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from pathlib import Path
+
+# Wan 2.1 VAE statistics (AutoencoderKLWan defaults = Wan-AI/Wan2.1-T2V-*-Diffusers vae/config.json).
+WAN21_LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
+WAN21_LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160]
+
+# Wan-AI/Wan2.1-T2V-*-Diffusers scheduler/scheduler_config.json (UniPC, flow prediction).
+WAN_SCHEDULER = dict(
+    num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", trained_betas=None,
+    solver_order=2, prediction_type="flow_prediction", thresholding=False, dynamic_thresholding_ratio=0.995,
+    sample_max_value=1.0, predict_x0=True, solver_type="bh2", lower_order_final=True, disable_corrector=[],
+    solver_p=None, use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False,
+    use_flow_sigmas=True, flow_shift=3.0, timestep_spacing="linspace", steps_offset=0, final_sigmas_type="zero",
+    rescale_betas_zero_snr=False,
+)
+
+FAMILIES = {
+    "wan2.1": dict(flow_shift=3.0, two_stage=False),
+    "wan2.2": dict(flow_shift=12.0, two_stage=True, boundary_ratio=0.875),
+}
+
+_SUBJECTS = ["a cat", "a dog", "a red car", "an old man", "a small boat", "a bird", "a girl", "a horse", "two friends",
+             "a robot", "a yellow train", "a white cloud", "a child", "a fox", "a cyclist", "a dancer"]
+_VERBS = ["walks", "runs", "drives", "sails", "flies", "jumps", "dances", "rolls", "moves", "turns", "waits", "sleeps"]
+_PLACES = ["along the beach", "through a forest", "in the city at night", "across a snowy field", "on a quiet road",
+           "under a blue sky", "near the river", "inside a bright kitchen", "over the mountains", "in the rain"]
+_STYLES = ["", "slow motion", "cinematic lighting", "close up shot", "wide angle", "sunset colors", "soft focus"]
+
+
+def corpus(n: int = 600, seed: int = 1234) -> list[str]:
+    """Generated caption-like sentences: the tokenizer's training text."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_PLACES)}"
+        style = rng.choice(_STYLES)
+        out.append(f"{s}, {style}" if style else s)
+    return out
+
+
+def build_tokenizer(vocab_size: int = 300):
+    """A UMT5-like fast tokenizer (PreTrainedTokenizerFast) trained on `corpus()`."""
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+                                      unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    # Unigram EM sums in parallel: scores differ run to run in the last bits. Round them so that the same command
+    # always writes the same file (1e-6 is far below any gap that changes a segmentation of this corpus).
+    spec = json.loads(tok.to_str())
+    spec["model"]["vocab"] = [[piece, round(score, 6)] for piece, score in spec["model"]["vocab"]]
+    tok = Tokenizer.from_str(json.dumps(spec))
+    assert (tok.token_to_id("<pad>"), tok.token_to_id("</s>"), tok.token_to_id("<unk>")) == (0, 1, 2)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512, padding_side="right")
+
+
+def build_text_encoder(vocab_size: int):
+    import torch
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(1)
+    cfg = UMT5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                     num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                     feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+                     decoder_start_token_id=0, tie_word_embeddings=False)
+    return UMT5EncoderModel(cfg).eval()
+
+
+def build_transformer(seed: int):
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+                                 out_channels=16, text_dim=32, freq_dim=256, ffn_dim=64, num_layers=2,
+                                 cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+                                 rope_max_seq_len=1024).eval()
+
+
+def build_vae():
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(3)
+    return AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                            temperal_downsample=[False, True, True], dropout=0.0,
+                            latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD).eval()
+
+
+def build(family: str, out: Path) -> None:
+    import torch
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    fam = FAMILIES[family]
+    torch.set_num_threads(1)
+    tokenizer = build_tokenizer()
+    text_encoder = build_text_encoder(len(tokenizer))
+    vae = build_vae()
+    scheduler = UniPCMultistepScheduler(**{**WAN_SCHEDULER, "flow_shift": fam["flow_shift"]})
+    kwargs = dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                  transformer=build_transformer(2))
+    if fam["two_stage"]:
+        kwargs.update(transformer_2=build_transformer(4), boundary_ratio=fam["boundary_ratio"])
+    pipe = WanPipeline(**kwargs)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(str(out))
+    print(f"wrote {family} tiny pipeline to {out} (vocab {len(tokenizer)})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="wan2.1")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    build(a.family, a.out)
+
+
+if __name__ == "__main__":
+    main()
