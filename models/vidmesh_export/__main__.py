@@ -98,12 +98,15 @@ def main() -> None:  # noqa: PLR0915
     t = time.time()
     te_ex, te_rows = text_encoder.export_text_encoder(c.text_encoder, out / "text_encoder.onnx", a.external_data, tol)
     row("text_encoder", te_ex, te_rows, time.time() - t)
+    te_hidden = text_encoder.hidden_size(c.text_encoder)
+    c.text_encoder = None  # free it before the DiT export: memory is the limit at full size
     t = time.time()
-    dit_ex, dit_rows = dit.export_dit(c.transformer, out / "dit.onnx", a.external_data, tol)
+    dit_ex, dit_rows = dit.export_dit(c.transformer, out / "dit.onnx", a.external_data, tol, release=True)
     row("dit", dit_ex, dit_rows, time.time() - t)
     if two:
         t = time.time()
-        dit2_ex, dit2_rows = dit.export_dit(c.transformer_2, out / "dit2.onnx", a.external_data, tol)
+        dit2_ex, dit2_rows = dit.export_dit(c.transformer_2, out / "dit2.onnx", a.external_data, tol,
+                                                 release=True)
         row("dit2", dit2_ex, dit2_rows, time.time() - t)
     t = time.time()
     vae_ex = vae.export_vae(c.vae, out, a.external_data)
@@ -130,7 +133,7 @@ def main() -> None:  # noqa: PLR0915
                          **({"external_data": te["external_data"]} if "external_data" in te else {}),
                          "weights": weights, "tokenizer": "tokenizer.json",
                          "tokenizer_sha256": manifest.sha256(out / "tokenizer.json"), "max_tokens": a.max_tokens,
-                         "hidden_size": text_encoder.hidden_size(c.text_encoder), "padding": "max_length",
+                         "hidden_size": te_hidden, "prompt_clean": "wan", "padding": "max_length",
                          "encoder_mask": True, "zero_pad_states": True, "dit_mask": False,
                          "names": {"input_ids": "input_ids", "attention_mask": "attention_mask",
                                    "hidden_states": "last_hidden_state"},

@@ -6,7 +6,9 @@ Guarantees:
   any of that does not hold. It tries `torch.onnx.export(dynamo=True)` first and falls back to
   `torch.export.export(strict=False)` + ONNX conversion of the ExportedProgram.
 - Weights above `EXTERNAL_LIMIT` bytes (or always, when asked) go to one external-data file `<graph>.data` next to
-  the graph; `files_of()` lists graph + data files with their sha256.
+  the graph, written tensor by tensor from the exporter's IR (peak memory: the module's weights plus the
+  exporter's folded copies, never a whole serialized ModelProto on top); `files_of()` lists graph + data files
+  with their sha256.
 - `parity()` runs the same inputs through PyTorch and ONNX Runtime (CPU) and returns the max abs difference per
   output, failing if an output's shape differs (a graph that froze a dynamic axis).
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import torch
 
 OPSET = 18
@@ -136,17 +139,22 @@ def export(module: torch.nn.Module, example: tuple, arg_names: list[str], inputs
             ep = torch.export.export(module, example, dynamic_shapes=dyn, strict=False)
             prog = torch.onnx.export(ep, (), dynamo=True, input_names=in_names, output_names=out_names,
                                      opset_version=OPSET, optimize=True, verbose=False)
-    model = prog.model_proto
-    _rename_axes(model, inputs, outputs)
-    _strip_metadata(model)
-    weight_bytes = sum(t.ByteSize() for t in model.graph.initializer)
+    weight_bytes = sum(v.const_value.nbytes for v in prog.model.graph.initializers.values()
+                       if v.const_value is not None)
     external = external_data or weight_bytes > EXTERNAL_LIMIT
     data_name = path.name + ".data"
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
+        # Stream the weights from the exporter's IR into <graph>.data tensor by tensor (no in-memory ModelProto
+        # holding a second copy of every weight), then edit the small graph-only proto and rewrite it.
+        ir.save(prog.model, str(path), external_data=data_name, size_threshold_bytes=1024)
+        del prog
+        model = onnx.load(str(path), load_external_data=False)
     else:
-        onnx.save_model(model, str(path))
+        model = prog.model_proto
+        del prog
+    _rename_axes(model, inputs, outputs)
+    _strip_metadata(model)
+    onnx.save_model(model, str(path))
     files = [{"file": path.name, "sha256": sha256(path)}]
     if external:
         files.append({"file": data_name, "sha256": sha256(path.with_name(data_name))})
@@ -163,8 +171,9 @@ def session(path: Path):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def parity(module: torch.nn.Module, sess, example: tuple, in_names: list[str], out_names: list[str]) -> dict:
-    """Max abs diff PyTorch vs ORT per output on `example`; raises if any output shape differs."""
+def parity(module, sess, example: tuple, in_names: list[str], out_names: list[str]) -> dict:  # noqa: ANN001
+    """Max abs diff PyTorch vs ORT per output on `example` (`module`: the PyTorch module, or any callable returning
+    its outputs, e.g. precomputed ones); raises if any output shape differs."""
     with torch.no_grad():
         ref = module(*example)
     ref = list(ref) if isinstance(ref, (list, tuple)) else [ref]

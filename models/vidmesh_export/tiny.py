@@ -2,6 +2,7 @@
 
   python -m vidmesh_export.tiny --family wan2.1 --out models/work/wan2.1-tiny-src
   python -m vidmesh_export.tiny --family wan2.2 --out models/work/wan2.2-tiny-src
+  python -m vidmesh_export.tiny --family wan2.1-1.3b-arch --out models/work/wan2.1-1.3b-arch-src
 
 Guarantees:
 - The same command writes the same weights and the same tokenizer (every component is built after its own
@@ -10,6 +11,10 @@ Guarantees:
   WanTransformer3DModel block structure (rope over t/h/w, qk rms-norm across heads, cross-attention norm) and the
   Wan 2.1 causal VAE (dim_mult [1, 2, 4, 4], 2 res blocks, temporal upsampling in the last two up blocks) with the
   real Wan 2.1 latents_mean / latents_std; UniPC with Wan's scheduler config.
+- wan2.1-1.3b-arch = Wan2.1-T2V-1.3B's real transformer (30 layers x 1536, 12 heads x 128, ffn 8960, text_dim
+  4096) and real AutoencoderKLWan (base_dim 96), with a 1-layer UMT5 at UMT5-XXL's width (d_model 4096, 64 heads,
+  d_ff 10240) and the tiny tokenizer: configs only, no weights (for `models/export.sh --random-init`; see
+  models/wan-1.3b-arch.sh).
 - wan2.2 = Wan 2.2 A14B layout: `transformer` (high noise) + `transformer_2` (low noise), boundary_ratio 0.875,
   the same (Wan 2.1) VAE, flow_shift 12.0 (Wan 2.2 T2V-A14B's sample_shift).
 - The tokenizer is a Unigram model with UMT5's specials: "<pad>" = 0, "</s>" = 1 (appended to every sequence by a
@@ -40,9 +45,22 @@ WAN_SCHEDULER = dict(
     rescale_betas_zero_snr=False,
 )
 
+# Toy widths (wan2.1, wan2.2) and Wan2.1-T2V-1.3B's real architecture (wan2.1-1.3b-arch).
+TINY_TE = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+TINY_DIT = dict(num_attention_heads=2, attention_head_dim=12, text_dim=32, ffn_dim=64, num_layers=2)
+TINY_VAE = dict(base_dim=8)
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json and vae/config.json; the text encoder is UMT5-XXL's
+# width (d_model 4096, 64 heads x 64, d_ff 10240) with ONE layer instead of 24 (UMT5-XXL does not fit here).
+WAN13_TE = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=1, num_heads=64)
+WAN13_DIT = dict(num_attention_heads=12, attention_head_dim=128, text_dim=4096, ffn_dim=8960, num_layers=30)
+WAN13_VAE = dict(base_dim=96)
+
 FAMILIES = {
-    "wan2.1": dict(flow_shift=3.0, two_stage=False),
-    "wan2.2": dict(flow_shift=12.0, two_stage=True, boundary_ratio=0.875),
+    "wan2.1": dict(flow_shift=3.0, two_stage=False, te=TINY_TE, dit=TINY_DIT, vae=TINY_VAE, config_only=False),
+    "wan2.2": dict(flow_shift=12.0, two_stage=True, boundary_ratio=0.875, te=TINY_TE, dit=TINY_DIT, vae=TINY_VAE,
+                   config_only=False),
+    "wan2.1-1.3b-arch": dict(flow_shift=3.0, two_stage=False, te=WAN13_TE, dit=WAN13_DIT, vae=WAN13_VAE,
+                             config_only=True),
 }
 
 _SUBJECTS = ["a cat", "a dog", "a red car", "an old man", "a small boat", "a bird", "a girl", "a horse", "two friends",
@@ -90,35 +108,34 @@ def build_tokenizer(vocab_size: int = 300):
                                    model_max_length=512, padding_side="right")
 
 
-def build_text_encoder(vocab_size: int):
+def build_text_encoder(vocab_size: int, dims: dict = TINY_TE):
     import torch
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(1)
-    cfg = UMT5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                     num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+    cfg = UMT5Config(vocab_size=vocab_size, **dims, num_decoder_layers=dims["num_layers"],
+                     relative_attention_num_buckets=32, relative_attention_max_distance=128,
                      feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
                      decoder_start_token_id=0, tie_word_embeddings=False)
     return UMT5EncoderModel(cfg).eval()
 
 
-def build_transformer(seed: int):
+def build_transformer(seed: int, dims: dict = TINY_DIT):
     import torch
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-                                 out_channels=16, text_dim=32, freq_dim=256, ffn_dim=64, num_layers=2,
+    return WanTransformer3DModel(patch_size=(1, 2, 2), **dims, in_channels=16, out_channels=16, freq_dim=256,
                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
                                  rope_max_seq_len=1024).eval()
 
 
-def build_vae():
+def build_vae(dims: dict = TINY_VAE):
     import torch
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(3)
-    return AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+    return AutoencoderKLWan(**dims, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                             temperal_downsample=[False, True, True], dropout=0.0,
                             latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD).eval()
 
@@ -130,17 +147,32 @@ def build(family: str, out: Path) -> None:
     fam = FAMILIES[family]
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
-    text_encoder = build_text_encoder(len(tokenizer))
-    vae = build_vae()
+    # config_only: the modules are built on the meta device (no memory, no weights) and only their configs are
+    # written; `models/export.sh --random-init` needs nothing else.
+    with torch.device("meta" if fam["config_only"] else "cpu"):
+        text_encoder = build_text_encoder(len(tokenizer), fam["te"])
+        vae = build_vae(fam["vae"])
+        transformer = build_transformer(2, fam["dit"])
+        transformer_2 = build_transformer(4, fam["dit"]) if fam["two_stage"] else None
     scheduler = UniPCMultistepScheduler(**{**WAN_SCHEDULER, "flow_shift": fam["flow_shift"]})
     kwargs = dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
-                  transformer=build_transformer(2))
+                  transformer=transformer)
     if fam["two_stage"]:
-        kwargs.update(transformer_2=build_transformer(4), boundary_ratio=fam["boundary_ratio"])
+        kwargs.update(transformer_2=transformer_2, boundary_ratio=fam["boundary_ratio"])
     pipe = WanPipeline(**kwargs)
     out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(out))
-    print(f"wrote {family} tiny pipeline to {out} (vocab {len(tokenizer)})")
+    if fam["config_only"]:
+        pipe.save_config(str(out))  # model_index.json
+        tokenizer.save_pretrained(str(out / "tokenizer"))
+        scheduler.save_pretrained(str(out / "scheduler"))
+        text_encoder.config.save_pretrained(str(out / "text_encoder"))
+        for name, m in (("transformer", transformer), ("transformer_2", transformer_2), ("vae", vae)):
+            if m is not None:
+                m.save_config(str(out / name))
+    else:
+        pipe.save_pretrained(str(out))
+    what = "configs (no weights)" if fam["config_only"] else "pipeline"
+    print(f"wrote {family} {what} to {out} (vocab {len(tokenizer)})")
 
 
 def main() -> None:

@@ -61,6 +61,10 @@ enum Command {
         /// What to steer away from.
         #[arg(long, default_value = "")]
         negative_prompt: String,
+        /// Print where the time went: load, text encoding + first step, seconds per further denoising step
+        /// (with CFG, one step = 2 DiT runs), decode.
+        #[arg(long)]
+        timings: bool,
     },
     /// Was this video made by vidmesh? Watermark (this machine's key), C2PA and passive evidence.
     Detect {
@@ -101,6 +105,7 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         seed,
         guidance,
         negative_prompt,
+        timings,
     } = cmd
     else {
         unreachable!()
@@ -110,6 +115,7 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
     let store = tempfile::tempdir()?;
     let t0 = Instant::now();
     let mesh = Mesh::load(&bundle, store.path(), &key, &env).await?;
+    let loaded = Instant::now();
     let v = &mesh.manifest().video;
     let (width, height) = match size {
         None => (v.default_width, v.default_height),
@@ -130,8 +136,10 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
     mesh.check(&job)?;
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")?.progress_chars("=> "));
+    let mut steps_at = Vec::new(); // when each denoising step finished
     let mut show = |p: Progress| match p {
         Progress::Denoising { step, total, eta } => {
+            steps_at.push(Instant::now());
             bar.set_prefix("denoising");
             bar.set_length(u64::from(total));
             bar.set_position(u64::from(step));
@@ -149,6 +157,9 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         let latents = mesh.latents(&job, &mut show).await?;
         let frames = mesh.decode_frames(&latents, "cli", &mut show).await?;
         bar.finish_and_clear();
+        if timings {
+            print_timings(t0, loaded, &steps_at, "decode (VAE)");
+        }
         std::fs::create_dir_all(&output).with_context(|| format!("creating {}", output.display()))?;
         let sc = mesh.manifest().vae.spatial_compression;
         let (w, h) = (latents.shape[3] * sc, latents.shape[2] * sc);
@@ -168,6 +179,9 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
     }
     let stored = mesh.generate(&job, "cli", &mut show).await?;
     bar.finish_and_clear();
+    if timings {
+        print_timings(t0, loaded, &steps_at, "decode (VAE + watermark + MP4)");
+    }
     let src = stored.video.uri.strip_prefix("file://").context("local storage URI")?;
     let mp4 = std::fs::read(src).context("reading the stored video")?;
     std::fs::write(&output, mp4).with_context(|| format!("writing {}", output.display()))?;
@@ -182,6 +196,22 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `--timings`: load, text encoding + step 1, mean of the further steps, decode (from the last step to now).
+fn print_timings(t0: Instant, loaded: Instant, steps_at: &[Instant], decode: &str) {
+    let secs = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64();
+    let now = Instant::now();
+    println!("timings: load {:.1}s", secs(t0, loaded));
+    if let (Some(&first), Some(&last)) = (steps_at.first(), steps_at.last()) {
+        println!("timings: text encoding + denoising step 1 {:.1}s", secs(loaded, first));
+        if steps_at.len() > 1 {
+            let n = steps_at.len() - 1;
+            println!("timings: denoising steps 2..{}: {:.1}s per step (mean)", n + 1, secs(first, last) / n as f64);
+        }
+        println!("timings: {decode} {:.1}s", secs(last, now));
+    }
+    println!("timings: total {:.1}s", secs(t0, now));
 }
 
 async fn detect(bundle: PathBuf, file: PathBuf, env: HashMap<String, String>) -> Result<()> {

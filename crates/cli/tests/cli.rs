@@ -64,3 +64,68 @@ fn longer_and_wider_videos_and_bad_sizes() {
     let out = vidmesh(dir.path(), KEY, &["models"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("vidmesh-tiny 0.3.0"));
 }
+
+/// `--bundle` with an exported family, PNG frames out, `--frames` and `--no-watermark`: the frames are diffusers'
+/// own WanPipeline output for the same prompt and seed (golden case 0) within one level.
+#[test]
+fn png_frames_of_an_exported_bundle_match_diffusers() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fixtures = repo.join("models/fixtures/wan2.1-tiny");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("cases.json")).unwrap()).unwrap();
+    let case = &cases["cases"][0];
+    let dir = tempfile::tempdir().unwrap();
+    let frames_dir = format!("{}/", dir.path().join("frames").display());
+    let size = format!("{}x{}", case["width"], case["height"]);
+    let (frames, steps, seed) = (case["frames"].to_string(), case["steps"].to_string(), case["seed"].as_str().unwrap());
+    let bundle = repo.join("models/wan2.1-tiny");
+    let args = [
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "generate",
+        case["prompt"].as_str().unwrap(),
+        "-o",
+        &frames_dir,
+        "--frames",
+        &frames,
+        "--size",
+        &size,
+        "--steps",
+        &steps,
+        "--seed",
+        seed,
+        "--guidance",
+        "5",
+        "--no-watermark",
+    ];
+    let out = vidmesh(dir.path(), KEY, &args);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("wrote 9 PNG frames 64x48") && stdout.contains("not watermarked"), "{stdout}");
+    let bytes = std::fs::read(fixtures.join("case0.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let want: Vec<f32> = st
+        .tensor("frames")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let per = 48 * 64 * 3;
+    for i in 0..9 {
+        let png = image::open(dir.path().join(format!("frames/frame_{i:04}.png"))).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), (64, 48));
+        let worst = png
+            .as_raw()
+            .iter()
+            .zip(&want[i * per..(i + 1) * per])
+            .map(|(&a, &b)| (f32::from(a) - b * 255.0).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1.0, "frame {i} differs from diffusers by {worst} levels");
+    }
+    // A frame count outside the 4k+1 rule is refused with the rule.
+    let bad = ["--bundle", bundle.to_str().unwrap(), "generate", "x", "-o", &frames_dir, "--frames", "16"];
+    let out = vidmesh(dir.path(), KEY, &bad);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 + a multiple of 4"));
+}

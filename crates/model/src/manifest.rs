@@ -104,6 +104,9 @@ pub struct TextEncoderSpec {
     pub max_tokens: usize,
     /// Width of the hidden states.
     pub hidden_size: usize,
+    /// How prompts are cleaned before tokenizing, as the family's pipeline does (format 2).
+    #[serde(default)]
+    pub prompt_clean: PromptClean,
     /// How prompts are padded before the encoder (format 2).
     #[serde(default)]
     pub padding: Padding,
@@ -124,6 +127,41 @@ pub struct TextEncoderSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// `text_encoder.prompt_clean`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptClean {
+    /// The prompt as given.
+    #[default]
+    None,
+    /// diffusers' Wan `prompt_clean`: HTML entities unescaped twice, curly quotes made straight (as ftfy does),
+    /// runs of whitespace collapsed to one space, ends trimmed. ftfy's repair of mis-decoded text (mojibake) is
+    /// not reproduced.
+    Wan,
+}
+
+impl PromptClean {
+    /// Applies the cleaning.
+    pub fn apply(self, prompt: &str) -> String {
+        match self {
+            Self::None => prompt.to_string(),
+            Self::Wan => {
+                let once = html_escape::decode_html_entities(prompt);
+                let twice = html_escape::decode_html_entities(&once);
+                let straight: String = twice
+                    .chars()
+                    .map(|c| match c {
+                        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' => '\'',
+                        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' => '"',
+                        c => c,
+                    })
+                    .collect();
+                straight.split_whitespace().collect::<Vec<_>>().join(" ")
+            }
+        }
+    }
 }
 
 /// `text_encoder.padding`.

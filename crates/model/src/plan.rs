@@ -165,7 +165,7 @@ impl Plan {
         m.check_fps(fps)?;
         let steps = if ask.steps == 0 { m.scheduler.steps } else { ask.steps };
         if steps > limits.max_steps {
-            return Err(format!("steps {steps} exceeds the limit of {}", limits.max_steps));
+            return Err(format!("steps {steps} is above the limit {}", limits.max_steps));
         }
         let guidance = ask.guidance.unwrap_or(m.scheduler.guidance);
         if !guidance.is_finite() || guidance.abs() > limits.max_guidance {
@@ -183,7 +183,7 @@ impl Plan {
         let allowed: Vec<&str> = crate::SCHEDULERS.iter().copied().filter(|k| FLOW_KINDS.contains(k) == flow).collect();
         if !allowed.contains(&scheduler.as_str()) {
             return Err(format!(
-                "scheduler {scheduler:?} cannot drive {} ({} prediction); use one of {allowed:?}",
+                "scheduler {scheduler:?} cannot sample {} ({} prediction); use one of {allowed:?}",
                 m.model.name, m.dit.prediction
             ));
         }

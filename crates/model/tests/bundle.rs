@@ -190,3 +190,13 @@ fn graphs_that_do_not_match_the_manifest_are_refused() {
     let err = onnx.checked_session(&b, "vae.decoder", &b.manifest.vae.decoder).unwrap_err().to_string();
     assert!(err.contains("axis 2 (latent_frames) is fixed to 1"), "{err}");
 }
+
+#[test]
+fn wan_prompts_are_cleaned_as_diffusers_does() {
+    use vidmesh_model::PromptClean;
+    // html.unescape twice, ftfy's straight quotes, whitespace collapsed and trimmed.
+    assert_eq!(PromptClean::Wan.apply("  a &amp;amp; b\n\t\u{201C}c\u{201D} it\u{2019}s  "), "a & b \"c\" it's");
+    assert_eq!(PromptClean::None.apply("  a  b "), "  a  b ");
+    let b = Bundle::manifest_only(&wan()).unwrap();
+    assert_eq!(b.manifest.text_encoder.prompt_clean, PromptClean::Wan);
+}

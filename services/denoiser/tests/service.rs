@@ -272,7 +272,8 @@ async fn health_is_not_serving_until_warm_up() {
     assert_eq!(r.client.denoise(case_request(3)).await.unwrap_err().code(), Code::Unavailable);
     open.send(()).unwrap();
     wait_serving(&mut r.health).await;
-    assert_eq!(metric(&r, "denoiser_steps_total"), 1.0, "warm-up ran one step before SERVING");
+    // One step at each probe shape (8 and 16 frames: the frame axis must follow the input).
+    assert_eq!(metric(&r, "denoiser_steps_total"), 2.0, "warm-up ran one step per probe before SERVING");
     assert_eq!(metric(&r, "denoiser_active_requests"), 0.0, "the warm-up request is gone");
     assert!(run(&mut r.client, case_request(3)).await.error.is_none());
 }
@@ -293,8 +294,12 @@ async fn bad_requests_get_clear_errors_and_the_server_stays_up() {
     nan[7] = f32::NAN;
     let cases: Vec<(DenoiseRequest, Code, &str)> = vec![
         (DenoiseRequest { model: "other".into(), ..base.clone() }, Code::NotFound, "not served here"),
-        (DenoiseRequest { frames: 100_000, ..base.clone() }, Code::InvalidArgument, "frames 100000"),
-        (DenoiseRequest { height: 63, width: 64, ..base.clone() }, Code::InvalidArgument, "size 63x64"),
+        (DenoiseRequest { frames: 100_000, ..base.clone() }, Code::InvalidArgument, "100000 frames is not supported"),
+        (
+            DenoiseRequest { height: 63, width: 64, ..base.clone() },
+            Code::InvalidArgument,
+            "size 64x63 (width x height)",
+        ),
         (DenoiseRequest { steps: 100_000, ..base.clone() }, Code::InvalidArgument, "steps 100000"),
         (DenoiseRequest { guidance: Some(f32::NAN), ..base.clone() }, Code::InvalidArgument, "guidance"),
         (DenoiseRequest { shift: Some(-1.0), ..base.clone() }, Code::InvalidArgument, "shift"),

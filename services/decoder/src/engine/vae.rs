@@ -46,7 +46,9 @@ impl Vae {
         let m = &bundle.manifest;
         let first = onnx.checked_session(bundle, "vae.decoder", &m.vae.decoder)?;
         let step = match (&m.vae.decoder_step, m.vae.decode_mode()) {
-            (Some(c), DecodeMode::Stateful) => Some(Arc::new(Mutex::new(onnx.checked_session(bundle, "vae.decoder_step", c)?))),
+            (Some(c), DecodeMode::Stateful) => {
+                Some(Arc::new(Mutex::new(onnx.checked_session(bundle, "vae.decoder_step", c)?)))
+            }
             _ => None,
         };
         Ok(Self {

@@ -61,7 +61,7 @@ impl Encoder {
     pub fn load(config: &Config, onnx: &Onnx, registry: &Registry) -> Result<Self, Error> {
         let bundle = config.model.open(&[Part::TextEncoder])?;
         let spec = &bundle.manifest.text_encoder;
-        let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.max_tokens)?;
+        let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.max_tokens, spec.prompt_clean)?;
         let session = onnx.checked_session(&bundle, "text_encoder", &spec.component)?;
         let buckets = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
         let metrics = BatchMetrics {

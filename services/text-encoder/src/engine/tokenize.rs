@@ -1,4 +1,5 @@
-//! Prompt → token ids with the bundle's tokenizer.json. Truncation is done here (not by the tokenizer) so the
+//! Prompt → token ids with the bundle's tokenizer.json, after the family's prompt cleaning (`text_encoder.prompt_clean`).
+//! Truncation is done here (not by the tokenizer) so the
 //! original length is known: a truncated prompt keeps its first `max_tokens - 1` tokens and its final special token,
 //! which is exactly what the tokenizer's own LongestFirst truncation produces for a single sequence.
 
@@ -22,11 +23,12 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_tokens: usize,
     pad_id: i64,
+    clean: vidmesh_model::PromptClean,
 }
 
 impl Tokenizer {
     /// Loads tokenizer.json.
-    pub fn load(path: &Path, max_tokens: usize) -> Result<Self, Error> {
+    pub fn load(path: &Path, max_tokens: usize, clean: vidmesh_model::PromptClean) -> Result<Self, Error> {
         let mut inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         // The pad id the tokenizer itself would pad with (its padding config, else a `<pad>`/`[PAD]` token, else 0).
@@ -37,7 +39,7 @@ impl Tokenizer {
             .unwrap_or(0);
         inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        Ok(Self { inner, max_tokens, pad_id })
+        Ok(Self { inner, max_tokens, pad_id, clean })
     }
 
     /// The id rows are padded with.
@@ -47,6 +49,7 @@ impl Tokenizer {
 
     /// Tokenizes one prompt; `reject` refuses (instead of truncating) prompts over max_tokens.
     pub fn tokenize(&self, index: usize, prompt: &str, reject: bool) -> Result<Tokens, Error> {
+        let prompt = self.clean.apply(prompt);
         let enc = self.inner.encode(prompt, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
         let original = ids.len();
