@@ -309,3 +309,45 @@ async fn a_sqlite_store_has_one_replica() {
     assert!(err.to_string().contains("PostgreSQL"), "{err}");
     first.stop().await;
 }
+
+/// An exported family behind the gateway: Wan 2.1's 4k+1 frames, sizes from ranges, its scheduler and its causal
+/// VAE (preview and video) from request to a stored, recognised video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exported_wan_bundle_is_served_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let wan = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/wan2.1-tiny").display().to_string();
+    let setup = vidmesh_testmesh::Setup { bundle: wan.clone(), ..vidmesh_testmesh::Setup::new(dir.path()) };
+    let stages = Stages::start(&setup).await.unwrap();
+    let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
+    config.model.bundle = wan;
+    let gw = Gateway::start(config).await;
+    let mut client = gw.client().await;
+    let models = client.list_models(ListModelsRequest {}).await.unwrap().into_inner().models;
+    assert_eq!(models[0].name, "wan2.1-tiny");
+    assert_eq!(models[0].frame_counts.first(), Some(&5));
+    assert!(models[0].frame_counts.iter().all(|f| f % 4 == 1), "{:?}", models[0].frame_counts);
+
+    let bad = GenerateRequest { num_frames: 16, width: 64, height: 48, ..small("a red car") };
+    let err = client.generate(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("1 + a multiple of 4"), "{}", err.message());
+
+    let req = GenerateRequest {
+        num_frames: 17,
+        width: 64,
+        height: 48,
+        num_inference_steps: 3,
+        preview_every: 2,
+        ..small("a red car drives through a forest")
+    };
+    let events = collect(client.generate(req).await.unwrap().into_inner()).await;
+    let Some(Event::Completed(result)) = events.last().unwrap().event.clone() else { panic!("{:?}", kinds(&events)) };
+    assert_eq!((result.width, result.height, result.frames, result.fps), (64, 48, 17, 16));
+    assert!(events.iter().any(|e| matches!(&e.event, Some(Event::Denoising(d)) if !d.preview_png.is_empty())));
+    let mp4 = std::fs::read(result.video.unwrap().uri.strip_prefix("file://").unwrap()).unwrap();
+    let decoded = vidmesh_video::decode_mp4(&mp4).unwrap();
+    assert_eq!((decoded.frames.len(), decoded.width, decoded.height), (17, 64, 48));
+    assert_eq!(result.detection_verdict, "generated", "{:?}", result.detection_reasons);
+    gw.stop().await;
+    stages.shutdown.cancel();
+}
