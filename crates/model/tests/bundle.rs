@@ -200,3 +200,19 @@ fn wan_prompts_are_cleaned_as_diffusers_does() {
     let b = Bundle::manifest_only(&wan()).unwrap();
     assert_eq!(b.manifest.text_encoder.prompt_clean, PromptClean::Wan);
 }
+
+#[test]
+fn a_graph_with_external_data_opens_and_a_missing_data_file_is_named() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fixtures/external-data");
+    let b = Bundle::open(&src, &[Part::Dit]).unwrap();
+    assert_eq!(b.manifest.dit.component.external_data[0].file, "dit.onnx.data");
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let onnx = Onnx::init(&OnnxConfig::default(), &env).unwrap();
+    onnx.checked_session(&b, "dit", &b.manifest.dit.component).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.toml", "dit.onnx"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let err = Bundle::open(dir.path(), &[Part::Dit]).unwrap_err().to_string();
+    assert!(err.contains("dit.onnx.data") && err.contains("No such file"), "{err}");
+}

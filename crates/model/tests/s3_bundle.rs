@@ -52,3 +52,32 @@ async fn an_s3_bundle_is_fetched_verified_and_cached() {
     let missing = ModelConfig { bundle: "s3://videos/nothing-here".into(), ..config.clone() };
     assert!(missing.open(&[Part::Dit]).unwrap_err().to_string().contains("nothing-here"));
 }
+
+/// A graph with ONNX external data: both files fetched (streamed to disk, hashed on the way), and the graph opens
+/// from the cache with its weights beside it; a missing data object is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_data_is_fetched_with_its_graph() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fixtures/external-data");
+    let g = start_garage().await;
+    let upload = S3Storage::new(S3Config { prefix: "bundles/ext/".into(), ..g.config.clone() }).await.unwrap();
+    for f in ["model.toml", "dit.onnx", "dit.onnx.data"] {
+        upload.put(f, Bytes::from(std::fs::read(src.join(f)).unwrap()), "application/octet-stream").await.unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let config = ModelConfig {
+        bundle: "s3://videos/bundles/ext".into(),
+        cache_dir: cache.path().display().to_string(),
+        s3: g.config.clone(),
+        ..Default::default()
+    };
+    let b = config.open(&[Part::Dit]).unwrap();
+    assert_eq!(std::fs::read(b.path("dit.onnx.data")).unwrap(), std::fs::read(src.join("dit.onnx.data")).unwrap());
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let onnx = vidmesh_model::Onnx::init(&vidmesh_model::OnnxConfig::default(), &env).unwrap();
+    onnx.checked_session(&b, "dit", &b.manifest.dit.component).unwrap();
+
+    upload.delete("dit.onnx.data").await.unwrap();
+    std::fs::remove_file(b.path("dit.onnx.data")).unwrap();
+    let err = config.open(&[Part::Dit]).unwrap_err().to_string();
+    assert!(err.contains("dit.onnx.data"), "{err}");
+}
