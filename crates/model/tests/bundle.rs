@@ -12,8 +12,13 @@ fn tiny() -> PathBuf {
 
 /// A copy of the bundle in a temp dir, with `edit` applied to model.toml.
 fn copy_with(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    copy_of(&tiny(), edit)
+}
+
+/// A copy of the bundle at `src` in a temp dir, with `edit` applied to model.toml.
+fn copy_of(src: &Path, edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(tiny()).unwrap() {
+    for entry in std::fs::read_dir(src).unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
     }
@@ -105,14 +110,7 @@ fn wan() -> PathBuf {
 
 /// A copy of the Wan bundle with `edit` applied to model.toml.
 fn wan_with(edit: impl Fn(String) -> String) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(wan()).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    let m = dir.path().join("model.toml");
-    std::fs::write(&m, edit(std::fs::read_to_string(&m).unwrap())).unwrap();
-    dir
+    copy_of(&wan(), edit)
 }
 
 #[test]

@@ -160,3 +160,21 @@ impl Stages {
         Ok(Self { addrs: [te, dn, dc, cl], denoiser_metrics, shutdown })
     }
 }
+
+/// Runs `req` on the denoiser behind `channel` to the end and returns the final latents reassembled from their
+/// chunks.
+pub async fn denoise(
+    channel: tonic::transport::Channel,
+    req: vidmesh_proto::denoiser::v1::DenoiseRequest,
+) -> Result<vidmesh_runtime::TensorF32, String> {
+    use vidmesh_proto::denoiser::v1::{denoise_event, denoiser_client::DenoiserClient};
+    let mut events = DenoiserClient::new(channel).denoise(req).await.map_err(|e| e.to_string())?.into_inner();
+    let mut asm = vidmesh_runtime::tensor::Assembler::new("latents");
+    let mut latents = None;
+    while let Some(ev) = events.message().await.map_err(|e| e.to_string())? {
+        if let Some(denoise_event::Event::Latents(chunk)) = ev.event {
+            latents = asm.push(chunk).map_err(|e| e.to_string())?.or(latents);
+        }
+    }
+    latents.ok_or_else(|| "the denoiser streamed no latents".to_string())
+}

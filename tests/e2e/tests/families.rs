@@ -14,10 +14,9 @@ use tonic::transport::Channel;
 use vidmesh_denoiser::engine::dit::{Dit, DitBatch};
 use vidmesh_denoiser::engine::scheduler::{Kind, Prediction, Scheduler, guide};
 use vidmesh_model::{Bundle, Onnx, OnnxConfig, Part};
-use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event, denoiser_client::DenoiserClient};
+use vidmesh_proto::denoiser::v1::DenoiseRequest;
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, text_encoder_client::TextEncoderClient};
 use vidmesh_runtime::TensorF32;
-use vidmesh_runtime::tensor::Assembler;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -140,8 +139,9 @@ async fn family_matches_diffusers(name: &str) {
             case["height"].as_u64().unwrap() as u32,
             case["width"].as_u64().unwrap() as u32,
         );
-        let mut events = DenoiserClient::new(dn.clone())
-            .denoise(DenoiseRequest {
+        let latents = vidmesh_testmesh::denoise(
+            dn.clone(),
+            DenoiseRequest {
                 prompt_states: enc.encodings[0].hidden_states.clone(),
                 negative_states: enc.encodings[1].hidden_states.clone(),
                 seed: seed(case),
@@ -152,18 +152,10 @@ async fn family_matches_diffusers(name: &str) {
                 guidance: Some(case["guidance"].as_f64().unwrap() as f32),
                 shift: Some(case["shift"].as_f64().unwrap() as f32),
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut asm = Assembler::new("latents");
-        let mut latents = None;
-        while let Some(ev) = events.message().await.unwrap() {
-            if let Some(denoise_event::Event::Latents(chunk)) = ev.event {
-                latents = asm.push(chunk).unwrap().or(latents);
-            }
-        }
-        let latents: TensorF32 = latents.expect("latents streamed");
+            },
+        )
+        .await
+        .unwrap();
         let want = f32s(&st, "latents_final");
         let d_final = max_abs(&latents.data, &want);
         assert!(d_final <= 1e-3, "case {k}: final latents differ by {d_final}");

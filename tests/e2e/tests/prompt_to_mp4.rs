@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use vidmesh_proto::decoder::v1::{DecodeRequest, decode_event, decoder_client::DecoderClient};
-use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event, denoiser_client::DenoiserClient};
+use vidmesh_proto::denoiser::v1::DenoiseRequest;
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, text_encoder_client::TextEncoderClient};
-use vidmesh_runtime::TensorF32;
-use vidmesh_runtime::tensor::Assembler;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,24 +44,17 @@ async fn a_prompt_becomes_the_reference_video() {
         .unwrap()
         .into_inner();
     // 2. denoiser: bundle defaults (30 steps, shift 2, guidance 5, 16x64x64).
-    let mut events = DenoiserClient::new(dn)
-        .denoise(DenoiseRequest {
+    let latents = vidmesh_testmesh::denoise(
+        dn,
+        DenoiseRequest {
             prompt_states: enc.encodings[0].hidden_states.clone(),
             negative_states: enc.encodings[1].hidden_states.clone(),
             seed,
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut asm = Assembler::new("latents");
-    let mut latents = None;
-    while let Some(ev) = events.message().await.unwrap() {
-        if let Some(denoise_event::Event::Latents(chunk)) = ev.event {
-            latents = asm.push(chunk).unwrap().or(latents);
-        }
-    }
-    let latents: TensorF32 = latents.expect("latents streamed");
+        },
+    )
+    .await
+    .unwrap();
     // 3. decoder: MP4 + thumbnail into local storage.
     let mut events = DecoderClient::new(dc)
         .decode(DecodeRequest {
