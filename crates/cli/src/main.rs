@@ -250,6 +250,13 @@ fn models(bundle: PathBuf) -> Result<()> {
         m.scheduler.shift,
         m.scheduler.guidance
     );
+    if let Some(d2) = &m.dit2 {
+        println!(
+            "  two transformers: the second from t < {:.0} on, with guidance {}",
+            d2.boundary_ratio * 1000.0,
+            d2.guidance_scale
+        );
+    }
     Ok(())
 }
 
