@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Export a local diffusers pipeline directory (WanPipeline: Wan 2.1 / Wan 2.2 A14B) to a vidmesh bundle (format 2,
+# Export a local diffusers pipeline directory (WanPipeline: Wan 2.1, 2.2 A14B, 2.2 TI2V-5B) to a vidmesh bundle (format 2,
 # docs/model-bundle.md), checking every graph against PyTorch with ONNX Runtime.
 #   models/export.sh --from models/work/wan2.1-tiny-src --out models/wan2.1-tiny [--random-init] [--weights fp16]
 #   models/export.sh --help

@@ -20,7 +20,8 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLES = [b for b in ("wan2.1-tiny", "wan2.2-tiny") if (ROOT / b / "model.toml").is_file()]
+BUNDLES = [b for b in ("wan2.1-tiny", "wan2.2-tiny", "wan2.2-ti2v-tiny")
+           if (ROOT / b / "model.toml").is_file()]
 TOL = 1e-4
 
 

@@ -80,6 +80,8 @@ def main() -> None:  # noqa: PLR0915
     t0 = time.time()
     c = load(a.src, random_init=a.random_init, weights=weights)
     two = c.transformer_2 is not None
+    expand = bool(c.index.get("expand_timesteps"))  # Wan 2.2 TI2V-5B: per-token timesteps, expanded in the graph
+    fps = 24 if expand else 16  # TI2V-5B is made for 24 fps; Wan 2.1 and 2.2 A14B for 16
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.toml").unlink(missing_ok=True)  # a bundle without a manifest is visibly unfinished
@@ -101,12 +103,14 @@ def main() -> None:  # noqa: PLR0915
     te_hidden = text_encoder.hidden_size(c.text_encoder)
     c.text_encoder = None  # free it before the DiT export: memory is the limit at full size
     t = time.time()
-    dit_ex, dit_rows = dit.export_dit(c.transformer, out / "dit.onnx", a.external_data, tol, release=True)
+    grid = c.vae.config.scale_factor_spatial * c.transformer.config.patch_size[1]  # pixels per DiT token
+    dit_ex, dit_rows = dit.export_dit(c.transformer, out / "dit.onnx", a.external_data, tol, release=True,
+                                      expand_timesteps=expand)
     row("dit", dit_ex, dit_rows, time.time() - t)
     if two:
         t = time.time()
         dit2_ex, dit2_rows = dit.export_dit(c.transformer_2, out / "dit2.onnx", a.external_data, tol,
-                                                 release=True)
+                                                 release=True, expand_timesteps=expand)
         row("dit2", dit2_ex, dit2_rows, time.time() - t)
     t = time.time()
     vae_ex = vae.export_vae(c.vae, out, a.external_data)
@@ -121,7 +125,7 @@ def main() -> None:  # noqa: PLR0915
     te = manifest.component(te_ex, weights)
     first = vae_ex["first"]
     n_cache = len(first.outputs) - 1
-    family = "Wan 2.2 A14B" if two else "Wan 2.1"
+    family = "Wan 2.2 A14B" if two else ("Wan 2.2 TI2V-5B" if expand else "Wan 2.1")
     m = {
         "generated_by": f"--from {a.src.name}{' --random-init' if a.random_init else ''} --weights {a.weights}",
         "model": {"name": a.name or out.resolve().name, "version": a.version,
@@ -149,9 +153,9 @@ def main() -> None:  # noqa: PLR0915
         "vae_decoder_step": manifest.component(vae_ex["step"], "float32"),
         "dit": _dit_section(c.transformer, dit_ex, weights),
         "scheduler": _scheduler(c.scheduler_config, steps, guidance),
-        "video": {"default_frames": frames, "default_height": height, "default_width": width, "default_fps": 16,
-                  "frames": {"min": 5, "max": 81, "step": 4}, "height": {"min": 32, "max": 1280, "step": 16},
-                  "width": {"min": 32, "max": 1280, "step": 16}, "fps": [16]},
+        "video": {"default_frames": frames, "default_height": height, "default_width": width, "default_fps": fps,
+                  "frames": {"min": 5, "max": 81, "step": 4}, "height": {"min": 32, "max": 1280, "step": grid},
+                  "width": {"min": 32, "max": 1280, "step": grid}, "fps": [fps]},
     }
     if two:
         g2 = a.guidance_2 if a.guidance_2 is not None else 3.0

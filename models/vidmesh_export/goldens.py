@@ -18,6 +18,10 @@ Per case `caseN.safetensors` (no batch axis anywhere):
 cases.json: prompt, negative_prompt, seed (string: u64), frames, height, width, steps, guidance(, guidance_2),
 shift, boundary_ratio, and whether WanPipeline's prompt_clean leaves the prompts unchanged (they are chosen so).
 
+Cases: CASES (Wan 2.1 / 2.2 A14B, 16-pixel grid) or CASES_GRID32 (Wan 2.2 TI2V-5B: VAE 16 x patch 2); with
+expand_timesteps the pipeline's DiT gets per-token timesteps, all equal to t for text-to-video, which is what the
+bundle's DiT graph builds from its [batch] `timestep` input.
+
 Guarantees: the fixture is what diffusers computes; `replay()` then re-runs every case from the exported bundle
 (tokenizer.json + the ONNX graphs through ONNX Runtime, diffusers' scheduler) and records the max abs differences
 in cases.json, failing above 1e-3 on any of them (measured: ~1e-5): bundle and fixture agree.
@@ -49,6 +53,13 @@ CASES = [  # (frames, height, width, steps, seed): two aspect ratios x two 4k+1 
     (9, 64, 32, 10, 2**63 + 12345),
     (17, 64, 32, 7, 0),
 ]
+# Wan 2.2 TI2V-5B (VAE x DiT patch grid 16 x 2 = 32 pixels): sizes must be multiples of 32.
+CASES_GRID32 = [
+    (9, 64, 96, 8, 42),
+    (17, 64, 96, 8, 7),
+    (9, 96, 64, 8, 2**63 + 12345),
+    (17, 96, 64, 8, 0),
+]
 TOL = 1e-3
 
 
@@ -71,7 +82,8 @@ def run_case(pipe, prompt: str, frames: int, height: int, width: int, steps: int
     ids = tok(prompt, add_special_tokens=True).input_ids
     neg_ids = tok("", add_special_tokens=True).input_ids
     c = pipe.transformer.config.in_channels
-    shape = (c, (frames - 1) // 4 + 1, height // 8, width // 8)
+    sf = pipe.vae_scale_factor_spatial
+    shape = (c, (frames - 1) // 4 + 1, height // sf, width // sf)
     noise = gaussian(seed, int(np.prod(shape))).reshape(shape)
     seen: dict[int, np.ndarray] = {}
 
@@ -194,7 +206,9 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     meta = []
     worst = 0.0
-    for k, ((frames, height, width, steps, seed), prompt) in enumerate(zip(CASES, PROMPTS)):
+    grid = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
+    cases = CASES if grid == 16 else CASES_GRID32
+    for k, ((frames, height, width, steps, seed), prompt) in enumerate(zip(cases, PROMPTS)):
         fx = run_case(pipe, prompt, frames, height, width, steps, seed, guidance, guidance_2)
         name = f"case{k}.safetensors"
         save_file({n: np.ascontiguousarray(v) for n, v in fx.items()}, str(a.out / name))

@@ -2,6 +2,7 @@
 
   python -m vidmesh_export.tiny --family wan2.1 --out models/work/wan2.1-tiny-src
   python -m vidmesh_export.tiny --family wan2.2 --out models/work/wan2.2-tiny-src
+  python -m vidmesh_export.tiny --family wan2.2-ti2v --out models/work/wan2.2-ti2v-tiny-src
   python -m vidmesh_export.tiny --family wan2.1-1.3b-arch --out models/work/wan2.1-1.3b-arch-src
 
 Guarantees:
@@ -17,6 +18,11 @@ Guarantees:
   models/wan-1.3b-arch.sh).
 - wan2.2 = Wan 2.2 A14B layout: `transformer` (high noise) + `transformer_2` (low noise), boundary_ratio 0.875,
   the same (Wan 2.1) VAE, flow_shift 12.0 (Wan 2.2 T2V-A14B's sample_shift).
+- wan2.2-ti2v = Wan 2.2 TI2V-5B layout (text-to-video use): one transformer with in/out channels 48 and the
+  pipeline's `expand_timesteps=True` (per-token timesteps), the Wan 2.2 VAE (AutoencoderKLWan z_dim 48,
+  is_residual=True, patch_size 2, in/out channels 12 = 3 x 2 x 2, scale_factor_spatial 16, temporal 4, residual
+  up/down blocks with DupUp3D / AvgDown3D shortcuts) with the real 48-value Wan2.2 VAE latents_mean / latents_std
+  (Wan2.2 `vae2_2.py` / Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json), flow_shift 5.0 (TI2V-5B's sample_shift).
 - The tokenizer is a Unigram model with UMT5's specials: "<pad>" = 0, "</s>" = 1 (appended to every sequence by a
   TemplateProcessing post-processor), "<unk>" = 2; Metaspace pre-tokenizer like SentencePiece.
 """
@@ -34,6 +40,20 @@ WAN21_LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.151
                       0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
 WAN21_LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
                      3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160]
+
+# Wan 2.2 VAE statistics (48 channels; Wan2.2 vae2_2.py = Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json).
+WAN22_LATENTS_MEAN = [-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+                      -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+                      -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+                      -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+                      -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+                      0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667]
+WAN22_LATENTS_STD = [0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+                     0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+                     0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+                     0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+                     0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+                     0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744]
 
 # Wan-AI/Wan2.1-T2V-*-Diffusers scheduler/scheduler_config.json (UniPC, flow prediction).
 WAN_SCHEDULER = dict(
@@ -54,11 +74,17 @@ TINY_VAE = dict(base_dim=8)
 WAN13_TE = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=1, num_heads=64)
 WAN13_DIT = dict(num_attention_heads=12, attention_head_dim=128, text_dim=4096, ffn_dim=8960, num_layers=30)
 WAN13_VAE = dict(base_dim=96)
+# The Wan 2.2 VAE at toy width (TI2V-5B's real one: base_dim 160, decoder_base_dim 256).
+TINY_VAE22 = dict(base_dim=8, decoder_base_dim=8, z_dim=48, is_residual=True, patch_size=2, in_channels=12,
+                  out_channels=12, scale_factor_spatial=16, scale_factor_temporal=4,
+                  latents_mean=WAN22_LATENTS_MEAN, latents_std=WAN22_LATENTS_STD)
 
 FAMILIES = {
     "wan2.1": dict(flow_shift=3.0, two_stage=False, te=TINY_TE, dit=TINY_DIT, vae=TINY_VAE, config_only=False),
     "wan2.2": dict(flow_shift=12.0, two_stage=True, boundary_ratio=0.875, te=TINY_TE, dit=TINY_DIT, vae=TINY_VAE,
                    config_only=False),
+    "wan2.2-ti2v": dict(flow_shift=5.0, two_stage=False, expand_timesteps=True, te=TINY_TE, dit=TINY_DIT,
+                        vae=TINY_VAE22, latent_channels=48, config_only=False),
     "wan2.1-1.3b-arch": dict(flow_shift=3.0, two_stage=False, te=WAN13_TE, dit=WAN13_DIT, vae=WAN13_VAE,
                              config_only=True),
 }
@@ -120,12 +146,13 @@ def build_text_encoder(vocab_size: int, dims: dict = TINY_TE):
     return UMT5EncoderModel(cfg).eval()
 
 
-def build_transformer(seed: int, dims: dict = TINY_DIT):
+def build_transformer(seed: int, dims: dict = TINY_DIT, channels: int = 16):
     import torch
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    return WanTransformer3DModel(patch_size=(1, 2, 2), **dims, in_channels=16, out_channels=16, freq_dim=256,
+    return WanTransformer3DModel(patch_size=(1, 2, 2), **dims, in_channels=channels, out_channels=channels,
+                                 freq_dim=256,
                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
                                  rope_max_seq_len=1024).eval()
 
@@ -135,6 +162,9 @@ def build_vae(dims: dict = TINY_VAE):
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(3)
+    if "z_dim" in dims:  # Wan 2.2 VAE: everything given
+        return AutoencoderKLWan(**dims, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                temperal_downsample=[False, True, True], dropout=0.0).eval()
     return AutoencoderKLWan(**dims, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                             temperal_downsample=[False, True, True], dropout=0.0,
                             latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD).eval()
@@ -152,13 +182,15 @@ def build(family: str, out: Path) -> None:
     with torch.device("meta" if fam["config_only"] else "cpu"):
         text_encoder = build_text_encoder(len(tokenizer), fam["te"])
         vae = build_vae(fam["vae"])
-        transformer = build_transformer(2, fam["dit"])
+        transformer = build_transformer(2, fam["dit"], fam.get("latent_channels", 16))
         transformer_2 = build_transformer(4, fam["dit"]) if fam["two_stage"] else None
     scheduler = UniPCMultistepScheduler(**{**WAN_SCHEDULER, "flow_shift": fam["flow_shift"]})
     kwargs = dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
                   transformer=transformer)
     if fam["two_stage"]:
         kwargs.update(transformer_2=transformer_2, boundary_ratio=fam["boundary_ratio"])
+    if fam.get("expand_timesteps"):
+        kwargs.update(expand_timesteps=True)
     pipe = WanPipeline(**kwargs)
     out.mkdir(parents=True, exist_ok=True)
     if fam["config_only"]:

@@ -20,6 +20,11 @@ wrappers with normalised caches, in PyTorch) and then checks the ONNX Runtime ch
 Graphs (batch 1; latent_height / latent_width dynamic):
   vae_decoder:      latents [1, C, 1, h, w] -> video [1, 3, 1, 8h, 8w], cache_out_0..N-1
   vae_decoder_step: latents [1, C, 1, h, w], cache_in_0..N-1 -> video [1, 3, 4, 8h, 8w], cache_out_0..N-1
+Wan 2.2 VAE (TI2V-5B: z_dim 48, is_residual, patch_size 2): the decoder outputs 3 x 2 x 2 channels at 8x the
+latent size and `_decode` unpatchifies them to 3 channels at 16x (`unpatchify` before the clamp); the graphs do the
+same, so `video` is always [1, 3, T, H, W]. Its residual up blocks' DupUp3D shortcuts carry no cache; on frame 0
+(`first_chunk=True`) they keep only the last of their factor_t frames, matching the "Rep" upsamplers' 1 frame, so
+the first graph still returns 1 video frame and the step graph scale_factor_temporal (4).
 `latents` is the unnormalised z (z = x / (1/std) + mean done by the caller); `video` is clamped to [-1, 1] inside
 the graph, exactly as `AutoencoderKLWan._decode` does (torch.clamp(out, -1, 1)). post_quant_conv is in the graph.
 """
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
 from .onnx_util import Io, export, session
 
@@ -52,6 +58,7 @@ class _Base(torch.nn.Module):
         super().__init__()
         self.post_quant_conv = vae.post_quant_conv
         self.decoder = vae.decoder
+        self.patch_size = vae.config.patch_size
         self.slots, self.rep, self.n = _slot_info(vae)
         self._inputs: dict[int, torch.Tensor] = {}
         # Record each temporal upsampler's input with its slot index (a "Rep" slot's zeros take its shape).
@@ -63,6 +70,12 @@ class _Base(torch.nn.Module):
         if kwargs.get("feat_cache") is not None:
             self._inputs[kwargs["feat_idx"][0]] = args[0]
 
+    def _video(self, x: torch.Tensor) -> torch.Tensor:
+        """As AutoencoderKLWan._decode: unpatchify (Wan 2.2 VAE), then clamp to [-1, 1]."""
+        if self.patch_size is not None:
+            x = unpatchify(x, patch_size=self.patch_size)
+        return torch.clamp(x, min=-1.0, max=1.0)
+
 
 class VaeFirst(_Base):
     """Latent frame 0 -> (video [1, 3, 1, H, W], *normalised caches)."""
@@ -71,7 +84,7 @@ class VaeFirst(_Base):
         self._inputs = {}
         feat = [None] * self.n
         x = self.post_quant_conv(latents)
-        video = torch.clamp(self.decoder(x, feat_cache=feat, feat_idx=[0], first_chunk=True), min=-1.0, max=1.0)
+        video = self._video(self.decoder(x, feat_cache=feat, feat_idx=[0], first_chunk=True))
         caches = []
         for s in self.slots:
             v = feat[s]
@@ -91,7 +104,7 @@ class VaeStep(_Base):
         for s, c in zip(self.slots, cache):
             feat[s] = c
         x = self.post_quant_conv(latents)
-        video = torch.clamp(self.decoder(x, feat_cache=feat, feat_idx=[0]), min=-1.0, max=1.0)
+        video = self._video(self.decoder(x, feat_cache=feat, feat_idx=[0]))
         nxt = [feat[s] for s in self.slots]
         if any(isinstance(c, str) or c.shape[2] != 2 for c in nxt):
             raise SystemExit("step cache is not 2 frames per slot")
@@ -114,7 +127,8 @@ def specs(vae, first: VaeFirst, h: int = 6, w: int = 4) -> tuple:  # noqa: ANN00
         shape = [1, s[1], 2, _axis("latent_height", h, s[3]), _axis("latent_width", w, s[4])]
         cin.append(Io(f"cache_in_{k}", "float32", shape))
         cout.append(Io(f"cache_out_{k}", "float32", shape))
-    out_ch = vae.config.out_channels
+    p = vae.config.patch_size
+    out_ch = vae.config.out_channels // (p * p if p is not None else 1)
     v1 = Io("video", "float32", [1, out_ch, 1, "height", "width"])
     v4 = Io("video", "float32", [1, out_ch, vae.config.scale_factor_temporal, "height", "width"])
     return ([lat], [v1, *cout]), ([lat, *cin], [v4, *cout])
@@ -144,7 +158,8 @@ def _diffusers_frames(vae, z: torch.Tensor) -> list[torch.Tensor]:  # noqa: ANN0
         outs.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
                                 first_chunk=(i == 0)))
     vae.clear_cache()
-    return [torch.clamp(o, -1.0, 1.0) for o in outs]
+    p = vae.config.patch_size
+    return [torch.clamp(unpatchify(o, patch_size=p) if p is not None else o, -1.0, 1.0) for o in outs]
 
 
 CHECKS = [dict(frames=3, h=4, w=10), dict(frames=5, h=8, w=6)]  # latent sizes: 9 and 17 video frames

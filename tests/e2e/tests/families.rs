@@ -193,3 +193,10 @@ async fn wan21_tiny_reproduces_diffusers() {
 async fn wan22_two_experts_reproduce_diffusers() {
     family_matches_diffusers("wan2.2-tiny").await;
 }
+
+/// Wan 2.2 TI2V-5B's text-to-video layout: a 48-channel VAE compressing 4×16×16 (patchified inside its graphs) and
+/// per-token timesteps (expanded inside the DiT graph from the one the scheduler gives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan22_ti2v_reproduces_diffusers() {
+    family_matches_diffusers("wan2.2-ti2v-tiny").await;
+}
