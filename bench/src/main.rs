@@ -341,8 +341,8 @@ async fn main() -> Result<()> {
     let mut out = format!(
         "# vidmesh benchmarks\n\nMachine: {cores} CPU cores, ONNX Runtime {:?} provider, bundle vidmesh-tiny. \
          Reproduce: `cargo run --release -p vidmesh-bench -- --out docs/benchmarks.md` (ORT_DYLIB_PATH from \
-         scripts/fetch-onnxruntime.sh). These 2-core VMs differ by up to 2x from one machine to the next \
-         (session 2 measured the DiT step at 3.07 ms at batch 1): compare rows within one run.\n",
+         scripts/fetch-onnxruntime.sh). Machines of this kind differ by up to 2x from one to the next: compare rows \
+         within one run.\n",
         onnx_config.execution_provider
     );
     // `--only NAME` runs one section: dit, denoiser, text-encoder, decoder or classifier.
