@@ -15,7 +15,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import torch
+from vidmesh_tiny.manifest import sha256
 
 OPSET = 18
 EXTERNAL_LIMIT = 2_000_000_000  # protobuf's 2 GiB limit, with margin
@@ -50,14 +50,6 @@ class Exported:
     exporter: str
     external: bool
     files: list[dict] = field(default_factory=list)  # [{file, sha256}], graph first
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dynamic_shapes(inputs: list[Io], arg_names: list[str], example: tuple):
