@@ -140,17 +140,19 @@ impl Denoiser {
         Ok(this)
     }
 
-    /// One step at each of the bundle's probe shapes ([`Manifest::probes`]): loads the graph's kernels and proves
-    /// its frame axis follows the input.
+    /// One step at each of the bundle's probe shapes ([`Manifest::probes`]) — two with a second transformer, so
+    /// both run: loads the graphs' kernels and proves their frame axes follow the input.
     fn warm_up(&self) -> Result<(), Error> {
         let hidden = self.manifest.text_encoder.hidden_size;
+        // With shift 1, an N-step schedule's last timestep is about 1000/N: enough steps to cross the boundary.
+        let steps = self.manifest.dit2.as_ref().map_or(1, |d| (1.0 / d.boundary_ratio).ceil() as u32 + 1);
         for (frames, height, width) in self.manifest.probes() {
             let req = Request {
                 latent_shape: self.manifest.latent_shape(frames, height, width),
                 prompt: vec![0.0; hidden],
                 negative: Some(vec![0.0; hidden]),
                 seed: 0,
-                steps: 1,
+                steps,
                 guidance: 2.0,
                 shift: 1.0,
                 kind: Kind::parse(&self.manifest.scheduler.kind).unwrap_or(Kind::FlowMatchEuler),
