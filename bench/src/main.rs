@@ -42,7 +42,8 @@ fn ms(d: Duration) -> String {
 fn dit_latency(onnx: &Onnx, iters: usize, out: &mut String) -> Result<()> {
     let b = Bundle::open(&bundle_dir(), &[Part::Dit])?;
     let m = &b.manifest;
-    let mut dit = Dit::new(onnx.session(&b.path(&m.dit.component.file))?, m.dit.names.clone());
+    let session = onnx.session(&b.path(&m.dit.component.file))?;
+    let mut dit = Dit::new(session, m.dit.names.clone(), m.dit.extra_inputs.clone());
     let shape = m.latent_shape(m.video.default_frames, m.video.default_height, m.video.default_width);
     let n: usize = shape.iter().product();
     let (tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);
@@ -62,6 +63,9 @@ fn dit_latency(onnx: &Onnx, iters: usize, out: &mut String) -> Result<()> {
             hidden,
             states: vec![0.01; rows * tokens * hidden],
             mask: (0..rows * tokens).map(|i| i64::from(i % tokens < 12)).collect(),
+            fps: vec![m.video.default_fps as f32; rows],
+            guidance: vec![m.scheduler.guidance; rows],
+            pooled: vec![0.01; rows * m.text_encoder_2.as_ref().map_or(0, |t| t.pooled_size)],
         };
         for _ in 0..3 {
             dit.run(batch()).map_err(anyhow::Error::msg)?;

@@ -10,6 +10,14 @@ Modules:
   manifest     model.toml (schema_version = 2) rendering
   tiny         seeded tiny random Wan 2.1 / 2.2 pipelines built with diffusers' own classes
   goldens      golden fixtures from diffusers' own WanPipeline (fp32, CPU)
+  ltx          LTX-Video (LTXPipeline) exporter: T5 text encoder, DiT wrapper (packing, fps rope scale),
+               whole-video timestep-conditioned VAE decoder
+  tiny_ltx     seeded tiny random LTXPipeline (real 8x32x32 VAE compression)
+  goldens_ltx  golden fixtures from diffusers' own LTXPipeline (fp32, CPU)
+  hunyuan      HunyuanVideo (HunyuanVideoPipeline) exporter: Llama + CLIP text encoders (template, crop), DiT
+               wrapper (mask, pooled text, embedded guidance), windowed VAE decoder graph + numpy blending
+  tiny_hunyuan seeded tiny random HunyuanVideoPipeline (real 4x8x8 VAE compression, local Llama-3/CLIP BPEs)
+  goldens_hunyuan  golden fixtures from diffusers' own HunyuanVideoPipeline (fp32, CPU)
 
 Nothing here is needed by the services or CI; the bundles and fixtures it writes are.
 """

@@ -1,4 +1,7 @@
-"""models/export.sh: a local diffusers WanPipeline directory -> a vidmesh bundle (format 2).
+"""models/export.sh: a local diffusers pipeline directory -> a vidmesh bundle (format 2).
+
+The pipeline class in DIR/model_index.json picks the family: WanPipeline here; the other families' exporters live
+in their own modules (FAMILIES) and take the same arguments (their defaults where an argument is left unset).
 
   models/export.sh --from DIR --out BUNDLE [--random-init] [--weights fp32|fp16] [--external-data]
                    [--name NAME] [--version V] [--defaults FRAMES,HEIGHT,WIDTH] [--steps N] [--guidance G]
@@ -25,6 +28,8 @@ import torch
 from . import dit, manifest, text_encoder, vae
 from .load import load
 
+# model_index.json `_class_name` -> the module whose `main(args)` exports that family.
+FAMILIES = {"LTXPipeline": "ltx", "CogVideoXPipeline": "cogvideox", "HunyuanVideoPipeline": "hunyuan"}
 WEIGHTS = {"fp32": "float32", "fp16": "float16", "float32": "float32", "float16": "float16"}
 TOL = {"float32": 1e-4, "float16": 5e-2}
 
@@ -56,7 +61,7 @@ def _dit_section(tr, exported, weights: str, extra: dict | None = None) -> dict:
 def main() -> None:  # noqa: PLR0915
     ap = argparse.ArgumentParser(prog="models/export.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--from", dest="src", type=Path, required=True, help="diffusers WanPipeline directory")
+    ap.add_argument("--from", dest="src", type=Path, required=True, help="diffusers pipeline directory (WanPipeline, LTXPipeline, CogVideoXPipeline)")
     ap.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     ap.add_argument("--random-init", action="store_true", help="random weights from DIR's configs")
     ap.add_argument("--weights", choices=sorted(WEIGHTS), default="fp32")
@@ -65,14 +70,24 @@ def main() -> None:  # noqa: PLR0915
     ap.add_argument("--version", default="0.1.0")
     ap.add_argument("--license", default="Apache-2.0")
     ap.add_argument("--description")
-    ap.add_argument("--max-tokens", type=int, default=512, help="WanPipeline's max_sequence_length")
-    ap.add_argument("--defaults", default="81,480,832", help="default FRAMES,HEIGHT,WIDTH (WanPipeline's)")
+    ap.add_argument("--max-tokens", type=int, help="the pipeline's max_sequence_length (Wan: 512)")
+    ap.add_argument("--defaults", help="default FRAMES,HEIGHT,WIDTH (Wan: 81,480,832, WanPipeline's)")
     ap.add_argument("--steps", type=int, help="default steps (Wan 2.1: 50, Wan 2.2 A14B: 40)")
     ap.add_argument("--guidance", type=float, help="CFG scale (Wan 2.1: 5.0, Wan 2.2 A14B high noise: 4.0)")
     ap.add_argument("--guidance-2", type=float, help="Wan 2.2 A14B low-noise CFG scale (default 3.0)")
     a = ap.parse_args()
     cwd = Path(os.environ.get("VIDMESH_CALLER_CWD", "."))  # export.sh runs from models/
     a.src, a.out = (p if p.is_absolute() else cwd / p for p in (a.src, a.out))
+    cls = json.loads((a.src / "model_index.json").read_text())["_class_name"]
+    if cls in FAMILIES:
+        import importlib
+
+        importlib.import_module(f".{FAMILIES[cls]}", __package__).main(a)
+        return
+    if cls != "WanPipeline":
+        raise SystemExit(f"{a.src}: {cls} is not a pipeline this exporter knows ({', '.join(['WanPipeline', *FAMILIES])})")
+    a.max_tokens = a.max_tokens or 512
+    a.defaults = a.defaults or "81,480,832"
 
     torch.set_num_threads(2)
     weights = WEIGHTS[a.weights]

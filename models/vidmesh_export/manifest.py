@@ -6,7 +6,12 @@ Guarantees:
   WanPipeline's own defaults) and [model] text.
 - Only keys the format defines are written (the Rust reader denies unknown keys).
 - `validate()` re-reads the written manifest with tomllib, re-hashes every file it names and checks every
-  component's declared inputs/outputs against its ONNX graph (names, dtypes, ranks, fixed sizes).
+  component's declared inputs/outputs against its ONNX graph (names, dtypes, ranks, fixed sizes), and that every
+  tensor named in `[vae].names`, `[dit].names` and `[dit].extra_inputs` is one of that graph's inputs/outputs.
+- `[vae.decoder_step]` (and `cache`) are written and checked only when present: a `decode = "whole"` VAE
+  (LTX-Video) has one decoder graph.
+- `[text_encoder_2]` (HunyuanVideo's pooled CLIP encoder) is written and checked (graph signature, file and
+  tokenizer sha256, `names`) when present.
 """
 
 from __future__ import annotations
@@ -79,9 +84,13 @@ def render(m: dict) -> str:
     _table(L, "model", m["model"])
     head, sig = _split(m["text_encoder"])
     _table(L, "text_encoder", {**head, **sig})
+    if "text_encoder_2" in m:  # HunyuanVideo's CLIP (pooled text)
+        head, sig = _split(m["text_encoder_2"])
+        _table(L, "text_encoder_2", {**head, **sig})
     _table(L, "vae", m["vae"])
     for key, section in (("vae_decoder", "vae.decoder"), ("vae_decoder_step", "vae.decoder_step")):
-        _table(L, section, m[key])
+        if key in m:  # decoder_step: stateful VAEs only (LTX-Video decodes the whole video in one graph)
+            _table(L, section, m[key])
     for key in ("dit", "dit2"):
         if key in m:
             head, sig = _split(m[key])
@@ -108,19 +117,43 @@ def _check_component(bundle: Path, name: str, c: dict) -> None:
                 raise SystemExit(f"{name}.{d['name']}: graph {DTYPE_NAMES.get(tt.elem_type)} {dims} != {d}")
 
 
+def _check_names(what: str, names: dict, c: dict) -> None:
+    """Every non-empty tensor name in `names` is among the component's declared inputs or outputs."""
+    declared = {d["name"] for d in c["inputs"]} | {d["name"] for d in c["outputs"]}
+    for key, name in names.items():
+        if name and name not in declared:
+            raise SystemExit(f"{what}.{key} = {name!r} is not an input or output of that graph")
+
+
 def validate(bundle: Path) -> dict:
     m = tomllib.loads((bundle / "model.toml").read_text())
     assert m["schema_version"] == SCHEMA_VERSION
     te = m["text_encoder"]
     if sha256(bundle / te["tokenizer"]) != te["tokenizer_sha256"]:
         raise SystemExit("tokenizer sha256 does not match")
-    comps = {"text_encoder": te, "vae.decoder": m["vae"]["decoder"], "vae.decoder_step": m["vae"]["decoder_step"],
+    if "text_encoder_2" in m and sha256(bundle / m["text_encoder_2"]["tokenizer"]) \
+            != m["text_encoder_2"]["tokenizer_sha256"]:
+        raise SystemExit("text_encoder_2 tokenizer sha256 does not match")
+    comps = {"text_encoder": te, **({"text_encoder_2": m["text_encoder_2"]} if "text_encoder_2" in m else {}),
+             "vae.decoder": m["vae"]["decoder"],
+             **({"vae.decoder_step": m["vae"]["decoder_step"]} if "decoder_step" in m["vae"] else {}),
              "dit": m["dit"], **({"dit2": m["dit2"]} if "dit2" in m else {})}
     for name, c in comps.items():
         _check_component(bundle, name, c)
     vae = m["vae"]
-    step_in = [i["name"] for i in vae["decoder_step"]["inputs"]]
-    for k, c in enumerate(vae["cache"]):
+    if vae.get("decode") == "stateful" and "decoder_step" not in vae:
+        raise SystemExit("vae.decode = stateful needs [vae.decoder_step]")
+    _check_names("vae.names", vae.get("names", {}), vae["decoder"])
+    for key in ("text_encoder", "text_encoder_2"):
+        if key in m and "names" in m[key]:
+            _check_names(f"{key}.names", m[key]["names"], m[key])
+    for key in ("dit", "dit2"):
+        if key in m:
+            _check_names(f"{key}.names", m[key].get("names", {}), m[key])
+            _check_names(f"{key}.extra_inputs", {e["name"]: e["name"] for e in m[key].get("extra_inputs", [])},
+                         m[key])
+    step_in = [i["name"] for i in vae.get("decoder_step", {}).get("inputs", [])]
+    for k, c in enumerate(vae.get("cache", [])):
         if step_in[1 + k] != c["input"] or vae["decoder_step"]["outputs"][1 + k]["name"] != c["output"] \
                 or vae["decoder"]["outputs"][1 + k]["name"] != c["output"]:
             raise SystemExit(f"vae.cache[{k}] does not match the graphs' cache tensors")

@@ -71,13 +71,21 @@ def export_text_encoder(encoder: torch.nn.Module, path: Path, external_data: boo
 
 
 def write_tokenizer(tokenizer, path: Path, max_tokens: int) -> None:  # noqa: ANN001
-    """The fast tokenizer's tokenizer.json with truncation to max_tokens and no padding."""
+    """The fast tokenizer's tokenizer.json with truncation to max_tokens and no padding.
+
+    vidmesh pads with the id of the tokenizer.json's padding config, else of a `<pad>` / `[PAD]` token, else 0: when
+    the pipeline's pad token is none of those (Llama's, CLIP's `<|endoftext|>`), a padding config naming it is
+    written (batch-longest, which leaves single encodings as they are)."""
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is None:
         raise SystemExit("the pipeline's tokenizer has no fast (tokenizers) backend; cannot write tokenizer.json")
     spec = json.loads(backend.to_str())
     spec["truncation"] = {"direction": "Right", "max_length": max_tokens, "strategy": "LongestFirst", "stride": 0}
     spec["padding"] = None
+    pad = getattr(tokenizer, "pad_token", None)
+    if pad is not None and pad not in ("<pad>", "[PAD]"):
+        spec["padding"] = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None,
+                           "pad_id": int(tokenizer.pad_token_id), "pad_type_id": 0, "pad_token": pad}
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(json.dumps(spec))

@@ -3,7 +3,10 @@
 Definition (docs/model-bundle.md, `[noise] rng = "philox4x32-10-boxmuller"`):
 - seed: unsigned 64-bit. key = (seed & 0xFFFFFFFF, seed >> 32).
 - The latent tensor of one sample, shape [C, T, h, w], is filled in C (row-major) order, element i.
-- Block b = i // 4 is Philox4x32-10(counter = (b & 0xFFFFFFFF, b >> 32, 0, 0), key) -> (x0, x1, x2, x3).
+- Block b = i // 4 is Philox4x32-10(counter = (b & 0xFFFFFFFF, b >> 32, stream, 0), key) -> (x0, x1, x2, x3).
+- Streams: 0 is the initial latent noise; 1 + i the noise a stochastic sampler adds at step i (CogVideoX's
+  DPM scheduler); 0xFFFFFFFF the noise mixed into the latents before a timestep-conditioned VAE decoder
+  (LTX-Video's decode_noise_scale). Each stream is laid out like the latents it is added to.
 - Two Box–Muller pairs per block: (x0, x1) -> elements 4b, 4b+1 and (x2, x3) -> 4b+2, 4b+3, with
   u1 = (xa + 1) * 2^-32 in (0, 1], u2 = xb * 2^-32 in [0, 1), r = sqrt(-2 ln u1),
   first = r cos(2 pi u2), second = r sin(2 pi u2), computed in IEEE double with the C library's log/cos/sin/sqrt
@@ -39,13 +42,18 @@ def philox4x32_10(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     return c
 
 
-def gaussian(seed: int, n: int) -> np.ndarray:
-    """The first n standard normals of the stream for `seed`, as float32."""
+STREAM_DECODE = 0xFFFFFFFF
+
+
+def gaussian(seed: int, n: int, stream: int = 0) -> np.ndarray:
+    """The first n standard normals of `seed`'s stream `stream` (0: the initial noise), as float32."""
     if not 0 <= seed < 2**64:
         raise ValueError("seed must be an unsigned 64-bit integer")
+    if not 0 <= stream < 2**32:
+        raise ValueError("stream must be an unsigned 32-bit integer")
     blocks = (n + 3) // 4
     b = np.arange(blocks, dtype=np.uint64)
-    ctr = np.stack([b & np.uint64(MASK), b >> np.uint64(32), np.zeros_like(b), np.zeros_like(b)], axis=1)
+    ctr = np.stack([b & np.uint64(MASK), b >> np.uint64(32), np.full_like(b, stream), np.zeros_like(b)], axis=1)
     x = philox4x32_10(ctr, (seed & MASK, seed >> 32)).reshape(-1).tolist()
     out = np.empty(blocks * 4, dtype=np.float64)
     two_pi = 2.0 * math.pi

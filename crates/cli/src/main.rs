@@ -155,7 +155,7 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
     let as_frames = output.to_string_lossy().ends_with('/') || output.is_dir();
     if as_frames {
         let latents = mesh.latents(&job, &mut show).await?;
-        let frames = mesh.decode_frames(&latents, "cli", &mut show).await?;
+        let frames = mesh.decode_frames(&latents, job.seed, "cli", &mut show).await?;
         bar.finish_and_clear();
         if timings {
             print_timings(t0, loaded, &steps_at, "decode (VAE)");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use vidmesh_decoder::engine::{Decoder, Generation, Stored};
 use vidmesh_denoiser::engine::scheduler::Kind;
-use vidmesh_denoiser::engine::{Denoiser, Event, Request};
+use vidmesh_denoiser::engine::{Denoiser, Event, Request, TextStates};
 use vidmesh_model::{Ask, Limits, Manifest, Onnx, OnnxConfig, Plan};
 use vidmesh_runtime::TensorF32;
 use vidmesh_text_encoder::engine::Encoder;
@@ -110,6 +110,9 @@ impl Mesh {
 
     /// The job resolved against the bundle by the rules every service uses.
     pub fn plan(&self, job: &Job) -> Result<Plan> {
+        if !self.manifest().takes_negative() && !job.negative_prompt.is_empty() {
+            bail!("{} takes no negative prompt; leave --negative-prompt out", self.manifest().model.name);
+        }
         let ask = Ask {
             frames: job.frames,
             height: job.height,
@@ -130,15 +133,21 @@ impl Mesh {
         let plan = self.plan(job)?;
         let enc = self.encoder.encode(&[job.prompt.clone(), job.negative_prompt.clone()], false).await?;
         let guidance = plan.guidance;
+        let text = |i: usize| TextStates {
+            states: enc[i].0.states.clone(),
+            real_tokens: enc[i].0.ids.len(),
+            pooled: enc[i].0.pooled.clone().unwrap_or_default(),
+        };
         let req = Request {
             latent_shape: plan.latent_shape,
-            prompt: enc[0].0.states.clone(),
-            negative: Some(enc[1].0.states.clone()),
+            prompt: text(0),
+            negative: self.manifest().takes_negative().then(|| text(1)),
             seed: job.seed,
             steps: plan.steps,
             guidance,
             shift: plan.shift,
             kind: Kind::parse(&plan.scheduler).context("the bundle's scheduler kind")?,
+            fps: plan.fps,
             init: None,
             preview_every: 0,
             deadline: None,
@@ -156,10 +165,12 @@ impl Mesh {
         bail!("the denoiser stopped without a result")
     }
 
-    /// Latents → 8-bit frames, watermarked for `job_id` when this mesh marks (no codec: lossless).
+    /// Latents → 8-bit frames, watermarked for `job_id` when this mesh marks (no codec: lossless); `seed` is the
+    /// job's (for decoders that mix in noise).
     pub async fn decode_frames(
         &self,
         latents: &TensorF32,
+        seed: u64,
         job_id: &str,
         mut progress: impl FnMut(Progress),
     ) -> Result<Vec<Vec<u8>>> {
@@ -174,7 +185,8 @@ impl Mesh {
             out.push(f);
             Ok(())
         };
-        self.decoder.decode_frames(latents, sink, |done, total| progress(Progress::Decoding { done, total })).await?;
+        let progress = |done, total| progress(Progress::Decoding { done, total });
+        self.decoder.decode_frames(latents, seed, sink, progress).await?;
         Ok(out)
     }
 
@@ -186,7 +198,7 @@ impl Mesh {
             frames.push(f);
             Ok(())
         };
-        let (_, height, width) = self.decoder.decode_frames(&latents, sink, |_, _| {}).await?;
+        let (_, height, width) = self.decoder.decode_frames(&latents, job.seed, sink, |_, _| {}).await?;
         Ok(Video { width, height, fps: f64::from(job.fps), frames })
     }
 
@@ -198,7 +210,7 @@ impl Mesh {
             "steps": job.steps, "guidance": job.guidance,
         });
         let prompt_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(job.prompt.as_bytes()));
-        let generation = Generation { prompt_sha256, parameters, job_id: prefix.to_owned() };
+        let generation = Generation { prompt_sha256, parameters, job_id: prefix.to_owned(), seed: job.seed };
         let stored = self
             .decoder
             .decode(&latents, job.fps, prefix, &generation, |done, total| {

@@ -73,6 +73,10 @@ pub(crate) fn files_of(m: &Manifest, parts: &[Part]) -> Vec<(String, String)> {
             Part::TextEncoder => {
                 let mut v = of(&m.text_encoder.component);
                 v.push((m.text_encoder.tokenizer.clone(), m.text_encoder.tokenizer_sha256.clone()));
+                if let Some(t2) = &m.text_encoder_2 {
+                    v.extend(of(&t2.component));
+                    v.push((t2.tokenizer.clone(), t2.tokenizer_sha256.clone()));
+                }
                 v
             }
             Part::Dit => m.dits().into_iter().flat_map(|(_, d)| of(&d.component)).collect(),

@@ -8,6 +8,7 @@
 mod bundle;
 mod fetch;
 mod manifest;
+pub mod noise;
 mod onnx;
 mod plan;
 mod validate;
@@ -15,10 +16,10 @@ mod validate;
 pub use bundle::{Bundle, ModelConfig, ModelError, Part, sha256_file};
 pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{
-    CacheName, Choices, Component, DataFile, DecodeMode, Dim, Dit2Spec, DitNames, DitSpec, EXTRA_SOURCES, ExtraInput,
-    FrameRule, GuidanceMode, Io, LatentNorm, Manifest, ModelInfo, NoiseSpec, Padding, PassiveSpec, PromptClean, Range,
-    SCHEDULERS, SchedulerSpec, TextEncoderNames, TextEncoderSpec, TimestepRounding, VaeNames, VaeSpec, VideoSpec,
-    WEIGHTS,
+    CacheName, Choices, Component, DataFile, DecodeMode, Dim, Dit2Spec, DitNames, DitSpec, DynamicShift, EXTRA_SOURCES,
+    ExtraInput, FrameRule, GuidanceMode, Io, LatentNorm, Manifest, ModelInfo, NoiseSpec, Padding, PassiveSpec,
+    PromptClean, Range, SCHEDULERS, SchedulerSpec, TextEncoder2Names, TextEncoder2Spec, TextEncoderNames,
+    TextEncoderSpec, TimestepRounding, VaeNames, VaeSpec, VideoSpec, WEIGHTS,
 };
 pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};
 pub use plan::{Ask, Limits, Plan};

@@ -9,7 +9,7 @@ mod vae;
 mod video;
 
 pub use dit::{Dit2Spec, DitNames, DitSpec, EXTRA_SOURCES, ExtraInput, GuidanceMode, TimestepRounding};
-pub use text::{Padding, PromptClean, TextEncoderNames, TextEncoderSpec};
+pub use text::{Padding, PromptClean, TextEncoder2Names, TextEncoder2Spec, TextEncoderNames, TextEncoderSpec};
 pub use vae::{CacheName, DecodeMode, FrameRule, LatentNorm, VaeNames, VaeSpec};
 pub use video::{Choices, Range, VideoSpec};
 
@@ -100,17 +100,56 @@ pub struct ModelInfo {
     pub license: String,
 }
 
-/// `[scheduler]`: defaults for requests that do not say.
+/// `[scheduler]`: defaults for requests that do not say, and the family's fixed schedule settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerSpec {
     /// Scheduler kind.
     pub kind: String,
     /// Steps.
     pub steps: u32,
-    /// Timestep shift.
+    /// Timestep shift (static; ignored where `dynamic_shift` is set).
     pub shift: f32,
     /// CFG scale.
     pub guidance: f32,
+    /// `flow_match_euler` only (LTX-Video): the shift follows the latent token count (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_shift: Option<DynamicShift>,
+    /// `flow_match_euler` only (LTX-Video): the shifted sigmas are stretched so the last one is this (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_terminal: Option<f64>,
+    /// `cogvideox_ddim` / `cogvideox_dpm` only: ᾱ ← ᾱ / (s + (1 − s)·ᾱ) before the zero-terminal-SNR rescale
+    /// (CogVideoX 2B: 3.0, 5B: 1.0; format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snr_shift_scale: Option<f64>,
+    /// `cogvideox_ddim` / `cogvideox_dpm` only: CogVideoXPipeline's `use_dynamic_cfg` (the guidance scale rises
+    /// with a cosine over the timestep; format 2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic_cfg: bool,
+}
+
+/// `scheduler.dynamic_shift`: diffusers' `calculate_shift` — μ is linear in the latent token count (latent frames ×
+/// height × width over the DiT's patch volume) between (`base_seq_len`, `base_shift`) and (`max_seq_len`,
+/// `max_shift`), and sigma ← e^μ / (e^μ + 1/σ − 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicShift {
+    /// Token count where μ = `base_shift`.
+    pub base_seq_len: f64,
+    /// Token count where μ = `max_shift`.
+    pub max_seq_len: f64,
+    /// μ at `base_seq_len`.
+    pub base_shift: f64,
+    /// μ at `max_seq_len`.
+    pub max_shift: f64,
+}
+
+impl DynamicShift {
+    /// μ for `tokens` latent tokens, as diffusers computes it (f64).
+    pub fn mu(&self, tokens: usize) -> f64 {
+        let m = (self.max_shift - self.base_shift) / (self.max_seq_len - self.base_seq_len);
+        let b = self.base_shift - m * self.base_seq_len;
+        tokens as f64 * m + b
+    }
 }
 
 /// `[noise]`.
@@ -134,6 +173,9 @@ pub struct Manifest {
     pub model: ModelInfo,
     /// Text encoder.
     pub text_encoder: TextEncoderSpec,
+    /// Second text encoder with a pooled output (optional; HunyuanVideo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder_2: Option<TextEncoder2Spec>,
     /// VAE.
     pub vae: VaeSpec,
     /// DiT.
@@ -174,7 +216,8 @@ pub struct PassiveSpec {
 }
 
 /// Scheduler kinds a vidmesh denoiser implements (docs/schedulers.md).
-pub const SCHEDULERS: &[&str] = &["flow_match_euler", "flow_match_dpmpp_2m", "ddim", "dpmpp_2m", "unipc_flow"];
+pub const SCHEDULERS: &[&str] =
+    &["flow_match_euler", "flow_match_dpmpp_2m", "ddim", "dpmpp_2m", "unipc_flow", "cogvideox_ddim", "cogvideox_dpm"];
 
 impl Manifest {
     /// Parses `model.toml` text.
@@ -186,6 +229,12 @@ impl Manifest {
     pub fn latent_shape(&self, frames: u32, height: u32, width: u32) -> [usize; 4] {
         let sc = self.vae.spatial_compression;
         [self.vae.latent_channels, self.vae.latent_frames(frames as usize), height as usize / sc, width as usize / sc]
+    }
+
+    /// Whether the model takes a negative prompt (classifier-free guidance with an unconditional row); `false` for
+    /// guidance modes `none` and `embedded`.
+    pub fn takes_negative(&self) -> bool {
+        !matches!(self.dit.guidance, GuidanceMode::None | GuidanceMode::Embedded)
     }
 
     /// Every transformer of the bundle with its manifest key: `[dit]`, then `[dit2]` when present.

@@ -174,6 +174,12 @@ impl Plan {
         if m.dit.guidance == crate::manifest::GuidanceMode::None && guidance != 1.0 {
             return Err(format!("{} has no classifier-free guidance; guidance must be 1 (or unset)", m.model.name));
         }
+        if ask.shift.is_some() && m.scheduler.dynamic_shift.is_some() {
+            return Err(format!(
+                "{}'s timestep shift follows the video size (scheduler.dynamic_shift); leave shift unset",
+                m.model.name
+            ));
+        }
         let shift = ask.shift.unwrap_or(m.scheduler.shift);
         if !(shift.is_finite() && shift > 0.0 && shift <= 100.0) {
             return Err(format!("shift {shift} must be in (0, 100]"));

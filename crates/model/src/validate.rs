@@ -39,16 +39,7 @@ impl Manifest {
         }
         self.validate_geometry()?;
         self.validate_video()?;
-        if !SCHEDULERS.contains(&self.scheduler.kind.as_str()) {
-            return Err(format!("scheduler.kind {:?} is not one of {SCHEDULERS:?}", self.scheduler.kind));
-        }
-        if self.scheduler.steps == 0
-            || self.scheduler.shift.is_nan()
-            || self.scheduler.shift <= 0.0
-            || !self.scheduler.guidance.is_finite()
-        {
-            return Err("scheduler.steps must be > 0, shift > 0 and guidance finite".into());
-        }
+        self.validate_scheduler()?;
         if self.noise.rng != "philox4x32-10-boxmuller" {
             return Err(format!("noise.rng {:?} is unknown", self.noise.rng));
         }
@@ -76,8 +67,20 @@ impl Manifest {
                     x.name, x.source
                 ));
             }
+            for x in &dit.extra_inputs {
+                needs(key, &dit.component, &x.name, "extra")?;
+            }
             if dit.guidance == GuidanceMode::None && self.scheduler.guidance != 1.0 {
                 return Err(format!("{key}.guidance is \"none\" but scheduler.guidance is not 1"));
+            }
+            let fed = |source: &str| dit.extra_inputs.iter().any(|x| x.source == source);
+            if (dit.guidance == GuidanceMode::Embedded) != fed("guidance_x1000") {
+                return Err(format!(
+                    "{key}.guidance = \"embedded\" and an extra input with source \"guidance_x1000\" come together"
+                ));
+            }
+            if fed("pooled_text") && self.text_encoder_2.is_none() {
+                return Err(format!("{key}.extra_inputs has source \"pooled_text\" but [text_encoder_2] is missing"));
             }
         }
         if let Some(d2) = &self.dit2 {
@@ -158,8 +161,65 @@ impl Manifest {
                 }
             }
             DecodeMode::Windowed => {
-                return Err("vae.decode \"windowed\" is reserved; this build decodes independent and stateful".into());
+                let (w, s, b) = (vae.window.unwrap_or(0), vae.window_stride.unwrap_or(0), vae.window_blend);
+                if !(w >= 2 && s >= 1 && s < w) {
+                    return Err(
+                        "vae.decode = \"windowed\" needs vae.window >= 2 and 1 <= vae.window_stride < window".into()
+                    );
+                }
+                if b.is_none_or(|b| b > (w - 1) * tc) {
+                    return Err(
+                        "vae.decode = \"windowed\" needs vae.window_blend <= (window - 1) x temporal_compression"
+                            .into(),
+                    );
+                }
+                if vae.frame_rule != FrameRule::FirstFrameSeparate {
+                    return Err("vae.decode = \"windowed\" is defined for frame_rule = \"first_frame_separate\"".into());
+                }
             }
+        }
+        if vae.decode_chunk.is_some_and(|k| k == 0) || (vae.decode_chunk.is_some() && vae.decoder_step.is_none()) {
+            return Err("vae.decode_chunk must be > 0 and is for vae.decode = \"stateful\"".into());
+        }
+        match (vae.names.timestep.is_empty(), vae.decode_timestep) {
+            (false, Some(t)) if t.is_finite() => needs("vae.decoder", &vae.decoder, &vae.names.timestep, "timestep")?,
+            (true, None) => {}
+            _ => return Err("vae.names.timestep and vae.decode_timestep (finite) come together".into()),
+        }
+        if let Some(s) = vae.decode_noise_scale {
+            if !(0.0..=1.0).contains(&s) || vae.names.timestep.is_empty() {
+                return Err("vae.decode_noise_scale must be in [0, 1], for a timestep-conditioned decoder".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_scheduler(&self) -> Result<(), String> {
+        let s = &self.scheduler;
+        if !SCHEDULERS.contains(&s.kind.as_str()) {
+            return Err(format!("scheduler.kind {:?} is not one of {SCHEDULERS:?}", s.kind));
+        }
+        if s.steps == 0 || s.shift.is_nan() || s.shift <= 0.0 || !s.guidance.is_finite() {
+            return Err("scheduler.steps must be > 0, shift > 0 and guidance finite".into());
+        }
+        let cog = s.kind.starts_with("cogvideox_");
+        if (s.dynamic_shift.is_some() || s.shift_terminal.is_some()) && s.kind != "flow_match_euler" {
+            return Err("scheduler.dynamic_shift and scheduler.shift_terminal are for kind \"flow_match_euler\"".into());
+        }
+        if let Some(d) = &s.dynamic_shift {
+            let finite = [d.base_seq_len, d.max_seq_len, d.base_shift, d.max_shift].iter().all(|v| v.is_finite());
+            if !finite || d.max_seq_len == d.base_seq_len {
+                return Err("scheduler.dynamic_shift: finite values and max_seq_len != base_seq_len".into());
+            }
+        }
+        if s.shift_terminal.is_some_and(|t| !(t > 0.0 && t < 1.0)) {
+            return Err("scheduler.shift_terminal must be in (0, 1)".into());
+        }
+        if (s.snr_shift_scale.is_some() || s.dynamic_cfg) && !cog {
+            return Err("scheduler.snr_shift_scale and scheduler.dynamic_cfg are for the cogvideox_* kinds".into());
+        }
+        if s.snr_shift_scale.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+            return Err("scheduler.snr_shift_scale must be finite and > 0".into());
         }
         Ok(())
     }
@@ -235,8 +295,22 @@ impl Manifest {
         if !t.zero_pad_states && t.padding != Padding::MaxLength {
             return Err("text_encoder.zero_pad_states = false needs padding = \"max_length\"".into());
         }
-        if !t.zero_pad_states {
-            return Err("text_encoder.zero_pad_states = false is not served by this build yet (LTX-Video)".into());
+        if t.template.as_ref().is_some_and(|s| s.matches("{}").count() != 1) {
+            return Err("text_encoder.template must hold exactly one {} (where the prompt goes)".into());
+        }
+        if t.crop_start > 0 && t.padding != Padding::MaxLength {
+            return Err("text_encoder.crop_start needs padding = \"max_length\"".into());
+        }
+        if let Some(t2) = &self.text_encoder_2 {
+            if t2.padding != Padding::MaxLength {
+                return Err("text_encoder_2.padding must be \"max_length\"".into());
+            }
+            if t2.max_tokens < 2 || t2.max_tokens > 512 || t2.pooled_size == 0 {
+                return Err("text_encoder_2.max_tokens must be in 2..=512 and pooled_size > 0".into());
+            }
+            check_component("text_encoder_2", &t2.component)?;
+            needs("text_encoder_2", &t2.component, &t2.names.input_ids, "token ids")?;
+            needs_output("text_encoder_2", &t2.component, &t2.names.pooled, "pooled")?;
         }
         Ok(())
     }

@@ -78,7 +78,8 @@ pub fn validate(d: &Decoder, req: &DecodeRequest) -> Result<(TensorF32, u32, Gen
         }
     };
     let job_id = if req.job_id.is_empty() { req.output_prefix.clone() } else { req.job_id.clone() };
-    Ok((latents, fps, Generation { prompt_sha256: req.prompt_sha256.to_lowercase(), parameters, job_id }))
+    let generation = Generation { prompt_sha256: req.prompt_sha256.to_lowercase(), parameters, job_id, seed: req.seed };
+    Ok((latents, fps, generation))
 }
 
 fn object(o: &ObjectRef, content_type: &str) -> StoredObject {

@@ -72,7 +72,7 @@ pub fn validate(
         frames: req.frames,
         height: req.height,
         width: req.width,
-        fps: 0,
+        fps: req.fps,
         steps: req.steps,
         guidance: req.guidance,
         shift: req.shift,
@@ -84,19 +84,66 @@ pub fn validate(
     let kind = Kind::parse(&plan.scheduler)
         .ok_or_else(|| bad(format!("scheduler {:?} is unknown; use one of {:?}", plan.scheduler, Kind::NAMES)))?;
     let (max_tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);
-    let states = |field: &str, t| -> Result<Vec<f32>, Error> {
+    // With zero_pad_states = false the DiT sees the encoder's padding states: all max_tokens rows must come.
+    let rows_needed = (!m.text_encoder.zero_pad_states).then_some(max_tokens);
+    let states = |field: &str, t, real: u32| -> Result<engine::TextStates, Error> {
         let t = TensorF32::from_proto(field, t)?;
-        match t.shape[..] {
-            [l, h] if h == hidden && l <= max_tokens => Ok(t.data),
-            _ => Err(bad(format!(
-                "{field} has shape {:?}; expected [tokens <= {max_tokens}, {hidden}] from the text-encoder",
-                t.shape
-            ))),
+        let l = match t.shape[..] {
+            [l, h] if h == hidden && l <= max_tokens && rows_needed.is_none_or(|n| n == l) => l,
+            _ => {
+                let rows = rows_needed.map_or(format!("tokens <= {max_tokens}"), |n| n.to_string());
+                return Err(bad(format!(
+                    "{field} has shape {:?}; expected [{rows}, {hidden}] from the text-encoder",
+                    t.shape
+                )));
+            }
+        };
+        let real = match real as usize {
+            0 => l,
+            r if r <= l => r,
+            r => return Err(bad(format!("{field}: {r} real tokens but only {l} rows"))),
+        };
+        Ok(engine::TextStates { states: t.data, real_tokens: real, pooled: Vec::new() })
+    };
+    // DiTs that take pooled text need each prompt's pooled vector; others must not be sent one.
+    let pooled_size = m
+        .dit
+        .extra_inputs
+        .iter()
+        .any(|x| x.source == "pooled_text")
+        .then(|| m.text_encoder_2.as_ref().map_or(0, |t| t.pooled_size));
+    let pooled = |field: &str, t: Option<&vidmesh_proto::tensor::v1::Tensor>| -> Result<Vec<f32>, Error> {
+        match (pooled_size, t) {
+            (None, None) => Ok(Vec::new()),
+            (None, Some(_)) => Err(bad(format!("{field} is set but {} takes no pooled text", m.model.name))),
+            (Some(_), None) => {
+                Err(bad(format!("{field} is required by {} (the text-encoder's `pooled`)", m.model.name)))
+            }
+            (Some(n), Some(t)) => {
+                let t = TensorF32::from_proto(field, Some(t))?;
+                if t.shape != [n] {
+                    return Err(bad(format!("{field} has shape {:?}; expected [{n}]", t.shape)));
+                }
+                Ok(t.data)
+            }
         }
     };
-    let prompt = states("prompt_states", req.prompt_states.as_ref())?;
-    let negative = match (&req.negative_states, guidance == 1.0) {
-        (Some(t), _) => Some(states("negative_states", Some(t))?),
+    let mut prompt = states("prompt_states", req.prompt_states.as_ref(), req.prompt_real_tokens)?;
+    prompt.pooled = pooled("prompt_pooled", req.prompt_pooled.as_ref())?;
+    // Embedded guidance takes no negative prompt: its scale is a DiT input.
+    let embedded = m.dit.guidance == vidmesh_model::GuidanceMode::Embedded;
+    if embedded && req.negative_states.is_some() {
+        return Err(bad(format!(
+            "{} has embedded guidance and takes no negative prompt; leave negative_states unset",
+            m.model.name
+        )));
+    }
+    let negative = match (&req.negative_states, guidance == 1.0 || embedded) {
+        (Some(t), _) => {
+            let mut s = states("negative_states", Some(t), req.negative_real_tokens)?;
+            s.pooled = pooled("negative_pooled", req.negative_pooled.as_ref())?;
+            Some(s)
+        }
         (None, true) => None,
         (None, false) => {
             return Err(bad("negative_states is required when guidance != 1 (encode \"\" for plain CFG)".into()));
@@ -129,6 +176,7 @@ pub fn validate(
         guidance,
         shift,
         kind,
+        fps: plan.fps,
         init,
         preview_every: req.preview_every,
         deadline,

@@ -59,6 +59,13 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
             return bad(format!("{name} is {} bytes; at most {} are accepted", text.len(), limits.max_prompt_bytes));
         }
     }
+    if !m.takes_negative() && !req.negative_prompt.is_empty() {
+        return bad(format!(
+            "{} takes no negative prompt (its guidance is {}); leave negative_prompt empty",
+            m.model.name,
+            if m.dit.guidance == vidmesh_model::GuidanceMode::Embedded { "embedded in the model" } else { "off" }
+        ));
+    }
     let v = &m.video;
     if (req.width, req.height) == (0, 0) {
         (req.width, req.height) = (v.default_width, v.default_height);

@@ -96,6 +96,7 @@ pub async fn serve_with(
         job_timeout: Duration::from_secs(config.stages.job_timeout_secs),
         metrics: metrics.clone(),
         tail_seconds: Mutex::new(None),
+        negative: bundle.manifest.takes_negative(),
     });
     let api = Arc::new(api::Api {
         store,

@@ -42,6 +42,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Moving average of seconds from the last denoising step to completion (for the ETA).
     pub tail_seconds: Mutex<Option<f64>>,
+    /// Whether the model takes a negative prompt (false: embedded or no guidance; none is encoded or sent).
+    pub negative: bool,
 }
 
 /// Largest stage reply accepted: a preview carries the whole x0 estimate in one message, larger than gRPC's 4 MiB
@@ -77,10 +79,12 @@ impl Pipeline {
         let te = &self.stages.text_encoder;
         let encoded = te
             .retry(deadline, |left| {
-                let mut r = Request::new(EncodeRequest {
-                    prompts: vec![req.prompt.clone(), req.negative_prompt.clone()],
-                    ..Default::default()
-                });
+                let prompts = if self.negative {
+                    vec![req.prompt.clone(), req.negative_prompt.clone()]
+                } else {
+                    vec![req.prompt.clone()]
+                };
+                let mut r = Request::new(EncodeRequest { prompts, ..Default::default() });
                 r.set_timeout(left);
                 let mut client = TextEncoderClient::new(te.svc());
                 async move { client.encode(r).await }
@@ -89,15 +93,16 @@ impl Pipeline {
             .map_err(|s| stage_error(te.name, s))?
             .into_inner();
         seconds(te.name, t0);
-        let [prompt, negative]: [_; 2] =
-            encoded.encodings.try_into().map_err(|_| Status::internal("text-encoder: expected two encodings"))?;
+        let mut encodings = encoded.encodings.into_iter();
+        let prompt = encodings.next().ok_or_else(|| Status::internal("text-encoder: no encoding came back"))?;
+        let negative = encodings.next().filter(|_| self.negative).unwrap_or_default();
 
         // 2. Denoise, one event per step.
         let t0 = Instant::now();
         let dn = &self.stages.denoiser;
         let denoise = DenoiseRequest {
             prompt_states: prompt.hidden_states,
-            negative_states: negative.hidden_states,
+            negative_states: negative.hidden_states, // None where the model takes no negative prompt
             seed: req.seed.unwrap_or_default(),
             frames: req.num_frames,
             height: req.height,
@@ -106,6 +111,11 @@ impl Pipeline {
             guidance: req.guidance_scale,
             scheduler: req.scheduler.clone(),
             preview_every: req.preview_every,
+            prompt_real_tokens: prompt.real_tokens,
+            negative_real_tokens: negative.real_tokens,
+            prompt_pooled: prompt.pooled,
+            negative_pooled: negative.pooled,
+            fps: req.fps,
             ..Default::default()
         };
         let mut stream = dn
@@ -161,6 +171,7 @@ impl Pipeline {
             job_id: id.to_string(),
             prompt_sha256: vidmesh_storage::sha256_hex(req.prompt.as_bytes()),
             parameters_json: parameters.to_string(),
+            seed: req.seed.unwrap_or_default(),
             ..Default::default()
         };
         let mut stream = dc

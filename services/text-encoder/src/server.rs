@@ -65,7 +65,11 @@ impl Service {
         let encodings = hits
             .into_iter()
             .map(|(e, cached)| Encoding {
-                hidden_states: Some(TensorF32::new(vec![e.ids.len(), enc.hidden], e.states.clone()).to_proto()),
+                hidden_states: Some(
+                    TensorF32::new(vec![e.states.len() / enc.hidden, enc.hidden], e.states.clone()).to_proto(),
+                ),
+                real_tokens: e.ids.len() as u32,
+                pooled: e.pooled.as_ref().map(|p| TensorF32::new(vec![p.len()], p.clone()).to_proto()),
                 token_ids: e.ids.clone(),
                 truncated: e.truncated,
                 original_tokens: e.original_tokens as u32,

@@ -102,6 +102,9 @@ pub enum GuidanceMode {
     CfgSeparate,
     /// One row, no negative prompt.
     None,
+    /// One row, no negative prompt; the scale goes into the DiT as an input (an extra input with source
+    /// `guidance_x1000`: HunyuanVideo's distilled guidance).
+    Embedded,
 }
 
 /// One extra DiT input.
@@ -110,12 +113,14 @@ pub enum GuidanceMode {
 pub struct ExtraInput {
     /// Input name in the graph.
     pub name: String,
-    /// Where its value comes from (`fps`, `guidance_x1000`, `pooled_text`).
+    /// Where its value comes from (one of [`EXTRA_SOURCES`]).
     pub source: String,
 }
 
-/// Extra-input sources this build can fill.
-pub const EXTRA_SOURCES: &[&str] = &[];
+/// Extra-input sources this build can fill: `fps` (float32 [batch], the request's frame rate: LTX-Video's RoPE is
+/// scaled by it), `guidance_x1000` (float32 [batch], the CFG scale × 1000: embedded guidance) and `pooled_text`
+/// (float32 [batch, pooled_size], `[text_encoder_2]`'s pooled output).
+pub const EXTRA_SOURCES: &[&str] = &["fps", "guidance_x1000", "pooled_text"];
 
 /// `[dit2]`: a second transformer for the low-noise steps (Wan 2.2 A14B).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

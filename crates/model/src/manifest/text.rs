@@ -34,9 +34,79 @@ pub struct TextEncoderSpec {
     /// Whether the DiT takes the text mask.
     #[serde(default = "yes")]
     pub dit_mask: bool,
+    /// A prompt template with one `{}` where the (cleaned) prompt goes, applied before tokenizing (HunyuanVideo's
+    /// Llama system prompt; format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Tokens dropped from the front of the encoder's output (and mask) — the template's own tokens. The prompt is
+    /// tokenized to `crop_start + max_tokens` tokens; `max_tokens` rows remain (format 2).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crop_start: usize,
     /// The graph's tensor names.
     #[serde(default)]
     pub names: TextEncoderNames,
+}
+
+fn max_length() -> Padding {
+    Padding::MaxLength
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+impl TextEncoderSpec {
+    /// The prompt as the tokenizer sees it: cleaned, then put in the template.
+    pub fn prepare(&self, prompt: &str) -> String {
+        let clean = self.prompt_clean.apply(prompt);
+        match &self.template {
+            Some(t) => t.replacen("{}", &clean, 1),
+            None => clean,
+        }
+    }
+
+    /// Tokens the tokenizer may produce (the template's cropped tokens included).
+    pub fn token_limit(&self) -> usize {
+        self.crop_start + self.max_tokens
+    }
+}
+
+/// `[text_encoder_2]`: a second encoder whose pooled output conditions the DiT (HunyuanVideo's CLIP-L).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextEncoder2Spec {
+    /// The ONNX graph: token ids → pooled vector.
+    #[serde(flatten)]
+    pub component: Component,
+    /// Its tokenizer.json (Hugging Face tokenizers format).
+    pub tokenizer: String,
+    /// sha256 of the tokenizer file.
+    pub tokenizer_sha256: String,
+    /// Tokens per prompt (padded to this with the tokenizer's pad id; longer prompts are cut like the pipeline's).
+    pub max_tokens: usize,
+    /// Width of the pooled output.
+    pub pooled_size: usize,
+    /// `max_length` (the only one defined: every prompt padded to `max_tokens`, as HunyuanVideo's pipeline does).
+    #[serde(default = "max_length")]
+    pub padding: Padding,
+    /// The graph's tensor names.
+    #[serde(default)]
+    pub names: TextEncoder2Names,
+}
+
+/// `text_encoder_2.names`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextEncoder2Names {
+    /// Token ids input.
+    pub input_ids: String,
+    /// Pooled output.
+    pub pooled: String,
+}
+
+impl Default for TextEncoder2Names {
+    fn default() -> Self {
+        Self { input_ids: "input_ids".into(), pooled: "pooled".into() }
+    }
 }
 
 fn yes() -> bool {

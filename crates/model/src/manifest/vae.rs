@@ -23,9 +23,9 @@ pub enum DecodeMode {
     Independent,
     /// Causal VAE with a feature cache: a first-frame graph, then a step graph per latent frame.
     Stateful,
-    /// Overlapping windows blended (reserved for the next families).
+    /// Overlapping windows, each decoded whole, blended where they meet (HunyuanVideo: diffusers' framewise decode).
     Windowed,
-    /// The whole latent video in one run (reserved for the next families).
+    /// The whole latent video in one run (LTX-Video: its decoder is not causal).
     Whole,
 }
 
@@ -47,11 +47,13 @@ pub struct VaeNames {
     pub latents: String,
     /// The decoder graphs' frame output.
     pub video: String,
+    /// The decoder graph's timestep input (float32 [1], `vae.decode_timestep`); empty when it has none.
+    pub timestep: String,
 }
 
 impl Default for VaeNames {
     fn default() -> Self {
-        Self { latents: "latents".into(), video: "video".into() }
+        Self { latents: "latents".into(), video: "video".into(), timestep: String::new() }
     }
 }
 
@@ -88,6 +90,27 @@ pub struct VaeSpec {
     /// Format 1: each latent frame decodes on its own (chunked decoding is exact).
     #[serde(default)]
     pub decode_chunk_independent: bool,
+    /// Stateful decode: latent frames per step-graph run (default 1); the first-chunk graph takes
+    /// `decode_chunk + T mod decode_chunk` of the T latent frames (at most T), as CogVideoX's VAE batches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_chunk: Option<usize>,
+    /// Timestep-conditioned decoder (LTX-Video): the value fed to `names.timestep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_timestep: Option<f64>,
+    /// Timestep-conditioned decoder (LTX-Video): before decoding, `z ← (1 − s)·z + s·noise` with this `s` and the
+    /// request seed's decode-noise stream (docs/model-bundle.md, `[noise]`); 0 or absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_noise_scale: Option<f64>,
+    /// Windowed decode: latent frames per window (HunyuanVideo: 5). A video of at most `window − 1` latent frames
+    /// decodes whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    /// Windowed decode: latent frames from one window's start to the next's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_stride: Option<usize>,
+    /// Windowed decode: video frames linearly blended where two windows meet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_blend: Option<usize>,
     /// Stateful decode: the cache tensors, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<CacheName>,
@@ -136,6 +159,16 @@ impl VaeSpec {
             div: (0..c).map(|i| sf / per(&self.latents_std, 1.0, i) as f32).collect(),
             mean: (0..c).map(|i| per(&self.latents_mean, 0.0, i) as f32).collect(),
         }
+    }
+
+    /// Stateful decode: the latent frames of each graph run for `latent_frames` in all (the first run is the
+    /// first-chunk graph's).
+    pub fn chunks(&self, latent_frames: usize) -> Vec<usize> {
+        let k = self.decode_chunk.unwrap_or(1).max(1);
+        let first = (k + latent_frames % k).min(latent_frames);
+        let mut v = vec![first];
+        v.extend(std::iter::repeat_n(k, (latent_frames - first) / k));
+        v
     }
 
     /// Video frames decoded from `latent_frames`.

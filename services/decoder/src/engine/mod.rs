@@ -8,6 +8,7 @@
 //! reference does: clamp to [-1, 1], then round((x + 1) · 127.5) half to even.
 
 pub mod vae;
+pub mod windowed;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct Generation {
     pub parameters: serde_json::Value,
     /// The job's id, whose tag the watermark's payload carries.
     pub job_id: String,
+    /// The job's seed: bundles whose decoder mixes in noise draw it from this seed's decode-noise stream.
+    pub seed: u64,
 }
 
 /// A decoded, stored video.
@@ -136,14 +139,19 @@ impl Decoder {
             encode: EncodeOptions { qp: (config.qp_min, config.qp_max), ..Default::default() },
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
         };
-        // Two latent frames at the smallest size: the first-frame graph and (stateful) the step graph run, and
-        // every chunk's frame count is checked against the frame rule.
-        let (f, height, width) = this.manifest.probes()[0];
-        let [c, _, h, w] = this.manifest.latent_shape(f, height, width);
-        let zeros = TensorF32::new(vec![c, 2, h, w], vec![0.0; c * 2 * h * w]);
-        this.decode_frames(&zeros, |_, _| Ok(()), |_, _| {})
+        // At the smallest size, the shortest supported video that takes two runs (so a stateful VAE's step graph
+        // runs too; else the shortest): every run's frame count is checked against the frame rule.
+        let (_, height, width) = this.manifest.probes()[0];
+        let mut counts = this.manifest.video.frames.values();
+        counts.sort_unstable();
+        let latent = |f: u32| this.manifest.vae.latent_frames(f as usize);
+        let f = counts.iter().copied().find(|&f| this.vae.chunks(latent(f), this.chunk).len() >= 2);
+        let f = f.or(counts.first().copied()).unwrap_or(this.manifest.video.default_frames);
+        let [c, t, h, w] = this.manifest.latent_shape(f, height, width);
+        let zeros = TensorF32::new(vec![c, t, h, w], vec![0.0; c * t * h * w]);
+        this.decode_frames(&zeros, 0, |_, _| Ok(()), |_, _| {})
             .await
-            .map_err(|e| Error::Inference(format!("warm-up decode of 2 latent frames at {width}x{height}: {e}")))?;
+            .map_err(|e| Error::Inference(format!("warm-up decode of {t} latent frames at {width}x{height}: {e}")))?;
         tracing::info!(watermark = this.watermark.is_some(), c2pa = this.signer.is_some(), "decoder ready");
         Ok(this)
     }
@@ -178,12 +186,14 @@ impl Decoder {
             .map_err(|_| Error::Overloaded { retry_after: std::time::Duration::from_secs(1) })
     }
 
-    /// Runs the VAE over `latents` ([C, T', h, w], scaled) `chunk_latent_frames` at a time and hands every 8-bit
-    /// RGB frame, in order, to `sink(index, frame)`; `progress(done, total)` is called after every chunk. Returns
+    /// Runs the VAE over `latents` ([C, T', h, w], scaled) chunk by chunk (the bundle's decode mode) and hands every
+    /// 8-bit RGB frame, in order, to `sink(index, frame)`; `progress(done, total)` is called after every chunk.
+    /// `seed` is the job's (decoders that mix in noise draw it from the seed's decode-noise stream). Returns
     /// (frames, height, width).
     pub async fn decode_frames(
         &self,
         latents: &TensorF32,
+        seed: u64,
         mut sink: impl FnMut(usize, Vec<u8>) -> Result<(), Error>,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<(usize, usize, usize), Error> {
@@ -193,11 +203,17 @@ impl Decoder {
         let (frames, height, width) = (m.vae.frames_of(t), h * sc, w * sc);
         let mut done = 0;
         let mut cache = None;
-        for (t0, n) in vae::chunks(self.vae.mode(), t, self.chunk) {
-            let z = self.vae.slice(&latents.data, [c, t, h, w], t0, n);
+        let windows = self.vae.windows(t);
+        let mut blender = windows.map(windowed::Blender::new);
+        let noise = self.vae.noisy().then(|| {
+            vidmesh_model::noise::gaussian_stream(seed, vidmesh_model::noise::STREAM_DECODE, latents.data.len())
+        });
+        for (t0, n) in self.vae.chunks(t, self.chunk) {
+            let z = self.vae.slice(&latents.data, [c, t, h, w], t0, n, noise.as_deref());
             let (chunk, next) = self.vae_chunk(z, [c, n, h, w], cache.take()).await?;
             cache = next;
-            let want = vae::expected_frames(m, t0, n);
+            // A window decodes like a video of its own; the blender then decides which frames are final.
+            let want = if windows.is_some() { m.vae.frames_of(n) } else { vae::expected_frames(m, t0, n) };
             if chunk.frames != want || chunk.video.len() != 3 * want * height * width {
                 return Err(Error::Inference(format!(
                     "the VAE decoded latent frames {t0}..{} to {} frames ({} values); expected {want} frames of                      {width}x{height}",
@@ -206,17 +222,29 @@ impl Decoder {
                     chunk.video.len()
                 )));
             }
-            for (i, f) in frames_u8(&chunk.video, chunk.frames, height, width).into_iter().enumerate() {
-                sink(done + i, f)?;
+            let decoded = match blender.as_mut() {
+                None => frames_u8(&chunk.video, chunk.frames, height, width),
+                Some(b) => b
+                    .push(windowed::split(&chunk.video, chunk.frames, height * width))
+                    .iter()
+                    .flat_map(|f| frames_u8(f, 1, height, width))
+                    .collect(),
+            };
+            for f in decoded.into_iter().take(frames - done) {
+                sink(done, f)?;
+                done += 1;
             }
-            done += chunk.frames;
             progress(done, frames);
+        }
+        if done != frames {
+            return Err(Error::Inference(format!("the VAE decoded {done} frames; expected {frames}")));
         }
         Ok((frames, height, width))
     }
 
     /// A PNG of one frame of `latents` ([C, T', h, w], scaled): the first frame decoded from the middle latent
-    /// frame. Returns (png, width, height).
+    /// frame (decode noise, where the bundle has it, from seed 0: a preview is not the result). Returns
+    /// (png, width, height).
     pub async fn preview(&self, latents: &TensorF32) -> Result<(Vec<u8>, usize, usize), Error> {
         let [c, t, h, w] = [latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3]];
         let (mid, plane) = (t / 2, h * w);
@@ -231,7 +259,7 @@ impl Decoder {
             }
             Ok(())
         };
-        let (_, height, width) = self.decode_frames(&one, sink, |_, _| {}).await?;
+        let (_, height, width) = self.decode_frames(&one, 0, sink, |_, _| {}).await?;
         let frame = first.ok_or_else(|| Error::Inference("the VAE returned no frame".into()))?;
         Ok((vidmesh_video::png_frame(width, height, &frame)?, width, height))
     }
@@ -270,7 +298,7 @@ impl Decoder {
             writer.push(&f)?;
             Ok(())
         };
-        self.decode_frames(latents, sink, progress).await?;
+        self.decode_frames(latents, generation.seed, sink, progress).await?;
         let mp4 = tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| Error::Inference(e.to_string()))??;

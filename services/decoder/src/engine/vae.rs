@@ -2,13 +2,17 @@
 //!
 //! - `independent`: each latent frame decodes alone, so the video is decoded `chunk` latent frames at a time
 //!   (exact for any chunk);
-//! - `whole`: the whole latent video in one run (format-1 bundles that do not declare independence);
-//! - `stateful`: a causal VAE with a feature cache (Wan): the first-frame graph decodes latent frame 0 and returns
-//!   the cache; the step graph decodes each later latent frame from the cache and returns the next one. The cache
-//!   values are handed from one run to the next without copies, so memory is flat in the frame count.
+//! - `whole`: the whole latent video in one run (LTX-Video, whose decoder is not causal; format-1 bundles that do
+//!   not declare independence);
+//! - `stateful`: a causal VAE with a feature cache (Wan, CogVideoX): the first-chunk graph decodes the first
+//!   latent frames (Wan: 1; CogVideoX: `decode_chunk + T mod decode_chunk`) and returns the cache; the step graph
+//!   decodes each later `decode_chunk` latent frames from the cache and returns the next one. The cache values are
+//!   handed from one run to the next without copies, so memory is flat in the frame count.
 //!
-//! Invariant: latents are unnormalised once, per channel, `z = x / div[c] + mean[c]` in f32 ([`LatentNorm`]);
-//! chunks come out in order and together hold exactly `vae.frames_of(latent frames)` frames.
+//! Invariant: latents are unnormalised once, per channel, `z = x / div[c] + mean[c]` in f32 ([`LatentNorm`]), then,
+//! for a timestep-conditioned decoder with `decode_noise_scale` s, mixed `z ← (1 − s)·z + s·noise` with the
+//! seed's decode-noise stream (same layout as the latents); chunks come out in order and together hold exactly
+//! `vae.frames_of(latent frames)` frames.
 
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +31,14 @@ pub struct Vae {
     names: VaeNames,
     cache: Vec<(String, String)>,
     norm: LatentNorm,
+    /// Stateful: latent frames per step-graph run.
+    decode_chunk: usize,
+    /// The decoder's timestep input value (timestep-conditioned decoders).
+    timestep: Option<f32>,
+    /// Weight of the decode noise (0: none).
+    noise_scale: f32,
+    /// Windowed decode's geometry.
+    windows: Option<super::windowed::Windows>,
 }
 
 /// The feature cache between two stateful runs.
@@ -58,7 +70,41 @@ impl Vae {
             names: m.vae.names.clone(),
             cache: m.vae.cache.iter().map(|c| (c.input.clone(), c.output.clone())).collect(),
             norm: m.vae.norm(),
+            decode_chunk: m.vae.decode_chunk.unwrap_or(1).max(1),
+            timestep: m.vae.decode_timestep.map(|t| t as f32),
+            noise_scale: m.vae.decode_noise_scale.unwrap_or(0.0) as f32,
+            windows: (m.vae.decode_mode() == DecodeMode::Windowed).then(|| super::windowed::Windows {
+                window: m.vae.window.unwrap_or(1),
+                stride: m.vae.window_stride.unwrap_or(1),
+                blend: m.vae.window_blend.unwrap_or(0),
+                temporal: m.vae.temporal_compression,
+            }),
         })
+    }
+
+    /// The windowing of a video of `t` latent frames, when it is decoded in blended windows.
+    pub fn windows(&self, t: usize) -> Option<super::windowed::Windows> {
+        self.windows.filter(|w| w.applies(t))
+    }
+
+    /// Whether decoding mixes in seeded noise (then [`Vae::slice`] needs it).
+    pub fn noisy(&self) -> bool {
+        self.noise_scale > 0.0
+    }
+
+    /// The chunks (start, latent frames) a video of `t` latent frames is decoded in; `chunk` is the decoder's
+    /// configured chunk for `independent` VAEs.
+    pub fn chunks(&self, t: usize, chunk: usize) -> Vec<(usize, usize)> {
+        match self.mode {
+            DecodeMode::Whole => vec![(0, t)],
+            DecodeMode::Windowed => self.windows.map_or(vec![(0, t)], |w| w.chunks(t)),
+            DecodeMode::Stateful => {
+                let k = self.decode_chunk;
+                let first = (k + t % k).min(t);
+                std::iter::once((0, first)).chain((first..t).step_by(k).map(|t0| (t0, k))).collect()
+            }
+            DecodeMode::Independent => (0..t).step_by(chunk.max(1)).map(|t0| (t0, chunk.max(1).min(t - t0))).collect(),
+        }
     }
 
     /// The decode mode.
@@ -66,15 +112,23 @@ impl Vae {
         self.mode
     }
 
-    /// Latent frames `[t0, t0 + n)` of `latents` ([C, T', h, w], scaled), unnormalised, as [C, n, h, w].
-    pub fn slice(&self, latents: &[f32], shape: [usize; 4], t0: usize, n: usize) -> Vec<f32> {
+    /// Latent frames `[t0, t0 + n)` of `latents` ([C, T', h, w], scaled), unnormalised (and mixed with `noise`, the
+    /// whole video's decode noise, when the bundle says), as [C, n, h, w].
+    pub fn slice(&self, latents: &[f32], shape: [usize; 4], t0: usize, n: usize, noise: Option<&[f32]>) -> Vec<f32> {
         let [c, t, h, w] = shape;
         let plane = h * w;
+        let s = self.noise_scale;
         let mut z = Vec::with_capacity(c * n * plane);
         for ch in 0..c {
             let (div, mean) = (self.norm.div[ch], self.norm.mean[ch]);
             let base = (ch * t + t0) * plane;
-            z.extend(latents[base..base + n * plane].iter().map(|x| x / div + mean));
+            let range = base..base + n * plane;
+            match noise {
+                Some(noise) if s > 0.0 => z.extend(
+                    latents[range.clone()].iter().zip(&noise[range]).map(|(x, e)| (1.0 - s) * (x / div + mean) + s * e),
+                ),
+                _ => z.extend(latents[range].iter().map(|x| x / div + mean)),
+            }
         }
         z
     }
@@ -85,6 +139,10 @@ impl Vae {
         let [c, n, h, w] = shape;
         let input = ort::value::Tensor::from_array(([1, c, n, h, w], z)).map_err(|e| e.to_string())?;
         let mut inputs = ort::inputs![self.names.latents.as_str() => input];
+        if let Some(t) = self.timestep {
+            let t = ort::value::Tensor::from_array(([1usize], vec![t])).map_err(|e| e.to_string())?;
+            inputs.push((self.names.timestep.as_str().into(), t.into()));
+        }
         let session = match cache {
             None => &self.first,
             Some(Cache(values)) => {
@@ -113,15 +171,6 @@ impl Vae {
             None
         };
         Ok((chunk, next))
-    }
-}
-
-/// The chunks (start, latent frames) a video of `t` latent frames is decoded in.
-pub fn chunks(mode: DecodeMode, t: usize, chunk: usize) -> Vec<(usize, usize)> {
-    match mode {
-        DecodeMode::Whole | DecodeMode::Windowed => vec![(0, t)],
-        DecodeMode::Stateful => (0..t).map(|i| (i, 1)).collect(),
-        DecodeMode::Independent => (0..t).step_by(chunk.max(1)).map(|t0| (t0, chunk.max(1).min(t - t0))).collect(),
     }
 }
 

@@ -69,12 +69,18 @@ pub struct Job {
     pub cond: Vec<f32>,
     /// Prompt mask (max_tokens).
     pub cond_mask: Vec<i64>,
-    /// Negative-prompt states and mask; `None` when guidance is 1 (one row per step).
+    /// The prompt's pooled vector (DiTs with pooled text; empty otherwise).
+    pub cond_pooled: Vec<f32>,
+    /// Negative-prompt states and mask; `None` when guidance is 1 or embedded (one row per step).
     pub uncond: Option<(Vec<f32>, Vec<i64>)>,
+    /// The negative prompt's pooled vector (with `uncond`, for DiTs with pooled text).
+    pub uncond_pooled: Vec<f32>,
     /// CFG scale (of the first transformer).
     pub guidance: f32,
     /// CFG scale of the second transformer (bundles with `[dit2]`).
     pub guidance2: f32,
+    /// Frame rate, for DiTs with an `fps` extra input.
+    pub fps: f32,
     /// Whether the device-resident loop can step this job's scheduler (its update is the 3-term linear form).
     pub device_loop: bool,
     /// Noise levels.
@@ -128,6 +134,8 @@ pub struct LoopParams {
     pub separate: bool,
     /// With a second transformer: steps whose timestep is below this run on it.
     pub boundary: Option<f32>,
+    /// CogVideoX's dynamic CFG (`scheduler.dynamic_cfg`).
+    pub dynamic_cfg: bool,
 }
 
 impl LoopParams {
@@ -144,7 +152,8 @@ impl LoopParams {
 
     /// The CFG scale of `job`'s current step.
     pub fn guidance(&self, job: &Job) -> f32 {
-        if self.expert(job) == 1 { job.guidance2 } else { job.guidance }
+        let g = if self.expert(job) == 1 { job.guidance2 } else { job.guidance };
+        job.schedule.guidance(job.clock.step, g, self.dynamic_cfg)
     }
 }
 
@@ -290,6 +299,9 @@ fn host_step(
         hidden: p.hidden,
         states: Vec::with_capacity(rows * p.tokens * p.hidden),
         mask: Vec::with_capacity(rows * p.tokens),
+        fps: Vec::with_capacity(rows),
+        guidance: Vec::with_capacity(rows),
+        pooled: Vec::new(),
     };
     let v = if p.separate {
         // Cond rows, then uncond rows, as two runs (diffusers' Wan pipeline); the output is laid out as below.
@@ -334,12 +346,18 @@ fn push_rows(batch: &mut DitBatch, job: &Job, p: &LoopParams, both: bool) {
     batch.timesteps.push(t);
     batch.states.extend_from_slice(&job.cond);
     batch.mask.extend_from_slice(&job.cond_mask);
+    batch.fps.push(job.fps);
+    batch.guidance.push(p.guidance(job));
+    batch.pooled.extend_from_slice(&job.cond_pooled);
     batch.rows += 1;
     if let (true, Some((states, mask))) = (both, &job.uncond) {
         batch.latents.extend_from_slice(&job.x);
         batch.timesteps.push(t);
         batch.states.extend_from_slice(states);
         batch.mask.extend_from_slice(mask);
+        batch.fps.push(job.fps);
+        batch.guidance.push(p.guidance(job));
+        batch.pooled.extend_from_slice(&job.uncond_pooled);
         batch.rows += 1;
     }
 }
@@ -355,6 +373,9 @@ fn split_rows(active: &[Job], picked: &[usize], p: &LoopParams, shape: [usize; 4
         hidden: p.hidden,
         states: Vec::new(),
         mask: Vec::new(),
+        fps: Vec::new(),
+        guidance: Vec::new(),
+        pooled: Vec::new(),
     };
     let (mut cond, mut uncond) = (empty(), empty());
     for &i in picked {
@@ -365,6 +386,9 @@ fn split_rows(active: &[Job], picked: &[usize], p: &LoopParams, shape: [usize; 4
             uncond.timesteps.push(p.timestep(job));
             uncond.states.extend_from_slice(states);
             uncond.mask.extend_from_slice(mask);
+            uncond.fps.push(job.fps);
+            uncond.guidance.push(p.guidance(job));
+            uncond.pooled.extend_from_slice(&job.uncond_pooled);
             uncond.rows += 1;
         }
     }

@@ -7,7 +7,7 @@
 pub mod batcher;
 pub mod dit;
 pub mod metrics;
-pub mod noise;
+pub use vidmesh_model::noise;
 pub mod resident;
 pub mod scheduler;
 
@@ -25,15 +25,34 @@ pub use batcher::Event;
 use batcher::{Clock, Job, LoopParams};
 use scheduler::{Kind, Prediction, Scheduler};
 
+/// One prompt's text states as the text-encoder gave them.
+#[derive(Debug, Clone)]
+pub struct TextStates {
+    /// [rows, hidden], rows ≤ max_tokens (= max_tokens where the bundle keeps padding states).
+    pub states: Vec<f32>,
+    /// Leading rows that are real tokens (the DiT's text mask).
+    pub real_tokens: usize,
+    /// The second encoder's pooled vector, for DiTs that take pooled text (empty otherwise).
+    pub pooled: Vec<f32>,
+}
+
+impl TextStates {
+    /// States whose every row is a real token, without a pooled vector.
+    pub fn real(states: Vec<f32>, hidden: usize) -> Self {
+        let real_tokens = states.len() / hidden.max(1);
+        Self { states, real_tokens, pooled: Vec::new() }
+    }
+}
+
 /// A request after validation (the server checked shapes and ranges against the manifest).
 #[derive(Debug, Clone)]
 pub struct Request {
     /// Latent shape [C, T', h, w].
     pub latent_shape: [usize; 4],
-    /// Prompt states [tokens, hidden], tokens ≤ max_tokens.
-    pub prompt: Vec<f32>,
+    /// Prompt states.
+    pub prompt: TextStates,
     /// Negative-prompt states; required when guidance != 1.
-    pub negative: Option<Vec<f32>>,
+    pub negative: Option<TextStates>,
     /// Noise seed.
     pub seed: u64,
     /// Steps of the full schedule.
@@ -44,6 +63,8 @@ pub struct Request {
     pub shift: f32,
     /// Scheduler.
     pub kind: Kind,
+    /// Frame rate (DiTs with an `fps` extra input are conditioned on it).
+    pub fps: u32,
     /// Starting latents and strength in (0, 1].
     pub init: Option<(Vec<f32>, f32)>,
     /// Preview period (0 = none).
@@ -87,7 +108,10 @@ impl Denoiser {
         let dits = m
             .dits()
             .into_iter()
-            .map(|(key, d)| Ok(dit::Dit::new(onnx.checked_session(&bundle, key, &d.component)?, d.names.clone())))
+            .map(|(key, d)| {
+                let session = onnx.checked_session(&bundle, key, &d.component)?;
+                Ok(dit::Dit::new(session, d.names.clone(), d.extra_inputs.clone()))
+            })
             .collect::<Result<Vec<_>, Error>>()?;
         let cuda = onnx.provider() == vidmesh_model::ExecutionProvider::Cuda;
         let mut io_binding = match config.io_binding {
@@ -96,8 +120,10 @@ impl Denoiser {
             IoBinding::Off => false,
         };
         // The device-resident loop binds the format-1 tensor names and one transformer with a text mask.
-        let resident_fits =
-            m.dit2.is_none() && m.dit.names == vidmesh_model::DitNames::default() && m.text_encoder.dit_mask;
+        let resident_fits = m.dit2.is_none()
+            && m.dit.names == vidmesh_model::DitNames::default()
+            && m.dit.extra_inputs.is_empty()
+            && m.text_encoder.dit_mask;
         if io_binding && !resident_fits {
             tracing::warn!(
                 "io_binding: this bundle's DiT (names, no text mask or two transformers) steps on the host path"
@@ -120,6 +146,7 @@ impl Denoiser {
             rounding: m.dit.timestep_rounding,
             separate: m.dit.guidance == vidmesh_model::GuidanceMode::CfgSeparate,
             boundary: m.dit2.as_ref().map(|d| (d.boundary_ratio * 1000.0) as f32),
+            dynamic_cfg: m.scheduler.dynamic_cfg,
         };
         let (tx, rx) = sync_channel(config.batching.max_requests.max(1));
         let thread_metrics = metrics.clone();
@@ -147,15 +174,20 @@ impl Denoiser {
         // With shift 1, an N-step schedule's last timestep is about 1000/N: enough steps to cross the boundary.
         let steps = self.manifest.dit2.as_ref().map_or(1, |d| (1.0 / d.boundary_ratio).ceil() as u32 + 1);
         for (frames, height, width) in self.manifest.probes() {
+            let rows =
+                if self.manifest.text_encoder.zero_pad_states { 1 } else { self.manifest.text_encoder.max_tokens };
+            let pooled = vec![0.0; self.manifest.text_encoder_2.as_ref().map_or(0, |t| t.pooled_size)];
+            let text = TextStates { states: vec![0.0; rows * hidden], real_tokens: 1, pooled };
             let req = Request {
                 latent_shape: self.manifest.latent_shape(frames, height, width),
-                prompt: vec![0.0; hidden],
-                negative: Some(vec![0.0; hidden]),
+                prompt: text.clone(),
+                negative: Some(text),
                 seed: 0,
                 steps,
                 guidance: 2.0,
                 shift: 1.0,
                 kind: Kind::parse(&self.manifest.scheduler.kind).unwrap_or(Kind::FlowMatchEuler),
+                fps: self.manifest.video.default_fps,
                 init: None,
                 preview_every: 0,
                 deadline: None,
@@ -185,13 +217,13 @@ impl Denoiser {
         Ok(())
     }
 
-    fn pad(&self, states: &[f32]) -> (Vec<f32>, Vec<i64>) {
+    /// States padded with zero rows to max_tokens, and the mask of their real tokens.
+    fn pad(&self, text: &TextStates) -> (Vec<f32>, Vec<i64>) {
         let (tokens, hidden) = (self.manifest.text_encoder.max_tokens, self.manifest.text_encoder.hidden_size);
-        let real = states.len() / hidden;
         let mut padded = vec![0.0; tokens * hidden];
-        padded[..states.len()].copy_from_slice(states);
+        padded[..text.states.len()].copy_from_slice(&text.states);
         let mut mask = vec![0i64; tokens];
-        mask[..real].fill(1);
+        mask[..text.real_tokens.min(tokens)].fill(1);
         (padded, mask)
     }
 
@@ -209,27 +241,36 @@ impl Denoiser {
         let n: usize = req.latent_shape.iter().product();
         let run = req.steps_to_run() as usize;
         let noise = noise::gaussian(req.seed, n);
+        let opts = scheduler::Options::for_request(&self.manifest, req.latent_shape, req.seed);
         let (schedule, x) = match &req.init {
-            None => (Scheduler::new(req.kind, self.prediction, req.steps, req.shift, 0), noise),
+            None => (Scheduler::with_options(req.kind, self.prediction, req.steps, req.shift, 0, &opts), noise),
             Some((init, _)) => {
-                let s = Scheduler::new(req.kind, self.prediction, req.steps, req.shift, req.steps as usize - run);
+                let skip = req.steps as usize - run;
+                let s = Scheduler::with_options(req.kind, self.prediction, req.steps, req.shift, skip, &opts);
                 let x = s.noised(init, &noise);
                 (s, x)
             }
         };
         let (cond, cond_mask) = self.pad(&req.prompt);
         let guidance2 = self.manifest.dit2.as_ref().map_or(req.guidance, |d| d.guidance_scale);
-        let uncond =
-            if req.guidance == 1.0 && guidance2 == 1.0 { None } else { req.negative.as_deref().map(|s| self.pad(s)) };
+        // Embedded guidance (the scale is a DiT input) and a scale of 1 run one row per step.
+        let embedded = self.manifest.dit.guidance == vidmesh_model::GuidanceMode::Embedded;
+        let one_row = embedded || (req.guidance == 1.0 && guidance2 == 1.0);
+        let uncond = if one_row { None } else { req.negative.as_ref().map(|s| self.pad(s)) };
+        let uncond_pooled =
+            if one_row { Vec::new() } else { req.negative.as_ref().map(|s| s.pooled.clone()).unwrap_or_default() };
         let (events, rx) = unbounded_channel();
         let job = Job {
             id: self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             latent_shape: req.latent_shape,
             cond,
             cond_mask,
+            cond_pooled: req.prompt.pooled.clone(),
             uncond,
+            uncond_pooled,
             guidance: req.guidance,
             guidance2,
+            fps: req.fps as f32,
             device_loop: req.kind.device_loop(),
             schedule,
             x,

@@ -4,7 +4,10 @@
 //! arithmetic in f32 in the same order as diffusers does with torch.
 //!
 //! - `flow_match_euler` (rectified flow; diffusers FlowMatchEulerDiscreteScheduler with static shift, sigmas
-//!   `u_i = 1 - i/N` shifted): `x += (sigma_{i+1} - sigma_i)·v`.
+//!   `u_i = 1 - i/N` shifted): `x += (sigma_{i+1} - sigma_i)·v`. With a resolution-dependent μ
+//!   ([`Options::mu`]) and optional terminal stretch it is LTX-Video's schedule instead ([`dynamic_flow_sigmas`]).
+//! - `cogvideox_ddim`, `cogvideox_dpm` (CogVideoX's DDIM and stochastic DPM-Solver++ variants on zero-terminal-SNR
+//!   v-prediction): see [`cogvideox`].
 //! - `flow_match_dpmpp_2m` (diffusers DPMSolverMultistepScheduler, dpmsolver++, order 2, midpoint,
 //!   `use_flow_sigmas`, `flow_shift`, final sigma 0): data-prediction multistep solver for flow models.
 //! - `ddim` (DDIMScheduler, eta 0, SD configuration: scaled-linear betas 0.00085..0.012 over 1000 steps,
@@ -55,12 +58,15 @@ pub enum Kind {
     Dpmpp2m,
     /// UniPC (bh2, order 2, predictor-corrector) on flow sigmas, as Wan 2.1 / 2.2 sample (flow models).
     UniPcFlow,
+    /// CogVideoX's DDIM (CogVideoX 2B; v models).
+    CogVideoXDdim,
+    /// CogVideoX's stochastic DPM-Solver++ (CogVideoX 5B / 1.5; v models).
+    CogVideoXDpm,
 }
 
 impl Kind {
     /// Every accepted name, for error messages.
-    pub const NAMES: &'static [&'static str] =
-        &["flow_match_euler", "flow_match_dpmpp_2m", "ddim", "dpmpp_2m", "unipc_flow"];
+    pub const NAMES: &'static [&'static str] = vidmesh_model::SCHEDULERS;
 
     /// Parses a manifest/request name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -70,6 +76,8 @@ impl Kind {
             "ddim" => Some(Self::Ddim),
             "dpmpp_2m" => Some(Self::Dpmpp2m),
             "unipc_flow" => Some(Self::UniPcFlow),
+            "cogvideox_ddim" => Some(Self::CogVideoXDdim),
+            "cogvideox_dpm" => Some(Self::CogVideoXDpm),
             _ => None,
         }
     }
@@ -80,6 +88,7 @@ impl Kind {
             (self, prediction),
             (Self::FlowMatchEuler | Self::FlowMatchDpmpp2m | Self::UniPcFlow, Prediction::FlowVelocity)
                 | (Self::Ddim | Self::Dpmpp2m, Prediction::Epsilon | Prediction::V)
+                | (Self::CogVideoXDdim | Self::CogVideoXDpm, Prediction::V)
         )
     }
 
@@ -88,11 +97,14 @@ impl Kind {
     /// its predictor/corrector the two previous clean estimates (not linear in x, m and one previous estimate);
     /// such jobs run on the host, calling [`Scheduler::step`].
     pub fn device_loop(self) -> bool {
-        !matches!(self, Self::UniPcFlow)
+        !matches!(self, Self::UniPcFlow | Self::CogVideoXDdim | Self::CogVideoXDpm)
     }
 }
 
+pub mod cogvideox;
 mod unipc;
+
+use cogvideox::Cog;
 
 use unipc::unipc_flow_sigmas;
 
@@ -131,6 +143,60 @@ pub fn flow_sigmas(steps: u32, shift: f32) -> Vec<f32> {
         .collect();
     s.push(0.0);
     s
+}
+
+/// LTX-Video's sigmas (`steps + 1`, ending at 0) as LTXPipeline builds them: numpy linspace(1, 1/N, N) in f64
+/// rounded to f32, the exponential time shift e^μ / (e^μ + 1/σ − 1) in f32, then — with `terminal` — stretched
+/// so the last is `terminal`: 1 − (1 − σ)/((1 − σ_last)/(1 − terminal)), in f32.
+pub fn dynamic_flow_sigmas(steps: u32, mu: f64, terminal: Option<f64>) -> Vec<f32> {
+    let n = steps.max(1) as usize;
+    let (start, stop) = (1.0f64, 1.0 / n as f64);
+    let step = if n > 1 { (stop - start) / (n - 1) as f64 } else { 0.0 };
+    let e = mu.exp() as f32;
+    let mut s: Vec<f32> = (0..n)
+        .map(|i| if n > 1 && i == n - 1 { stop } else { i as f64 * step + start })
+        .map(|u| {
+            let u = u as f32;
+            e / (e + (1.0 / u - 1.0))
+        })
+        .collect();
+    if let Some(t) = terminal {
+        let scale = (1.0 - s[n - 1]) / (1.0 - t) as f32;
+        for v in &mut s {
+            *v = 1.0 - (1.0 - *v) / scale;
+        }
+    }
+    s.push(0.0);
+    s
+}
+
+/// Family settings of a schedule beyond kind, steps and shift (manifest `[scheduler]`, request seed).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Options {
+    /// μ of a resolution-dependent shift (`flow_match_euler`; replaces the static shift).
+    pub mu: Option<f64>,
+    /// The last sigma the shifted schedule is stretched to (`flow_match_euler` with `mu`).
+    pub shift_terminal: Option<f64>,
+    /// The cogvideox kinds' SNR shift (1 when unset).
+    pub snr_shift_scale: Option<f64>,
+    /// Seed of a stochastic sampler's per-step noise (`cogvideox_dpm`).
+    pub seed: u64,
+}
+
+impl Options {
+    /// The options of a request of `latent_shape` and `seed` on bundle `m` (μ from its latent token count where
+    /// the bundle's shift is dynamic).
+    pub fn for_request(m: &vidmesh_model::Manifest, latent_shape: [usize; 4], seed: u64) -> Self {
+        let s = &m.scheduler;
+        let [_, t, h, w] = latent_shape;
+        let [pt, ph, pw] = m.dit.patch_size;
+        Self {
+            mu: s.dynamic_shift.map(|d| d.mu((t / pt) * (h / ph) * (w / pw))),
+            shift_terminal: s.shift_terminal,
+            snr_shift_scale: s.snr_shift_scale,
+            seed,
+        }
+    }
 }
 
 /// DPM-Solver's flow sigmas (`use_flow_sigmas`): numpy linspace(1, 1/1000, N+1), shifted, reversed, last dropped.
@@ -189,6 +255,10 @@ pub struct Scheduler {
     last_sample: Option<Vec<f32>>,
     /// UniPC: the order of the previous step's predictor (the order of this step's corrector).
     last_order: usize,
+    /// The cogvideox kinds' state.
+    cog: Option<Cog>,
+    /// Steps skipped at the start (strength < 1): step i here is step `skip + i` of the full schedule.
+    skip: usize,
 }
 
 impl Scheduler {
@@ -198,12 +268,31 @@ impl Scheduler {
     /// no multistep history (the first step taken is first order, as at the start of a full run; the last-steps
     /// order reduction still counts from the end of the full schedule).
     pub fn new(kind: Kind, prediction: Prediction, steps: u32, shift: f32, skip: usize) -> Self {
-        let n = steps as usize;
+        Self::with_options(kind, prediction, steps, shift, skip, &Options::default())
+    }
+
+    /// [`Scheduler::new`] with a family's [`Options`].
+    pub fn with_options(kind: Kind, prediction: Prediction, steps: u32, shift: f32, skip: usize, o: &Options) -> Self {
+        let mut n = steps as usize;
         let mut int_timesteps = vec![];
+        let mut cog = None;
         let (timesteps, sigmas, alphas) = match kind {
             Kind::FlowMatchEuler => {
-                let s = flow_sigmas(steps, shift);
+                let s = match o.mu {
+                    Some(mu) => dynamic_flow_sigmas(steps, mu, o.shift_terminal),
+                    None => flow_sigmas(steps, shift),
+                };
                 (s[..n].to_vec(), s, vec![])
+            }
+            Kind::CogVideoXDdim | Kind::CogVideoXDpm => {
+                let c = Cog::new(kind == Kind::CogVideoXDpm, n, o.snr_shift_scale.unwrap_or(1.0), 0, o.seed);
+                n = c.timesteps.len();
+                let mut alphas: Vec<f32> = (0..n).map(|j| c.alpha_at(j) as f32).collect();
+                alphas.push(1.0);
+                let sigmas = alphas.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
+                int_timesteps.clone_from(&c.timesteps);
+                cog = Some(c);
+                (int_timesteps.iter().map(|&t| t as f32).collect(), sigmas, alphas)
             }
             Kind::FlowMatchDpmpp2m => {
                 let s = dpm_flow_sigmas(n, f64::from(shift));
@@ -251,6 +340,17 @@ impl Scheduler {
             prev2_x0: None,
             last_sample: None,
             last_order: 0,
+            cog: cog.map(|c| c.starting_at(skip)),
+            skip,
+        }
+    }
+
+    /// The CFG scale of step `i` for a request's `guidance`: as given, or CogVideoX's dynamic CFG where the
+    /// bundle's `scheduler.dynamic_cfg` is set (cogvideox kinds only; others ignore `dynamic`).
+    pub fn guidance(&self, i: usize, guidance: f32, dynamic: bool) -> f32 {
+        match (&self.cog, dynamic) {
+            (Some(c), true) => c.dynamic_guidance(self.skip + i, guidance),
+            _ => guidance,
         }
     }
 
@@ -269,7 +369,7 @@ impl Scheduler {
     pub fn timestep(&self, i: usize, timestep_scale: f32) -> f32 {
         match self.kind {
             Kind::FlowMatchEuler | Kind::FlowMatchDpmpp2m | Kind::UniPcFlow => self.timesteps[i] * timestep_scale,
-            Kind::Ddim | Kind::Dpmpp2m => self.timesteps[i],
+            Kind::Ddim | Kind::Dpmpp2m | Kind::CogVideoXDdim | Kind::CogVideoXDpm => self.timesteps[i],
         }
     }
 
@@ -304,6 +404,9 @@ impl Scheduler {
 
     /// The clean-latent estimate at step `i` from the model output.
     pub fn x0(&self, i: usize, x: &[f32], out: &[f32]) -> Vec<f32> {
+        if let Some(c) = &self.cog {
+            return c.x0(self.skip + i, x, out);
+        }
         match (self.kind, self.prediction) {
             (Kind::Ddim, p) => self.ddim_x0_eps(i, x, out, p).0,
             (_, Prediction::FlowVelocity) => {
@@ -352,6 +455,12 @@ impl Scheduler {
             }
             Kind::FlowMatchDpmpp2m | Kind::Dpmpp2m => self.dpmpp_2m(i, x, out),
             Kind::UniPcFlow => self.unipc(i, x, out),
+            Kind::CogVideoXDdim | Kind::CogVideoXDpm => {
+                let skip = self.skip;
+                if let Some(c) = self.cog.as_mut() {
+                    c.step(skip + i, x, out);
+                }
+            }
         }
     }
 
@@ -425,6 +534,14 @@ impl Scheduler {
             Kind::UniPcFlow => {
                 let (c_x, c_m, ..) = self.unipc_constants(i, i + 1);
                 (c_x - c_m * p, -c_m * q, 0.0)
+            }
+            // Not device-loop kinds (their steps read ᾱ at non-adjacent timesteps and, for DPM, add noise); as
+            // for UniPC, a caller that asks anyway gets a plain DDIM step between this step's ᾱ and the next's.
+            Kind::CogVideoXDdim | Kind::CogVideoXDpm => {
+                let ap = self.alphas[i + 1];
+                let (c0, c1) = (ap.sqrt(), (1.0 - ap).sqrt());
+                let (sa, sb) = (self.alphas[i].sqrt(), (1.0 - self.alphas[i]).sqrt());
+                (c0 * sa + c1 * sb, c1 * sa - c0 * sb, 0.0)
             }
             Kind::Ddim => {
                 let ap = self.alphas[i + 1];
@@ -544,7 +661,8 @@ mod tests {
         assert!(!Kind::UniPcFlow.supports(Prediction::Epsilon) && !Kind::UniPcFlow.supports(Prediction::V));
         for n in Kind::NAMES {
             let kind = Kind::parse(n);
-            assert!(kind.is_some_and(|k| k.device_loop() == (k != Kind::UniPcFlow)), "{n}");
+            let host_only = [Kind::UniPcFlow, Kind::CogVideoXDdim, Kind::CogVideoXDpm];
+            assert!(kind.is_some_and(|k| k.device_loop() == !host_only.contains(&k)), "{n}");
         }
     }
 }

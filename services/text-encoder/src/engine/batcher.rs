@@ -3,7 +3,9 @@
 //! the batch's longest prompt, or to `max_tokens` when the bundle says `padding = "max_length"`) with the
 //! tokenizer's pad id and attention mask 0, and each job gets back exactly its own real-length rows (padding never
 //! leaks: the encoder masks padded keys, so a prompt's states do not depend on its batch-mates beyond float
-//! rounding).
+//! rounding) — or, with `keep_padding` (bundles whose DiT sees the padding states; always padded to max_tokens), all
+//! max_tokens rows of its own. With `crop`, the first `crop` rows (a prompt template's) are dropped. A `pooled`
+//! layout (a second encoder) returns one vector per prompt instead.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
@@ -55,6 +57,13 @@ pub struct Layout {
     pub pad_id: i64,
     /// Whether the encoder sees the real mask (`false`: all ones).
     pub encoder_mask: bool,
+    /// Return every row, padding included (`text_encoder.zero_pad_states = false`).
+    pub keep_padding: bool,
+    /// Rows dropped from the front of every result (`text_encoder.crop_start`).
+    pub crop: usize,
+    /// The output is one pooled vector per prompt ([batch, hidden]; `names.hidden_states` names it) and the graph
+    /// takes no attention mask.
+    pub pooled: bool,
     /// The graph's tensor names.
     pub names: vidmesh_model::TextEncoderNames,
 }
@@ -138,18 +147,30 @@ fn run_batch(session: &mut Session, jobs: &[Job], layout: &Layout) -> Result<Vec
         mask[i * l..i * l + job.ids.len()].fill(1);
     }
     let ids = ort::value::Tensor::from_array(([b, l], ids)).map_err(|e| e.to_string())?;
-    let mask = ort::value::Tensor::from_array(([b, l], mask)).map_err(|e| e.to_string())?;
     let n = &layout.names;
-    let outputs = session
-        .run(ort::inputs![n.input_ids.as_str() => ids, n.attention_mask.as_str() => mask])
-        .map_err(|e| e.to_string())?;
+    let mut inputs = ort::inputs![n.input_ids.as_str() => ids];
+    if !layout.pooled {
+        let mask = ort::value::Tensor::from_array(([b, l], mask)).map_err(|e| e.to_string())?;
+        inputs.push((n.attention_mask.as_str().into(), mask.into()));
+    }
+    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
     let (shape, data) = outputs[n.hidden_states.as_str()].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    if layout.pooled {
+        if shape.len() != 2 || shape[0] as usize != b || shape[1] as usize != hidden {
+            return Err(format!("{} has shape {shape:?}, expected [{b}, {hidden}]", n.hidden_states));
+        }
+        return Ok(data.chunks_exact(hidden).map(<[f32]>::to_vec).collect());
+    }
     if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != l || shape[2] as usize != hidden {
         return Err(format!("hidden_states has shape {shape:?}, expected [{b}, {l}, {hidden}]"));
     }
+    let crop = layout.crop.min(l);
     Ok(jobs
         .iter()
         .enumerate()
-        .map(|(i, job)| data[i * l * hidden..(i * l + job.ids.len()) * hidden].to_vec())
+        .map(|(i, job)| {
+            let end = if layout.keep_padding { l } else { job.ids.len().max(crop) };
+            data[(i * l + crop) * hidden..(i * l + end) * hidden].to_vec()
+        })
         .collect())
 }

@@ -23,14 +23,17 @@ use tokenize::Tokenizer;
 /// One prompt's encoding.
 #[derive(Debug, PartialEq)]
 pub struct Encoded {
-    /// Token ids, special tokens included.
+    /// Token ids, special tokens included (after the template's cropped tokens, where the bundle crops).
     pub ids: Vec<i64>,
-    /// Hidden states [ids.len(), hidden] row-major.
+    /// Hidden states [rows, hidden] row-major: rows = ids.len(), or max_tokens when the bundle keeps the padding
+    /// states (`zero_pad_states = false`).
     pub states: Vec<f32>,
     /// Whether the prompt was cut to max_tokens.
     pub truncated: bool,
     /// Token count before cutting.
     pub original_tokens: usize,
+    /// The second encoder's pooled vector (bundles with `[text_encoder_2]`).
+    pub pooled: Option<Vec<f32>>,
 }
 
 /// A result and whether it came from the cache.
@@ -40,6 +43,10 @@ pub type Hit = (Arc<Encoded>, bool);
 pub struct Encoder {
     tokenizer: Tokenizer,
     batcher: Batcher,
+    /// `[text_encoder_2]`: its tokenizer and model thread.
+    second: Option<(Tokenizer, Batcher)>,
+    /// Leading tokens (a template's) whose rows the encoder drops.
+    crop: usize,
     cache: Option<Mutex<LruCache<String, Arc<Encoded>>>>,
     empty: Arc<Encoded>,
     /// Width of the hidden states.
@@ -61,7 +68,11 @@ impl Encoder {
     pub fn load(config: &Config, onnx: &Onnx, registry: &Registry) -> Result<Self, Error> {
         let bundle = config.model.open(&[Part::TextEncoder])?;
         let spec = &bundle.manifest.text_encoder;
-        let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.max_tokens, spec.prompt_clean)?;
+        let prepare = {
+            let spec = spec.clone();
+            move |p: &str| spec.prepare(p)
+        };
+        let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.token_limit(), prepare)?;
         let session = onnx.checked_session(&bundle, "text_encoder", &spec.component)?;
         let buckets = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
         let metrics = BatchMetrics {
@@ -90,21 +101,49 @@ impl Encoder {
         };
         let layout = batcher::Layout {
             hidden: spec.hidden_size,
-            pad_to: (spec.padding == vidmesh_model::Padding::MaxLength).then_some(spec.max_tokens),
+            pad_to: (spec.padding == vidmesh_model::Padding::MaxLength).then_some(spec.token_limit()),
             pad_id: tokenizer.pad_id(),
             encoder_mask: spec.encoder_mask,
+            keep_padding: !spec.zero_pad_states,
+            crop: spec.crop_start,
+            pooled: false,
             names: spec.names.clone(),
         };
-        let batcher = Batcher::spawn(session, layout, limits, metrics)
+        let batcher = Batcher::spawn(session, layout, limits, metrics.clone())
             .map_err(|e| Error::Inference(format!("cannot start the model thread: {e}")))?;
-        let ids = tokenizer.tokenize(0, "", false)?.ids;
-        let states = futures::executor::block_on(batcher.encode(ids.clone()))?;
-        let original_tokens = ids.len();
-        let empty = Arc::new(Encoded { ids, states, truncated: false, original_tokens });
+        let second = match &bundle.manifest.text_encoder_2 {
+            None => None,
+            Some(t2) => {
+                let tok = Tokenizer::load(&bundle.path(&t2.tokenizer), t2.max_tokens, str::to_string)?;
+                let session = onnx.checked_session(&bundle, "text_encoder_2", &t2.component)?;
+                let layout = batcher::Layout {
+                    hidden: t2.pooled_size,
+                    pad_to: Some(t2.max_tokens),
+                    pad_id: tok.pad_id(),
+                    encoder_mask: false,
+                    keep_padding: false,
+                    crop: 0,
+                    pooled: true,
+                    names: vidmesh_model::TextEncoderNames {
+                        input_ids: t2.names.input_ids.clone(),
+                        attention_mask: String::new(),
+                        hidden_states: t2.names.pooled.clone(),
+                    },
+                };
+                let b = Batcher::spawn(session, layout, limits, metrics)
+                    .map_err(|e| Error::Inference(format!("cannot start the second model thread: {e}")))?;
+                Some((tok, b))
+            }
+        };
+        let crop = spec.crop_start;
+        let empty = Self::run_one(&tokenizer, &batcher, second.as_ref(), crop, 0, "", false);
+        let empty = Arc::new(futures::executor::block_on(empty)?);
         let cache = NonZeroUsize::new(config.cache_capacity).map(|n| Mutex::new(LruCache::new(n)));
         Ok(Self {
             tokenizer,
             batcher,
+            second,
+            crop,
             cache,
             empty,
             hidden: spec.hidden_size,
@@ -122,22 +161,41 @@ impl Encoder {
         cache.lock().ok()?.get(prompt).cloned()
     }
 
+    /// One prompt through the encoder(s): tokens (refused or cut when long), states, pooled vector.
+    async fn run_one(
+        tokenizer: &Tokenizer,
+        batcher: &Batcher,
+        second: Option<&(Tokenizer, Batcher)>,
+        crop: usize,
+        index: usize,
+        prompt: &str,
+        reject_long: bool,
+    ) -> Result<Encoded, Error> {
+        let tok = tokenizer.tokenize(index, prompt, reject_long)?;
+        let pooled = match second {
+            None => None,
+            Some((t2, b2)) => Some(b2.encode(t2.tokenize(index, prompt, false)?.ids).await?),
+        };
+        let states = batcher.encode(tok.ids.clone()).await?;
+        let ids = tok.ids[crop.min(tok.ids.len())..].to_vec();
+        Ok(Encoded { ids, states, truncated: tok.truncated, original_tokens: tok.original, pooled })
+    }
+
     /// Encodes `prompts` in order. `reject_long` refuses prompts over max_tokens instead of truncating them.
     pub async fn encode(&self, prompts: &[String], reject_long: bool) -> Result<Vec<Hit>, Error> {
-        let tokens = prompts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| self.tokenizer.tokenize(i, p, reject_long))
-            .collect::<Result<Vec<_>, _>>()?;
-        let jobs = prompts.iter().zip(tokens).map(|(prompt, tok)| async move {
+        // Refuse an over-long prompt before any model runs.
+        for (i, p) in prompts.iter().enumerate() {
+            self.tokenizer.tokenize(i, p, reject_long)?;
+        }
+        let jobs = prompts.iter().enumerate().map(|(i, prompt)| async move {
             if let Some(hit) = self.cached(prompt) {
                 self.prompts.with_label_values(&["hit"]).inc();
                 return Ok((hit, true));
             }
             self.prompts.with_label_values(&["miss"]).inc();
-            let states = self.batcher.encode(tok.ids.clone()).await?;
-            let enc =
-                Arc::new(Encoded { ids: tok.ids, states, truncated: tok.truncated, original_tokens: tok.original });
+            let second = self.second.as_ref();
+            let enc = Self::run_one(&self.tokenizer, &self.batcher, second, self.crop, i, prompt, reject_long).await?;
+            let enc = Arc::new(enc);
             if let Some(cache) = &self.cache
                 && let Ok(mut c) = cache.lock()
             {

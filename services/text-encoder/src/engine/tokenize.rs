@@ -1,7 +1,8 @@
-//! Prompt → token ids with the bundle's tokenizer.json, after the family's prompt cleaning (`text_encoder.prompt_clean`).
-//! Truncation is done here (not by the tokenizer) so the
-//! original length is known: a truncated prompt keeps its first `max_tokens - 1` tokens and its final special token,
-//! which is exactly what the tokenizer's own LongestFirst truncation produces for a single sequence.
+//! Prompt → token ids with the bundle's tokenizer.json, after the family's prompt cleaning (`text_encoder.prompt_clean`)
+//! and template (`text_encoder.template`). Truncation is done here (not by the tokenizer) so the original length is
+//! known: a truncated prompt keeps its first `limit - k` tokens and the `k` special tokens the tokenizer appends at
+//! the end (T5: `</s>`, k = 1; Llama's BOS-only: k = 0), which is exactly what the tokenizer's own LongestFirst
+//! truncation produces for a single sequence.
 
 use std::path::Path;
 
@@ -23,12 +24,18 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_tokens: usize,
     pad_id: i64,
-    clean: vidmesh_model::PromptClean,
+    /// Special tokens the tokenizer appends after the text.
+    tail: usize,
+    prepare: Box<dyn Fn(&str) -> String + Send + Sync>,
 }
 
 impl Tokenizer {
-    /// Loads tokenizer.json.
-    pub fn load(path: &Path, max_tokens: usize, clean: vidmesh_model::PromptClean) -> Result<Self, Error> {
+    /// Loads tokenizer.json; prompts become `prepare(prompt)` and at most `max_tokens` tokens.
+    pub fn load(
+        path: &Path,
+        max_tokens: usize,
+        prepare: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
         let mut inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         // The pad id the tokenizer itself would pad with (its padding config, else a `<pad>`/`[PAD]` token, else 0).
@@ -39,7 +46,15 @@ impl Tokenizer {
             .unwrap_or(0);
         inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        Ok(Self { inner, max_tokens, pad_id, clean })
+        let probe = inner.encode("a", true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let tail = probe.get_special_tokens_mask().iter().rev().take_while(|&&m| m == 1).count();
+        if tail >= max_tokens {
+            return Err(Error::Tokenizer(format!(
+                "{}: {tail} trailing special tokens fill max_tokens",
+                path.display()
+            )));
+        }
+        Ok(Self { inner, max_tokens, pad_id, tail, prepare: Box::new(prepare) })
     }
 
     /// The id rows are padded with.
@@ -49,7 +64,7 @@ impl Tokenizer {
 
     /// Tokenizes one prompt; `reject` refuses (instead of truncating) prompts over max_tokens.
     pub fn tokenize(&self, index: usize, prompt: &str, reject: bool) -> Result<Tokens, Error> {
-        let prompt = self.clean.apply(prompt);
+        let prompt = (self.prepare)(prompt);
         let enc = self.inner.encode(prompt, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
         let original = ids.len();
@@ -59,9 +74,9 @@ impl Tokenizer {
         if reject {
             return Err(Error::PromptTooLong { index, tokens: original, max: self.max_tokens });
         }
-        let last = ids[original - 1];
-        ids.truncate(self.max_tokens - 1);
-        ids.push(last);
+        let tail = ids.split_off(original - self.tail);
+        ids.truncate(self.max_tokens - self.tail);
+        ids.extend(tail);
         Ok(Tokens { ids, truncated: true, original })
     }
 }

@@ -1,6 +1,8 @@
 //! The bundle's seeded noise (`[noise] rng = "philox4x32-10-boxmuller"`, docs/model-bundle.md), bit-identical to
-//! models/vidmesh_tiny/noise.py: Philox4x32-10 blocks of counter (b_lo, b_hi, 0, 0) under key (seed_lo, seed_hi),
-//! two Box–Muller pairs per block computed in f64 with the C library's log/cos/sin, rounded to f32.
+//! models/vidmesh_tiny/noise.py: Philox4x32-10 blocks of counter (b_lo, b_hi, stream, 0) under key
+//! (seed_lo, seed_hi), two Box–Muller pairs per block computed in f64 with the C library's log/cos/sin, rounded to
+//! f32. Stream 0 is the initial latent noise, `1 + i` what a stochastic sampler adds at step i
+//! ([`STREAM_DECODE`] is the decoder's).
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -32,12 +34,20 @@ fn box_muller(a: u32, b: u32) -> (f32, f32) {
     ((r * theta.cos()) as f32, (r * theta.sin()) as f32)
 }
 
-/// The first `n` standard normals of `seed`'s stream.
+/// The stream of the noise mixed into the latents before a timestep-conditioned VAE decoder (LTX-Video).
+pub const STREAM_DECODE: u32 = u32::MAX;
+
+/// The first `n` standard normals of `seed`'s initial-noise stream (stream 0).
 pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
+    gaussian_stream(seed, 0, n)
+}
+
+/// The first `n` standard normals of `seed`'s stream `stream`.
+pub fn gaussian_stream(seed: u64, stream: u32, n: usize) -> Vec<f32> {
     let key = [seed as u32, (seed >> 32) as u32];
     let mut out = Vec::with_capacity(n.div_ceil(4) * 4);
     for b in 0..n.div_ceil(4) as u64 {
-        let x = philox4x32_10([b as u32, (b >> 32) as u32, 0, 0], key);
+        let x = philox4x32_10([b as u32, (b >> 32) as u32, stream, 0], key);
         let (g0, g1) = box_muller(x[0], x[1]);
         let (g2, g3) = box_muller(x[2], x[3]);
         out.extend_from_slice(&[g0, g1, g2, g3]);
