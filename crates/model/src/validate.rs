@@ -186,10 +186,10 @@ impl Manifest {
             (true, None) => {}
             _ => return Err("vae.names.timestep and vae.decode_timestep (finite) come together".into()),
         }
-        if let Some(s) = vae.decode_noise_scale {
-            if !(0.0..=1.0).contains(&s) || vae.names.timestep.is_empty() {
-                return Err("vae.decode_noise_scale must be in [0, 1], for a timestep-conditioned decoder".into());
-            }
+        if let Some(s) = vae.decode_noise_scale
+            && (!(0.0..=1.0).contains(&s) || vae.names.timestep.is_empty())
+        {
+            return Err("vae.decode_noise_scale must be in [0, 1], for a timestep-conditioned decoder".into());
         }
         Ok(())
     }

@@ -218,4 +218,15 @@ mod tests {
         assert!(is_final(job.state));
         assert_eq!(job.error.as_ref().unwrap().code, "INVALID_ARGUMENT");
     }
+
+    /// A model with embedded guidance (HunyuanVideo) refuses a negative prompt instead of dropping it.
+    #[test]
+    fn a_negative_prompt_is_refused_where_the_model_takes_none() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/hunyuan-tiny");
+        let m = vidmesh_model::Bundle::manifest_only(&dir).unwrap().manifest;
+        let l = LimitsConfig::default();
+        resolve(req("a cat"), &m, &l).unwrap();
+        let err = resolve(GenerateRequest { negative_prompt: "blurry".into(), ..req("a cat") }, &m, &l).unwrap_err();
+        assert!(err.to_string().contains("takes no negative prompt"), "{err}");
+    }
 }
