@@ -290,13 +290,28 @@ async fn classifier_latency(env: &HashMap<String, String>, iters: usize, out: &m
 /// Runs the decoder_memory binary (next to this one) once per size: peak RSS is a per-process high-water mark.
 fn decoder_memory(out: &mut String) -> Result<()> {
     let exe = std::env::current_exe()?.with_file_name("decoder_memory");
-    let wan = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/wan2.1-tiny").display().to_string();
-    let runs: [(&str, Vec<String>, [usize; 3]); 2] = [
-        ("vidmesh-tiny: independent VAE in chunks of 2 latent frames, 64x64", vec![], [16, 64, 256]),
+    let at = |name: &str| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(name);
+        vec!["1".into(), dir.display().to_string(), "256x256".into()]
+    };
+    // One bundle per decode mode, each at two or more frame counts.
+    let runs: Vec<(&str, Vec<String>, Vec<usize>)> = vec![
+        ("vidmesh-tiny: independent VAE in chunks of 2 latent frames, 64x64", vec![], vec![16, 64, 256]),
         (
             "wan2.1-tiny: stateful causal VAE, one latent frame at a time with its feature cache, 256x256",
-            vec!["1".into(), wan, "256x256".into()],
-            [17, 65, 257],
+            at("wan2.1-tiny"),
+            vec![17, 65, 257],
+        ),
+        (
+            "cogvideox-tiny: stateful causal VAE, 2 latent frames per run with its conv caches, 256x256",
+            at("cogvideox-tiny"),
+            vec![17, 49],
+        ),
+        ("ltx-tiny: whole decode (LTX-Video's VAE is not causal), 256x256", at("ltx-tiny"), vec![17, 65]),
+        (
+            "hunyuan-tiny: windowed decode (5 latent frames per window, stride 3, 4 frames blended), 256x256",
+            at("hunyuan-tiny"),
+            vec![17, 65],
         ),
     ];
     for (title, extra, sizes) in runs {

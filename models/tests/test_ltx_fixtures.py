@@ -4,8 +4,9 @@ The fixtures were written by `python -m vidmesh_export.goldens_ltx` from diffuse
 piece a service runs is checked through ONNX Runtime and numpy: tokenizer.json, the text encoder (ids padded to
 max_tokens, an all-ones mask: encoder_mask = false; all 128 state rows kept), the flow-match Euler schedule with
 LTX's dynamic shift and shift_terminal recomputed from the manifest, the DiT (cond and uncond rows in one batch,
-text mask and fps inputs) for the first step and the whole loop, and the VAE decoder on the fixture's final
-latents after de-normalisation and decode-noise mixing.
+text mask and fps inputs) for the first step and the whole loop (with LTXPipeline's CFG rescale, guidance_rescale,
+where a case sets it), and the VAE decoder on the fixture's final latents after de-normalisation and decode-noise
+mixing.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def test_manifest(bundle) -> None:  # noqa: ANN001
     assert sched["dynamic_shift"] == {"base_seq_len": 1024, "max_seq_len": 4096, "base_shift": 0.95,
                                       "max_shift": 2.05}
     assert sched["shift_terminal"] == 0.1
+    assert sched["guidance_rescale"] == 0.0  # LTXPipeline's default: CFG rescale off unless a request sets it
     assert video["frames"] == {"min": 9, "max": 257, "step": 8}
     assert (video["default_frames"], video["default_height"], video["default_width"], video["default_fps"]) == (
         161, 512, 704, 25)
@@ -89,6 +91,8 @@ def test_manifest(bundle) -> None:  # noqa: ANN001
         assert (case["decode_timestep"], case["decode_noise_scale"]) == (
             vae["decode_timestep"], vae["decode_noise_scale"])
         assert (case["frames"] - 1) % 8 == 0 and case["height"] % 32 == 0 and case["width"] % 32 == 0
+        assert 0.0 <= case["guidance_rescale"] <= 1.0
+    assert any(case["guidance_rescale"] > 0 for case in cases)  # the fixtures exercise CFG rescale
 
 
 def _mu(ds: dict, tokens: int) -> float:
@@ -109,6 +113,15 @@ def _schedule(steps: int, mu: float, shift_terminal: float | None) -> tuple[np.n
         scale = one_minus[-1] / f(1 - shift_terminal)
         s = f(1) - one_minus / scale
     return np.concatenate([s, [f(0)]]).astype(f), (s * f(1000)).astype(f)
+
+
+def _rescale_cfg(guided: np.ndarray, v_cond: np.ndarray, r: float) -> np.ndarray:
+    """diffusers' rescale_noise_cfg (arXiv 2305.08891 §3.4) on one row, float32: std with Bessel's correction over
+    all of the row's elements; v = r * v * (std(v_cond) / std(v)) + (1 - r) * v, skipped at r = 0 like LTXPipeline."""
+    if r <= 0:
+        return guided
+    std_text, std_cfg = v_cond.std(ddof=1), guided.std(ddof=1)
+    return (np.float32(r) * (guided * (std_text / std_cfg)) + np.float32(1 - r) * guided).astype(np.float32)
 
 
 def test_cases(bundle) -> None:  # noqa: ANN001, PLR0915
@@ -142,7 +155,7 @@ def test_cases(bundle) -> None:  # noqa: ANN001, PLR0915
             masks.append((np.arange(n_max) < len(ids)).astype(np.int64)[None])
         states_b, masks_b = np.concatenate(states), np.concatenate(masks)  # rows [uncond, cond]
         fps = {dit_m["extra_inputs"][0]["name"]: np.full((2,), case["fps"], np.float32)}
-        g = np.float32(case["guidance"])
+        g, r = np.float32(case["guidance"]), case["guidance_rescale"]
         # DiT: the first step from the fixture's noise, then the whole loop (Euler on the guided velocity).
         x = fx["noise"][None]
         for i in range(case["steps"]):
@@ -153,7 +166,7 @@ def test_cases(bundle) -> None:  # noqa: ANN001, PLR0915
             if i == 0:
                 np.testing.assert_allclose(v[0], fx["velocity_uncond_step1"], rtol=0, atol=TOL)
                 np.testing.assert_allclose(v[1], fx["velocity_cond_step1"], rtol=0, atol=TOL)
-            guided = v[0:1] + g * (v[1:2] - v[0:1])
+            guided = _rescale_cfg(v[0:1] + g * (v[1:2] - v[0:1]), v[1:2], r)
             x = (x + (fx["sigmas"][i + 1] - fx["sigmas"][i]) * guided).astype(np.float32)
             if i == 0:
                 np.testing.assert_allclose(x[0], fx["latents_step1"], rtol=0, atol=TOL)

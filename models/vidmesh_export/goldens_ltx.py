@@ -4,7 +4,8 @@
       --out models/fixtures/ltx-tiny
 
 Each case is one `LTXPipeline.__call__(prompt, negative_prompt, height, width, num_frames, frame_rate,
-num_inference_steps, guidance_scale, latents=..., decode_timestep, decode_noise_scale, output_type="np")` with
+num_inference_steps, guidance_scale, guidance_rescale, latents=..., decode_timestep, decode_noise_scale,
+output_type="np")` with
   latents = gaussian(seed, n) (stream 0) as [1, C, T', h, w], packed with LTXPipeline._pack_latents into the
             [1, T'*h*w, C] token layout that prepare_latents returns (it returns given latents unchanged);
   the decode noise = gaussian(seed, n, stream=STREAM_DECODE) as [1, C, T', h, w]: the pipeline module's
@@ -25,13 +26,16 @@ Per case `caseN.safetensors` (no batch axis anywhere):
   frames                        f32 [F, H, W, 3]   LTXPipeline(output_type="np") in [0, 1]
   sigmas                        f32 [steps + 1]    FlowMatchEulerDiscreteScheduler.sigmas as used (last = 0)
   timesteps                     f32 [steps]        its timesteps (sigma * 1000), fed to the DiT as they are
-cases.json: prompt, negative_prompt, seed (string: u64), frames, height, width, steps, guidance, shift (the
+cases.json: prompt, negative_prompt, seed (string: u64), frames, height, width, steps, guidance, guidance_rescale
+(LTXPipeline's CFG rescale factor, arXiv 2305.08891 §3.4; 0 = off), shift (the
 scheduler config's static shift, unused with dynamic shifting), fps (frame_rate), decode_timestep,
 decode_noise_scale, mu (calculate_shift of T'*h*w as the pipeline computed it), latent_shape, real_tokens,
 neg_real_tokens and the bundle replay's max abs differences.
 
 Cases: two sizes of different aspect ratio (64x96, 96x64) x two 8k+1 frame counts (9, 17), frame_rate 24 and 25,
-6-10 steps, four prompts, two with a negative prompt, seeds 42, 7, 2**63 + 12345 and 0.
+6-10 steps, four prompts, two with a negative prompt, seeds 42, 7, 2**63 + 12345 and 0; guidance_rescale 0 (the
+pipeline's default) except the last case, 0.7: the pipeline then applies rescale_noise_cfg to the guided velocity
+every step, v = r * v * (std(v_cond) / std(v)) + (1 - r) * v, std Bessel-corrected over all of the row.
 
 Guarantees: the fixture is what diffusers computes; `replay()` then re-runs every case from the exported bundle
 (tokenizer.json + the ONNX graphs through ONNX Runtime, diffusers' scheduler, vidmesh's de-normalisation and
@@ -57,11 +61,11 @@ from vidmesh_tiny.noise import STREAM_DECODE, gaussian  # noqa: E402
 from .goldens import PROMPTS  # noqa: E402
 
 NEGATIVE_PROMPTS = ["", "soft focus, close up shot", "", "a dog waits in the rain"]
-CASES = [  # (frames, height, width, steps, seed, fps)
-    (9, 64, 96, 8, 42, 25),
-    (17, 64, 96, 6, 7, 24),
-    (9, 96, 64, 10, 2**63 + 12345, 24),
-    (17, 96, 64, 7, 0, 25),
+CASES = [  # (frames, height, width, steps, seed, fps, guidance_rescale)
+    (9, 64, 96, 8, 42, 25, 0.0),
+    (17, 64, 96, 6, 7, 24, 0.0),
+    (9, 96, 64, 10, 2**63 + 12345, 24, 0.0),
+    (17, 96, 64, 7, 0, 25, 0.7),
 ]
 MAX_TOKENS = 128
 TOL = 1e-3
@@ -75,7 +79,8 @@ def _unpack(pipe, packed: torch.Tensor, shape: tuple) -> np.ndarray:  # noqa: AN
 
 
 def run_case(pipe, prompt: str, negative: str, frames: int, height: int, width: int, steps: int, seed: int,  # noqa: ANN001
-             fps: int, guidance: float, decode_timestep: float, decode_noise_scale: float) -> tuple[dict, dict]:
+             fps: int, guidance: float, guidance_rescale: float, decode_timestep: float,
+             decode_noise_scale: float) -> tuple[dict, dict]:
     import diffusers.pipelines.ltx.pipeline_ltx as ltx_module
 
     tok = pipe.tokenizer
@@ -119,7 +124,8 @@ def run_case(pipe, prompt: str, negative: str, frames: int, height: int, width: 
     try:
         with torch.no_grad():
             out = pipe(prompt=prompt, negative_prompt=negative, height=height, width=width, num_frames=frames,
-                       frame_rate=fps, num_inference_steps=steps, guidance_scale=guidance, latents=latents,
+                       frame_rate=fps, num_inference_steps=steps, guidance_scale=guidance,
+                       guidance_rescale=guidance_rescale, latents=latents,
                        decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, output_type="np",
                        callback_on_step_end=cb, callback_on_step_end_tensor_inputs=["latents"],
                        max_sequence_length=MAX_TOKENS).frames[0]
@@ -158,6 +164,14 @@ def run_case(pipe, prompt: str, negative: str, frames: int, height: int, width: 
     info = {"mu": float(mu), "rope_interpolation_scale": [float(x) for x in first["rope"]],
             "first_timestep": float(first["timestep"][0])}
     return fx, info
+
+
+def rescale_cfg(guided: np.ndarray, v_cond: np.ndarray, r: float) -> np.ndarray:
+    """diffusers' rescale_noise_cfg on one row (float32): std with Bessel's correction over all its elements."""
+    if r <= 0:  # LTXPipeline: `if self.guidance_rescale > 0`
+        return guided
+    std_text, std_cfg = v_cond.std(ddof=1), guided.std(ddof=1)
+    return (np.float32(r) * (guided * (std_text / std_cfg)) + np.float32(1 - r) * guided).astype(np.float32)
 
 
 def replay(bundle: Path, case: dict, fx: dict, pipe) -> dict:  # noqa: ANN001
@@ -204,7 +218,8 @@ def replay(bundle: Path, case: dict, fx: dict, pipe) -> dict:  # noqa: ANN001
         if i == 0:
             diff["velocity_uncond_step1"] = float(np.abs(v_u[0] - fx["velocity_uncond_step1"]).max())
             diff["velocity_cond_step1"] = float(np.abs(v_c[0] - fx["velocity_cond_step1"]).max())
-        guided = torch.from_numpy(v_u + np.float32(case["guidance"]) * (v_c - v_u))
+        guided = torch.from_numpy(rescale_cfg(v_u + np.float32(case["guidance"]) * (v_c - v_u), v_c,
+                                              case["guidance_rescale"]))
         x = sched.step(guided, t, x, return_dict=False)[0]
         if i == 0:
             diff["latents_step1"] = float(np.abs(x[0].numpy() - fx["latents_step1"]).max())
@@ -241,14 +256,15 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     meta = []
     worst = 0.0
-    for k, ((frames, height, width, steps, seed, fps), prompt, negative) in enumerate(
+    for k, ((frames, height, width, steps, seed, fps, rescale), prompt, negative) in enumerate(
             zip(CASES, PROMPTS, NEGATIVE_PROMPTS)):
-        fx, info = run_case(pipe, prompt, negative, frames, height, width, steps, seed, fps, a.guidance,
+        fx, info = run_case(pipe, prompt, negative, frames, height, width, steps, seed, fps, a.guidance, rescale,
                             decode_timestep, decode_noise_scale)
         name = f"case{k}.safetensors"
         save_file({n: np.ascontiguousarray(v) for n, v in fx.items()}, str(a.out / name))
         case = {"file": name, "prompt": prompt, "negative_prompt": negative, "seed": str(seed), "frames": frames,
                 "height": height, "width": width, "steps": steps, "guidance": a.guidance,
+                "guidance_rescale": rescale,
                 "shift": float(pipe.scheduler.config.shift), "fps": fps,
                 "decode_timestep": decode_timestep, "decode_noise_scale": decode_noise_scale, "mu": info["mu"],
                 "rope_interpolation_scale": info["rope_interpolation_scale"],
@@ -263,7 +279,8 @@ def main() -> None:
             else:
                 worst = max(worst, v)
         meta.append(case)
-        print(f"{name}: {frames}x{height}x{width} @ {fps} fps, {steps} steps, seed {seed}: replay {r}")
+        print(f"{name}: {frames}x{height}x{width} @ {fps} fps, {steps} steps, seed {seed}, rescale {rescale}: "
+              f"replay {r}")
     if not worst <= TOL:
         raise SystemExit(f"bundle replay differs from diffusers by {worst:.3g} > {TOL}")
     doc = {"pipeline": "diffusers LTXPipeline, float32, CPU", "source": a.src.name, "bundle": a.bundle.name,
@@ -275,7 +292,9 @@ def main() -> None:
            "text": "T5 over the ids padded to 128 with pad id 0, no attention mask; the transformer gets all 128 "
                    "rows and encoder_attention_mask = 1 for the real tokens (prompt + </s>)",
            "cfg": "one batched transformer call per step, rows [negative, prompt]; "
-                  "v = v_uncond + guidance * (v_cond - v_uncond); x += (sigma_{i+1} - sigma_i) * v",
+                  "v = v_uncond + guidance * (v_cond - v_uncond); if guidance_rescale r > 0 (rescale_noise_cfg): "
+                  "v = r * v * (std(v_cond) / std(v)) + (1 - r) * v, std with Bessel's correction over all of the "
+                  "row; x += (sigma_{i+1} - sigma_i) * v",
            "schedule": "sigmas = FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=linspace(1, 1/N, N), mu) with "
                        "mu = calculate_shift(T'*h*w, base_image_seq_len, max_image_seq_len, base_shift, "
                        "max_shift): float32 exp(mu) / (exp(mu) + (1/s - 1)), stretched to shift_terminal "

@@ -39,6 +39,7 @@ Guarantees:
 - the VAE graph is checked against `vae.decode(z, timestep)` at two latent sizes and two timesteps;
 - the scheduler section is refused unless the config is the flow_match_euler the bundle format describes
   (exponential dynamic shifting, no karras/exponential/beta sigmas, not inverted, not stochastic);
+- [scheduler] guidance_rescale is LTXPipeline's default 0.0 (CFG rescale off; a request may still set it);
 - model.toml is written by manifest.render and re-read and validated by manifest.validate.
 Decode defaults: decode_timestep / decode_noise_scale come from the environment variables VIDMESH_DECODE_TIMESTEP
 and VIDMESH_DECODE_NOISE_SCALE (default 0.05 and 0.025: the values diffusers documents for LTX-Video >= 0.9.1;
@@ -67,6 +68,7 @@ MAX_TOKENS = 128  # LTXPipeline's max_sequence_length
 DEFAULTS = "161,512,704"  # LTXPipeline's num_frames, height, width
 DEFAULT_FPS = 25  # LTXPipeline's frame_rate
 STEPS, GUIDANCE = 50, 3.0  # LTXPipeline's num_inference_steps, guidance_scale
+GUIDANCE_RESCALE = 0.0  # LTXPipeline's guidance_rescale (CFG rescale, arXiv 2305.08891 §3.4; 0 = off)
 DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025
 
 
@@ -308,6 +310,7 @@ def scheduler_section(cfg: dict, steps: int, guidance: float) -> dict:
     if bad:
         raise SystemExit(f"scheduler is not the flow_match_euler this format defines: {bad}")
     out = {"kind": "flow_match_euler", "steps": steps, "shift": float(cfg.get("shift", 1.0)), "guidance": guidance,
+           "guidance_rescale": GUIDANCE_RESCALE,  # written explicitly: LTXPipeline's default, 0 = plain CFG
            # LTXPipeline: self.scheduler.config.get(key, default) for each, with these defaults
            "dynamic_shift": {"base_seq_len": int(cfg.get("base_image_seq_len", 256)),
                              "max_seq_len": int(cfg.get("max_image_seq_len", 4096)),

@@ -120,6 +120,7 @@ impl Mesh {
             fps: job.fps,
             steps: job.steps,
             guidance: job.guidance,
+            guidance_rescale: None,
             shift: None,
             scheduler: String::new(),
         };
@@ -147,6 +148,7 @@ impl Mesh {
             guidance,
             shift: plan.shift,
             kind: Kind::parse(&plan.scheduler).context("the bundle's scheduler kind")?,
+            guidance_rescale: plan.guidance_rescale,
             fps: plan.fps,
             init: None,
             preview_every: 0,

@@ -125,6 +125,10 @@ pub struct SchedulerSpec {
     /// with a cosine over the timestep; format 2).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dynamic_cfg: bool,
+    /// CFG rescale φ in [0, 1] (arXiv 2305.08891 §3.4, diffusers' `guidance_rescale`; LTX-Video): the guided output
+    /// is mixed with itself rescaled to the conditional output's standard deviation. Default 0 (off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_rescale: Option<f32>,
 }
 
 /// `scheduler.dynamic_shift`: diffusers' `calculate_shift` — μ is linear in the latent token count (latent frames ×

@@ -22,6 +22,8 @@ pub struct Ask {
     pub steps: u32,
     /// CFG scale.
     pub guidance: Option<f32>,
+    /// CFG rescale φ.
+    pub guidance_rescale: Option<f32>,
     /// Timestep shift.
     pub shift: Option<f32>,
     /// Scheduler kind.
@@ -52,6 +54,8 @@ pub struct Plan {
     pub steps: u32,
     /// CFG scale (of the first transformer when the bundle has two).
     pub guidance: f32,
+    /// CFG rescale φ in [0, 1] (0: off).
+    pub guidance_rescale: f32,
     /// Timestep shift.
     pub shift: f32,
     /// Scheduler kind.
@@ -174,6 +178,16 @@ impl Plan {
         if m.dit.guidance == crate::manifest::GuidanceMode::None && guidance != 1.0 {
             return Err(format!("{} has no classifier-free guidance; guidance must be 1 (or unset)", m.model.name));
         }
+        let guidance_rescale = ask.guidance_rescale.unwrap_or(m.scheduler.guidance_rescale.unwrap_or(0.0));
+        if !(0.0..=1.0).contains(&guidance_rescale) {
+            return Err(format!("guidance_rescale {guidance_rescale} must be in [0, 1]"));
+        }
+        if guidance_rescale != 0.0 && !m.takes_negative() {
+            return Err(format!(
+                "{} has no classifier-free guidance to rescale; leave guidance_rescale unset",
+                m.model.name
+            ));
+        }
         if ask.shift.is_some() && m.scheduler.dynamic_shift.is_some() {
             return Err(format!(
                 "{}'s timestep shift follows the video size (scheduler.dynamic_shift); leave shift unset",
@@ -200,6 +214,7 @@ impl Plan {
             fps,
             steps,
             guidance,
+            guidance_rescale,
             shift,
             scheduler,
             latent_shape: m.latent_shape(frames, height, width),

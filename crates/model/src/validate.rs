@@ -218,6 +218,9 @@ impl Manifest {
         if (s.snr_shift_scale.is_some() || s.dynamic_cfg) && !cog {
             return Err("scheduler.snr_shift_scale and scheduler.dynamic_cfg are for the cogvideox_* kinds".into());
         }
+        if s.guidance_rescale.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err("scheduler.guidance_rescale must be in [0, 1]".into());
+        }
         if s.snr_shift_scale.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
             return Err("scheduler.snr_shift_scale must be finite and > 0".into());
         }

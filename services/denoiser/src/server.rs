@@ -75,6 +75,7 @@ pub fn validate(
         fps: req.fps,
         steps: req.steps,
         guidance: req.guidance,
+        guidance_rescale: req.guidance_rescale,
         shift: req.shift,
         scheduler: req.scheduler.clone(),
     };
@@ -176,6 +177,7 @@ pub fn validate(
         guidance,
         shift,
         kind,
+        guidance_rescale: plan.guidance_rescale,
         fps: plan.fps,
         init,
         preview_every: req.preview_every,

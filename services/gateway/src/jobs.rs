@@ -97,6 +97,7 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
         fps: req.fps,
         steps: req.num_inference_steps,
         guidance: req.guidance_scale,
+        guidance_rescale: None,
         shift: None,
         scheduler: req.scheduler.clone(),
     };

@@ -12,7 +12,7 @@ use safetensors::SafeTensors;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use vidmesh_denoiser::engine::dit::{Dit, DitBatch};
-use vidmesh_denoiser::engine::scheduler::{Kind, Options, Prediction, Scheduler, guide};
+use vidmesh_denoiser::engine::scheduler::{Kind, Options, Prediction, Scheduler, guide, rescale};
 use vidmesh_model::{Bundle, Onnx, OnnxConfig, Part};
 use vidmesh_proto::denoiser::v1::DenoiseRequest;
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, text_encoder_client::TextEncoderClient};
@@ -100,7 +100,11 @@ fn first_step(bundle: &Bundle, case: &serde_json::Value, st: &SafeTensors<'_>) -
     if m.dit.guidance != vidmesh_model::GuidanceMode::Embedded {
         let negative = f32s(st, "neg_text_states");
         let vu = run(&mut dit, negative, i64s(st, "neg_input_ids").len(), pooled("neg_pooled"), &x);
+        let cond = v.clone();
         guide(&mut v, &vu, g);
+        if let Some(phi) = case["guidance_rescale"].as_f64().filter(|&r| r != 0.0) {
+            rescale(&mut v, &cond, phi as f32);
+        }
     }
     sched.step(0, &mut x, &v);
     x
@@ -179,6 +183,7 @@ async fn family_matches_diffusers(name: &str) {
                 width,
                 steps: case["steps"].as_u64().unwrap() as u32,
                 guidance: Some(case["guidance"].as_f64().unwrap() as f32),
+                guidance_rescale: case["guidance_rescale"].as_f64().map(|r| r as f32),
                 // Families whose shift follows the size (LTX-Video) refuse an explicit one.
                 shift: case["shift"]
                     .as_f64()

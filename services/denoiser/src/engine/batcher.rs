@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::dit::{Dit, DitBatch};
 use super::metrics::Metrics;
 use super::resident::Resident;
-use super::scheduler::{Scheduler, guide};
+use super::scheduler::{Scheduler, guide, rescale};
 use crate::error::Error;
 
 /// What a job's client receives.
@@ -81,6 +81,8 @@ pub struct Job {
     pub guidance2: f32,
     /// Frame rate, for DiTs with an `fps` extra input.
     pub fps: f32,
+    /// CFG rescale φ (0: off).
+    pub guidance_rescale: f32,
     /// Whether the device-resident loop can step this job's scheduler (its update is the 3-term linear form).
     pub device_loop: bool,
     /// Noise levels.
@@ -329,7 +331,11 @@ fn host_step(
         let mut vel = v[row * n..(row + 1) * n].to_vec();
         row += 1;
         if job.uncond.is_some() {
+            let cond = (job.guidance_rescale != 0.0).then(|| vel.clone());
             guide(&mut vel, &v[row * n..(row + 1) * n], p.guidance(job));
+            if let Some(cond) = cond {
+                rescale(&mut vel, &cond, job.guidance_rescale);
+            }
             row += 1;
         }
         let step = job.clock.step;

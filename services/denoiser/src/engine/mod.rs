@@ -63,6 +63,8 @@ pub struct Request {
     pub shift: f32,
     /// Scheduler.
     pub kind: Kind,
+    /// CFG rescale φ (0: off).
+    pub guidance_rescale: f32,
     /// Frame rate (DiTs with an `fps` extra input are conditioned on it).
     pub fps: u32,
     /// Starting latents and strength in (0, 1].
@@ -187,6 +189,7 @@ impl Denoiser {
                 guidance: 2.0,
                 shift: 1.0,
                 kind: Kind::parse(&self.manifest.scheduler.kind).unwrap_or(Kind::FlowMatchEuler),
+                guidance_rescale: 0.0,
                 fps: self.manifest.video.default_fps,
                 init: None,
                 preview_every: 0,
@@ -270,8 +273,10 @@ impl Denoiser {
             uncond_pooled,
             guidance: req.guidance,
             guidance2,
+            guidance_rescale: req.guidance_rescale,
             fps: req.fps as f32,
-            device_loop: req.kind.device_loop(),
+            // CFG rescale is not a linear update: such jobs step on the host.
+            device_loop: req.kind.device_loop() && req.guidance_rescale == 0.0,
             schedule,
             x,
             prev: Vec::new(),

@@ -591,6 +591,22 @@ pub fn guide(cond: &mut [f32], uncond: &[f32], g: f32) {
     }
 }
 
+/// CFG rescale in place (diffusers' `rescale_noise_cfg`, arXiv 2305.08891 §3.4): with σ the standard deviation
+/// over the whole row (Bessel-corrected, as torch's `std`), `guided ← φ·guided·(σ_cond/σ_guided) + (1 − φ)·guided`.
+pub fn rescale(guided: &mut [f32], cond: &[f32], phi: f32) {
+    let std = |v: &[f32]| {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        var.sqrt() as f32
+    };
+    let ratio = std(cond) / std(guided);
+    let (a, b) = (phi, (1.0 - f64::from(phi)) as f32);
+    for g in guided.iter_mut() {
+        *g = a * (*g * ratio) + b * *g;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +666,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn cfg_rescale_mixes_in_the_output_rescaled_to_the_conditional_spread() {
+        // σ(cond) = 2·σ(guided): φ = 0.5 gives 0.5·2g + 0.5·g = 1.5g; φ = 0 leaves g.
+        let cond = [2.0f32, 4.0, 6.0, 8.0];
+        let mut g = [1.0f32, 2.0, 3.0, 4.0];
+        rescale(&mut g, &cond, 0.5);
+        for (got, want) in g.iter().zip([1.5f32, 3.0, 4.5, 6.0]) {
+            assert!((got - want).abs() <= 1e-6, "{got} vs {want}");
+        }
+        let mut g = [1.0f32, 2.0, 3.0, 4.0];
+        rescale(&mut g, &cond, 0.0);
+        assert_eq!(g, [1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]
