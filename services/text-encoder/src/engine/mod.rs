@@ -136,8 +136,8 @@ impl Encoder {
             }
         };
         let crop = spec.crop_start;
-        let empty = Self::run_one(&tokenizer, &batcher, second.as_ref(), crop, 0, "", false);
-        let empty = Arc::new(futures::executor::block_on(empty)?);
+        let tokens = tokenizer.tokenize(0, "", false)?;
+        let empty = Arc::new(futures::executor::block_on(Self::run_one(&batcher, second.as_ref(), crop, tokens, ""))?);
         let cache = NonZeroUsize::new(config.cache_capacity).map(|n| Mutex::new(LruCache::new(n)));
         Ok(Self {
             tokenizer,
@@ -161,20 +161,17 @@ impl Encoder {
         cache.lock().ok()?.get(prompt).cloned()
     }
 
-    /// One prompt through the encoder(s): tokens (refused or cut when long), states, pooled vector.
+    /// One tokenized prompt through the encoder(s): states and (with a second encoder) its pooled vector.
     async fn run_one(
-        tokenizer: &Tokenizer,
         batcher: &Batcher,
         second: Option<&(Tokenizer, Batcher)>,
         crop: usize,
-        index: usize,
+        tok: tokenize::Tokens,
         prompt: &str,
-        reject_long: bool,
     ) -> Result<Encoded, Error> {
-        let tok = tokenizer.tokenize(index, prompt, reject_long)?;
         let pooled = match second {
             None => None,
-            Some((t2, b2)) => Some(b2.encode(t2.tokenize(index, prompt, false)?.ids).await?),
+            Some((t2, b2)) => Some(b2.encode(t2.tokenize(0, prompt, false)?.ids).await?),
         };
         let states = batcher.encode(tok.ids.clone()).await?;
         let ids = tok.ids[crop.min(tok.ids.len())..].to_vec();
@@ -183,18 +180,19 @@ impl Encoder {
 
     /// Encodes `prompts` in order. `reject_long` refuses prompts over max_tokens instead of truncating them.
     pub async fn encode(&self, prompts: &[String], reject_long: bool) -> Result<Vec<Hit>, Error> {
-        // Refuse an over-long prompt before any model runs.
-        for (i, p) in prompts.iter().enumerate() {
-            self.tokenizer.tokenize(i, p, reject_long)?;
-        }
-        let jobs = prompts.iter().enumerate().map(|(i, prompt)| async move {
+        // Every prompt is tokenized (and an over-long one refused) before any model runs.
+        let tokens = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.tokenizer.tokenize(i, p, reject_long))
+            .collect::<Result<Vec<_>, _>>()?;
+        let jobs = prompts.iter().zip(tokens).map(|(prompt, tok)| async move {
             if let Some(hit) = self.cached(prompt) {
                 self.prompts.with_label_values(&["hit"]).inc();
                 return Ok((hit, true));
             }
             self.prompts.with_label_values(&["miss"]).inc();
-            let second = self.second.as_ref();
-            let enc = Self::run_one(&self.tokenizer, &self.batcher, second, self.crop, i, prompt, reject_long).await?;
+            let enc = Self::run_one(&self.batcher, self.second.as_ref(), self.crop, tok, prompt).await?;
             let enc = Arc::new(enc);
             if let Some(cache) = &self.cache
                 && let Ok(mut c) = cache.lock()
