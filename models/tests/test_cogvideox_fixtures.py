@@ -15,18 +15,18 @@ it reproduces the golden steps and the scheduler fixtures (models/fixtures/sched
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tomllib
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
+from helpers import assert_frames, assert_hashes, session
+from vidmesh_export.replay import chunks, stateful_decode
 from vidmesh_tiny.noise import gaussian
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,17 +96,6 @@ def dynamic_cfg(guidance: float, steps: int, t: int) -> float:
     return 1 + guidance * ((1 - math.cos(math.pi * ((steps - t) / steps) ** 5.0)) / 2)
 
 
-def chunks(t: int, chunk: int) -> list[tuple[int, int]]:
-    first = min(t, chunk + t % chunk)
-    return [(0, first)] + [(s, s + chunk) for s in range(first, t, chunk)]
-
-
-def _sess(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 @pytest.fixture(scope="module")
 def bundle():  # noqa: ANN201
     if not (BUNDLE / "model.toml").is_file():
@@ -120,11 +109,7 @@ def test_manifest(bundle) -> None:  # noqa: ANN001
     m, _ = bundle
     assert m["schema_version"] == 2
     te, dit, vae, sch, video = m["text_encoder"], m["dit"], m["vae"], m["scheduler"], m["video"]
-    files = [(te["tokenizer"], te["tokenizer_sha256"])]
-    for c in (te, vae["decoder"], vae["decoder_step"], dit):
-        files += [(c["file"], c["sha256"])] + [(e["file"], e["sha256"]) for e in c.get("external_data", [])]
-    for f, h in files:
-        assert hashlib.sha256((BUNDLE / f).read_bytes()).hexdigest() == h, f
+    assert_hashes(BUNDLE, [te], [te, vae["decoder"], vae["decoder_step"], dit])
     assert (te["max_tokens"], te["padding"], te["prompt_clean"]) == (226, "max_length", "none")
     assert (te["encoder_mask"], te["zero_pad_states"], te["dit_mask"]) == (False, False, False)
     assert (dit["prediction"], dit["timestep_scale"], dit["timestep_rounding"], dit["guidance"]) == (
@@ -151,8 +136,8 @@ def test_cases(bundle) -> None:  # noqa: ANN001, PLR0915
     m, cases = bundle
     te, vae, names = m["text_encoder"], m["vae"], m["dit"]["names"]
     tok = Tokenizer.from_file(str(BUNDLE / te["tokenizer"]))
-    enc, dit = _sess(BUNDLE / te["file"]), _sess(BUNDLE / m["dit"]["file"])
-    first, step = _sess(BUNDLE / vae["decoder"]["file"]), _sess(BUNDLE / vae["decoder_step"]["file"])
+    enc, dit = session(BUNDLE / te["file"]), session(BUNDLE / m["dit"]["file"])
+    first, step = session(BUNDLE / vae["decoder"]["file"]), session(BUNDLE / vae["decoder_step"]["file"])
     n_max = te["max_tokens"]
     assert len(cases) == 4
     for case in cases:
@@ -207,20 +192,9 @@ def test_cases(bundle) -> None:  # noqa: ANN001, PLR0915
         np.testing.assert_allclose(x, fx["latents_final"], rtol=0, atol=1e-3)
         # VAE: z = x / scaling_factor, decoded in _decode's chunks (first 2 + T mod 2, then 2 each) with the cache.
         z = (fx["latents_final"][None] / f32(vae["scaling_factor"])).astype(np.float32)
-        out, cache = [], None
-        for a, b in chunks(z.shape[2], vae["decode_chunk"]):
-            feeds = {vae["names"]["latents"]: z[:, :, a:b]}
-            if cache is None:
-                o = first.run(None, feeds)
-            else:
-                o = step.run(None, {**feeds, **{e["input"]: y for e, y in zip(vae["cache"], cache)}})
-                assert o[0].shape[2] == vae["decode_chunk"] * vae["temporal_compression"]
-            out.append(o[0])
-            cache = o[1:]
-        video = np.concatenate(out, axis=2)[0]
-        frames = np.clip(video / 2 + 0.5, 0, 1).transpose(1, 2, 3, 0)
-        assert frames.shape == (case["frames"], case["height"], case["width"], 3)
-        np.testing.assert_allclose(frames, fx["frames"], rtol=0, atol=TOL)
+        out = stateful_decode(first, step, vae, z, chunks(z.shape[2], vae["decode_chunk"]))
+        assert all(o.shape[2] == vae["decode_chunk"] * vae["temporal_compression"] for o in out[1:])
+        assert_frames(np.concatenate(out, axis=2)[0], case, fx, TOL)
 
 
 SCHEDULER_CASES = json.loads((SCHEDULERS / "cases.json").read_text())["cases"]

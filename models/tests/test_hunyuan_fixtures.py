@@ -11,16 +11,16 @@ decode (re-implemented here in numpy) to the pipeline's frames.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
+
+from helpers import assert_frames, assert_hashes, session
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "hunyuan-tiny"
@@ -28,12 +28,6 @@ FIXTURES = ROOT / "fixtures" / "hunyuan-tiny"
 TOL = 1e-4
 
 pytestmark = pytest.mark.skipif(not (BUNDLE / "model.toml").is_file(), reason="no models/hunyuan-tiny bundle")
-
-
-def _sess(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +42,14 @@ def cases() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def sessions(m: dict) -> dict:
-    return {"te": _sess(BUNDLE / m["text_encoder"]["file"]), "te2": _sess(BUNDLE / m["text_encoder_2"]["file"]),
-            "dit": _sess(BUNDLE / m["dit"]["file"]), "vae": _sess(BUNDLE / m["vae"]["decoder"]["file"])}
+    return {"te": session(BUNDLE / m["text_encoder"]["file"]), "te2": session(BUNDLE / m["text_encoder_2"]["file"]),
+            "dit": session(BUNDLE / m["dit"]["file"]), "vae": session(BUNDLE / m["vae"]["decoder"]["file"])}
 
 
 def test_manifest_files(m: dict, sessions: dict) -> None:
     assert m["schema_version"] == 2
     te, te2, vae, dit = m["text_encoder"], m["text_encoder_2"], m["vae"], m["dit"]
-    files = [(te["tokenizer"], te["tokenizer_sha256"]), (te2["tokenizer"], te2["tokenizer_sha256"])]
-    for c in (te, te2, vae["decoder"], dit):
-        files += [(c["file"], c["sha256"])] + [(e["file"], e["sha256"]) for e in c.get("external_data", [])]
-    for f, h in files:
-        assert hashlib.sha256((BUNDLE / f).read_bytes()).hexdigest() == h, f
+    assert_hashes(BUNDLE, [te, te2], [te, te2, vae["decoder"], dit])
     # Declared signatures = the graphs' (names, element types, named / fixed axes).
     dtypes = {"tensor(float)": "float32", "tensor(int64)": "int64"}
     for key, c in (("te", te), ("te2", te2), ("vae", vae["decoder"]), ("dit", dit)):
@@ -184,6 +174,4 @@ def test_cases(m: dict, cases: list[dict], sessions: dict) -> None:
         video = _windowed(run, z, vae["window"], vae["window_stride"], vae["window_blend"],
                           vae["temporal_compression"])[0]
         assert runs == [b - a for a, b in case["vae_windows"]]
-        frames = np.clip(video / 2 + 0.5, 0, 1).transpose(1, 2, 3, 0)
-        assert frames.shape == (case["frames"], case["height"], case["width"], 3)
-        np.testing.assert_allclose(frames, fx["frames"], rtol=0, atol=TOL)
+        assert_frames(video, case, fx, TOL)

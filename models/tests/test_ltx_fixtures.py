@@ -11,29 +11,23 @@ mixing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tomllib
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
+
+from helpers import assert_frames, assert_hashes, session
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "ltx-tiny"
 TOL = 1e-4
 
 pytestmark = pytest.mark.skipif(not (ROOT / NAME / "model.toml").is_file(), reason="no models/ltx-tiny bundle")
-
-
-def _sess(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +42,7 @@ def test_manifest(bundle) -> None:  # noqa: ANN001
     b, m, cases = bundle
     assert m["schema_version"] == 2
     te, vae, dit, sched, video = m["text_encoder"], m["vae"], m["dit"], m["scheduler"], m["video"]
-    files = [(te["tokenizer"], te["tokenizer_sha256"])]
-    for c in (te, vae["decoder"], dit):
-        files += [(c["file"], c["sha256"])] + [(e["file"], e["sha256"]) for e in c.get("external_data", [])]
-    for f, h in files:
-        assert hashlib.sha256((b / f).read_bytes()).hexdigest() == h, f
+    assert_hashes(b, [te], [te, vae["decoder"], dit])
     # text: LTXPipeline pads to 128 and runs T5 unmasked; the DiT gets every state row and the real-token mask
     assert (te["max_tokens"], te["padding"], te["prompt_clean"]) == (128, "max_length", "none")
     assert (te["encoder_mask"], te["zero_pad_states"], te["dit_mask"]) == (False, False, True)
@@ -128,7 +118,7 @@ def test_cases(bundle) -> None:  # noqa: ANN001, PLR0915
     b, m, cases = bundle
     te, dit_m, vae, sched = m["text_encoder"], m["dit"], m["vae"], m["scheduler"]
     tok = Tokenizer.from_file(str(b / te["tokenizer"]))
-    enc, dit, dec = _sess(b / te["file"]), _sess(b / dit_m["file"]), _sess(b / vae["decoder"]["file"])
+    enc, dit, dec = session(b / te["file"]), session(b / dit_m["file"]), session(b / vae["decoder"]["file"])
     n_max = te["max_tokens"]
     names = dit_m["names"]
     for case in cases:
@@ -181,5 +171,4 @@ def test_cases(bundle) -> None:  # noqa: ANN001, PLR0915
                                                    vae["names"]["timestep"]: np.array([vae["decode_timestep"]],
                                                                                       np.float32)})[0]
         assert video.shape == (1, 3, case["frames"], case["height"], case["width"])
-        frames = np.clip(video[0] / 2 + 0.5, 0, 1).transpose(1, 2, 3, 0)
-        np.testing.assert_allclose(frames, fx["frames"], rtol=0, atol=TOL)
+        assert_frames(video[0], case, fx, TOL)

@@ -8,27 +8,22 @@ the stateful VAE pair decoding the final latents to the pipeline's frames.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
+
+from helpers import assert_frames, assert_hashes, session
+from vidmesh_export.replay import stateful_decode
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = [b for b in ("wan2.1-tiny", "wan2.2-tiny", "wan2.2-ti2v-tiny")
            if (ROOT / b / "model.toml").is_file()]
 TOL = 1e-4
-
-
-def _sess(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module", params=BUNDLES)
@@ -44,11 +39,7 @@ def test_manifest_files(bundle) -> None:  # noqa: ANN001
     assert m["schema_version"] == 2
     comps = [m["text_encoder"], m["vae"]["decoder"], m["vae"]["decoder_step"], m["dit"]] + (
         [m["dit2"]] if "dit2" in m else [])
-    files = [(m["text_encoder"]["tokenizer"], m["text_encoder"]["tokenizer_sha256"])]
-    for c in comps:
-        files += [(c["file"], c["sha256"])] + [(e["file"], e["sha256"]) for e in c.get("external_data", [])]
-    for f, h in files:
-        assert hashlib.sha256((b / f).read_bytes()).hexdigest() == h, f
+    assert_hashes(b, [m["text_encoder"]], comps)
     assert len(m["vae"]["cache"]) == len(m["vae"]["decoder_step"]["inputs"]) - 1
 
 
@@ -64,12 +55,12 @@ def _schedule(steps: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
 def test_cases(bundle) -> None:  # noqa: ANN001
     b, m, cases = bundle
     te, tok = m["text_encoder"], Tokenizer.from_file(str(b / m["text_encoder"]["tokenizer"]))
-    enc = _sess(b / te["file"])
-    dits = {"dit": _sess(b / m["dit"]["file"])}
+    enc = session(b / te["file"])
+    dits = {"dit": session(b / m["dit"]["file"])}
     if "dit2" in m:
-        dits["dit2"] = _sess(b / m["dit2"]["file"])
+        dits["dit2"] = session(b / m["dit2"]["file"])
     vae = m["vae"]
-    first, step = _sess(b / vae["decoder"]["file"]), _sess(b / vae["decoder_step"]["file"])
+    first, step = session(b / vae["decoder"]["file"]), session(b / vae["decoder_step"]["file"])
     n_max = te["max_tokens"]
     for case in cases:
         fx = load_file(str(ROOT / "fixtures" / b.name / case["file"]))
@@ -104,15 +95,6 @@ def test_cases(bundle) -> None:  # noqa: ANN001
         mean = np.asarray(vae["latents_mean"], np.float32).reshape(1, -1, 1, 1, 1)
         inv_std = (np.float32(1.0) / np.asarray(vae["latents_std"], np.float32)).reshape(1, -1, 1, 1, 1)
         z = (fx["latents_final"][None] / inv_std + mean).astype(np.float32)
-        o = first.run(None, {vae["names"]["latents"]: z[:, :, :1]})
-        chunks, cache = [o[0]], o[1:]
-        for t in range(1, z.shape[2]):
-            o = step.run(None, {vae["names"]["latents"]: z[:, :, t:t + 1],
-                                **{c["input"]: x for c, x in zip(vae["cache"], cache)}})
-            assert o[0].shape[2] == vae["temporal_compression"]
-            chunks.append(o[0])
-            cache = o[1:]
-        video = np.concatenate(chunks, axis=2)[0]
-        frames = np.clip(video / 2 + 0.5, 0, 1).transpose(1, 2, 3, 0)
-        assert frames.shape == (case["frames"], case["height"], case["width"], 3)
-        np.testing.assert_allclose(frames, fx["frames"], rtol=0, atol=TOL)
+        chunks = stateful_decode(first, step, vae, z, [(t, t + 1) for t in range(z.shape[2])])
+        assert all(c.shape[2] == vae["temporal_compression"] for c in chunks[1:])
+        assert_frames(np.concatenate(chunks, axis=2)[0], case, fx, TOL)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -27,18 +26,17 @@ import torch
 
 from . import dit, manifest, text_encoder, vae
 from .load import load
+from .report import TOL, WEIGHTS, start
 
 # model_index.json `_class_name` -> the module whose `main(args)` exports that family.
 FAMILIES = {"LTXPipeline": "ltx", "CogVideoXPipeline": "cogvideox", "HunyuanVideoPipeline": "hunyuan"}
-WEIGHTS = {"fp32": "float32", "fp16": "float16", "float32": "float32", "float16": "float16"}
-TOL = {"float32": 1e-4, "float16": 5e-2}
 
 
 def _scheduler(cfg: dict, steps: int, guidance: float) -> dict:
     want = {"_class_name": "UniPCMultistepScheduler", "prediction_type": "flow_prediction", "use_flow_sigmas": True,
             "solver_type": "bh2", "solver_order": 2, "predict_x0": True, "lower_order_final": True,
             "final_sigmas_type": "zero"}
-    bad = {k: cfg.get(k) for k, v in want.items() if cfg.get(k, v) != v}
+    bad = manifest.mismatches(cfg, want)
     if bad:
         raise SystemExit(f"scheduler is not the unipc_flow this format defines: {bad}")
     return {"kind": "unipc_flow", "steps": steps, "shift": float(cfg["flow_shift"]), "guidance": guidance}
@@ -47,9 +45,7 @@ def _scheduler(cfg: dict, steps: int, guidance: float) -> dict:
 def _dit_section(tr, exported, weights: str, extra: dict | None = None) -> dict:  # noqa: ANN001
     c = tr.config
     d = manifest.component(exported, weights)
-    head = {"file": d.pop("file"), "sha256": d.pop("sha256")}
-    return {**head, **{k: d[k] for k in ("external_data",) if k in d},
-            "weights": d["weights"], "patch_size": list(c.patch_size),
+    return {**manifest.graph_keys(d), "weights": d["weights"], "patch_size": list(c.patch_size),
             "hidden_size": c.num_attention_heads * c.attention_head_dim, "depth": c.num_layers,
             "heads": c.num_attention_heads, "prediction": "flow_velocity", "timestep_scale": 1000.0,
             "timestep_rounding": "trunc", "guidance": "cfg_separate",
@@ -87,7 +83,6 @@ def main() -> None:  # noqa: PLR0915
     if cls != "WanPipeline":
         raise SystemExit(f"{a.src}: {cls} is not a pipeline this exporter knows ({', '.join(['WanPipeline', *FAMILIES])})")
     a.max_tokens = a.max_tokens or 512
-    a.defaults = a.defaults or "81,480,832"
 
     torch.set_num_threads(2)
     weights = WEIGHTS[a.weights]
@@ -98,65 +93,36 @@ def main() -> None:  # noqa: PLR0915
     expand = bool(c.index.get("expand_timesteps"))  # Wan 2.2 TI2V-5B: per-token timesteps, expanded in the graph
     fps = 24 if expand else 16  # TI2V-5B is made for 24 fps; Wan 2.1 and 2.2 A14B for 16
     out = a.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.toml").unlink(missing_ok=True)  # a bundle without a manifest is visibly unfinished
-    repo = Path(__file__).resolve().parents[2]
-    rows, report = [], {"source": os.path.relpath(a.src, repo), "random_init": a.random_init, "weights": weights,
-                        "versions": {"torch": torch.__version__, "python": platform.python_version()}}
-    import diffusers, onnx, onnxruntime, transformers  # noqa: E401
-    report["versions"].update(diffusers=diffusers.__version__, transformers=transformers.__version__,
-                              onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
-
-    def row(name: str, ex, checks: list[dict], secs: float) -> None:  # noqa: ANN001
-        for chk in checks:
-            rows.append({"component": name, "exporter": ex.exporter, **chk, "seconds": round(secs, 1)})
+    report = start(a, weights, t0)
 
     text_encoder.write_tokenizer(c.tokenizer, out / "tokenizer.json", a.max_tokens)
-    t = time.time()
-    te_ex, te_rows = text_encoder.export_text_encoder(c.text_encoder, out / "text_encoder.onnx", a.external_data, tol)
-    row("text_encoder", te_ex, te_rows, time.time() - t)
+    te_ex = report.timed("text_encoder", text_encoder.export_text_encoder, c.text_encoder, out / "text_encoder.onnx",
+                         a.external_data, tol)
     te_hidden = text_encoder.hidden_size(c.text_encoder)
     c.text_encoder = None  # free it before the DiT export: memory is the limit at full size
-    t = time.time()
     grid = c.vae.config.scale_factor_spatial * c.transformer.config.patch_size[1]  # pixels per DiT token
-    dit_ex, dit_rows = dit.export_dit(c.transformer, out / "dit.onnx", a.external_data, tol, release=True,
-                                      expand_timesteps=expand)
-    row("dit", dit_ex, dit_rows, time.time() - t)
+    dit_ex = report.timed("dit", dit.export_dit, c.transformer, out / "dit.onnx", a.external_data, tol, release=True,
+                          expand_timesteps=expand)
     if two:
-        t = time.time()
-        dit2_ex, dit2_rows = dit.export_dit(c.transformer_2, out / "dit2.onnx", a.external_data, tol,
-                                                 release=True, expand_timesteps=expand)
-        row("dit2", dit2_ex, dit2_rows, time.time() - t)
+        dit2_ex = report.timed("dit2", dit.export_dit, c.transformer_2, out / "dit2.onnx", a.external_data, tol,
+                               release=True, expand_timesteps=expand)
     t = time.time()
     vae_ex = vae.export_vae(c.vae, out, a.external_data)
     vae_rows = vae.verify(c.vae, vae_ex)
-    row("vae_decoder+vae_decoder_step (chained)", vae_ex["step"], vae_rows, time.time() - t)
+    report.add("vae_decoder+vae_decoder_step (chained)", vae_ex["step"], vae_rows, time.time() - t)
 
     # ---- manifest
-    frames, height, width = (int(x) for x in a.defaults.split(","))
-    steps = a.steps or (40 if two else 50)
-    guidance = a.guidance if a.guidance is not None else (4.0 if two else 5.0)
+    frames, height, width, steps, guidance = manifest.request_defaults(a, "81,480,832", 40 if two else 50,
+                                                                       4.0 if two else 5.0)
     vc = c.vae.config
     te = manifest.component(te_ex, weights)
     first = vae_ex["first"]
     n_cache = len(first.outputs) - 1
     family = "Wan 2.2 A14B" if two else ("Wan 2.2 TI2V-5B" if expand else "Wan 2.1")
     m = {
-        "generated_by": f"--from {a.src.name}{' --random-init' if a.random_init else ''} --weights {a.weights}",
-        "model": {"name": a.name or out.resolve().name, "version": a.version,
-                  "description": a.description or (
-                      f"{family} text-to-video (diffusers WanPipeline '{a.src.name}'"
-                      f"{', random weights' if a.random_init else ''}) exported to ONNX for vidmesh."),
-                  "license": a.license},
-        "text_encoder": {"file": te["file"], "sha256": te["sha256"],
-                         **({"external_data": te["external_data"]} if "external_data" in te else {}),
-                         "weights": weights, "tokenizer": "tokenizer.json",
-                         "tokenizer_sha256": manifest.sha256(out / "tokenizer.json"), "max_tokens": a.max_tokens,
-                         "hidden_size": te_hidden, "prompt_clean": "wan", "padding": "max_length",
-                         "encoder_mask": True, "zero_pad_states": True, "dit_mask": False,
-                         "names": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                                   "hidden_states": "last_hidden_state"},
-                         "inputs": te["inputs"], "outputs": te["outputs"]},
+        **manifest.header(a, out, family, "WanPipeline"),
+        "text_encoder": manifest.text_encoder_section(te, out, a.max_tokens, te_hidden, prompt_clean="wan",
+                                                      encoder_mask=True, zero_pad_states=True, dit_mask=False),
         "vae": {"latent_channels": vc.z_dim, "temporal_compression": vc.scale_factor_temporal,
                 "spatial_compression": vc.scale_factor_spatial,
                 "latents_mean": [float(x) for x in vc.latents_mean],
@@ -176,17 +142,8 @@ def main() -> None:  # noqa: PLR0915
         g2 = a.guidance_2 if a.guidance_2 is not None else 3.0
         m["dit2"] = _dit_section(c.transformer_2, dit2_ex, weights,
                                  {"boundary_ratio": float(c.index["boundary_ratio"]), "guidance_scale": g2})
-    (out / "model.toml").write_text(manifest.render(m))
-    manifest.validate(out)
-
-    report.update(components=rows, vae_cache_slots=n_cache, seconds=round(time.time() - t0, 1))
-    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'component':40} {'shape':44} {'max abs err':>12}")
-    for r in rows:
-        shape = r.get("shape") or {"latent": r["latent_shape"], "video": r["video_shape"][2:]}
-        print(f"{r['component']:40} {json.dumps(shape):44} {r['max_abs_err']:12.3g}")
-    print(f"\nbundle {out}: {sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB, "
-          f"{time.time() - t0:.0f} s; model.toml validated")
+    manifest.write(out, m)
+    report.finish(out, (40, 44), vae_cache_slots=n_cache)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import time
 import types
 from pathlib import Path
@@ -62,10 +61,11 @@ import numpy as np
 import torch
 
 from . import manifest, text_encoder
+from .dit import example_inputs, signature
 from .onnx_util import Io, check, export, parity, session
+from .replay import chunks, stateful_decode
+from .report import TOL, WEIGHTS, start
 
-WEIGHTS = {"fp32": "float32", "fp16": "float16", "float32": "float32", "float16": "float16"}
-TOL = {"float32": 1e-4, "float16": 5e-2}
 MAX_TOKENS = 226  # CogVideoXPipeline's max_sequence_length (= the transformer's max_text_seq_length)
 DECODE_CHUNK = 2  # AutoencoderKLCogVideoX.num_latent_frames_batch_size
 FPS = 8  # CogVideoX is made for 8 fps (49 frames = 6 s)
@@ -74,23 +74,13 @@ FPS = 8  # CogVideoX is made for 8 fps (49 frames = 6 s)
 # ---------------------------------------------------------------------------------------------------------- load
 def load(root: Path, random_init: bool, weights: str) -> SimpleNamespace:
     from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
-    from transformers import AutoConfig, AutoTokenizer, T5EncoderModel
+    from transformers import AutoTokenizer, T5EncoderModel
 
-    from .load import TORCH_DTYPES, _cast
+    from .load import TORCH_DTYPES, _cast, modules
 
     index = json.loads((root / "model_index.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
-    if random_init:
-        torch.manual_seed(1)
-        te = T5EncoderModel(AutoConfig.from_pretrained(str(root / "text_encoder")))
-        torch.manual_seed(2)
-        tr = CogVideoXTransformer3DModel.from_config(CogVideoXTransformer3DModel.load_config(str(root / "transformer")))
-        torch.manual_seed(3)
-        vae = AutoencoderKLCogVideoX.from_config(AutoencoderKLCogVideoX.load_config(str(root / "vae")))
-    else:
-        te = T5EncoderModel.from_pretrained(str(root / "text_encoder"), torch_dtype=torch.float32)
-        tr = CogVideoXTransformer3DModel.from_pretrained(str(root / "transformer"), torch_dtype=torch.float32)
-        vae = AutoencoderKLCogVideoX.from_pretrained(str(root / "vae"), torch_dtype=torch.float32)
+    te, tr, vae = modules(root, random_init, T5EncoderModel, CogVideoXTransformer3DModel, AutoencoderKLCogVideoX)
     dtype = TORCH_DTYPES[weights]
     # The VAE stays float32 (small; its causal cache is numerically sensitive), like Wan's.
     sched = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
@@ -206,20 +196,13 @@ DIT_ARGS = ["hidden_states", "timestep", "encoder_hidden_states"]
 
 def dit_spec(transformer) -> tuple[list[Io], list[Io]]:  # noqa: ANN001
     c = transformer.config
-    lat = ["batch", c.in_channels, "latent_frames", "latent_height", "latent_width"]
-    out = ["batch", c.out_channels, "latent_frames", "latent_height", "latent_width"]
-    return ([Io("hidden_states", "float32", lat), Io("timestep", "float32", ["batch"]),
-             Io("encoder_hidden_states", "float32", ["batch", "tokens", c.text_embed_dim])],
-            [Io("output", "float32", out)])
+    return signature(c.in_channels, c.out_channels, c.text_embed_dim, output="output")
 
 
 def dit_example(transformer, batch: int, frames: int, h: int, w: int, tokens: int, seed: int) -> tuple:  # noqa: ANN001
     c = transformer.config
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, c.in_channels, frames, h, w, generator=g)
-    t = torch.tensor([999.0, 500.0, 1.0, 250.0][:batch])
-    text = torch.randn(batch, tokens, c.text_embed_dim, generator=g)
-    return x, t, text
+    return example_inputs(torch.Generator().manual_seed(seed), c.in_channels, c.text_embed_dim,
+                          [999.0, 500.0, 1.0, 250.0], batch, frames, h, w, tokens)
 
 
 # Every dynamic size distinct (torch.export's duck sizing); checks differ from it and each other in every axis.
@@ -453,12 +436,6 @@ def export_vae(vae, out_dir: Path, external_data: bool) -> dict:  # noqa: ANN001
     return {"first": ex_first, "step": ex_step, "wrappers": (first, step)}
 
 
-def chunks(t: int, chunk: int = DECODE_CHUNK) -> list[tuple[int, int]]:
-    """AutoencoderKLCogVideoX._decode's latent frame ranges: the first takes chunk + t % chunk (capped at t)."""
-    first = min(t, chunk + t % chunk)
-    return [(0, first)] + [(s, s + chunk) for s in range(first, t, chunk)]
-
-
 VAE_CHECKS = [dict(frames=1, h=4, w=6), dict(frames=2, h=6, w=4), dict(frames=3, h=4, w=10),
               dict(frames=4, h=8, w=6), dict(frames=5, h=8, w=6), dict(frames=5, h=6, w=8)]
 
@@ -466,12 +443,14 @@ VAE_CHECKS = [dict(frames=1, h=4, w=6), dict(frames=2, h=6, w=4), dict(frames=3,
 def verify_vae(vae, exported: dict, tol: float = 1e-4) -> list[dict]:  # noqa: ANN001
     first, step = exported["wrappers"]
     s_first, s_step = session(exported["first"].path), session(exported["step"].path)
+    names = {"names": {"latents": "latents"},  # the graphs' own names ([vae] in model.toml says the same)
+             "cache": [{"input": f"cache_in_{k}"} for k in range(len(exported["first"].outputs) - 1)]}
     c = vae.config.latent_channels
     rows = []
     for i, chk in enumerate(VAE_CHECKS):
         g = torch.Generator().manual_seed(100 + i)
         z = torch.randn(1, c, chk["frames"], chk["h"], chk["w"], generator=g)
-        parts = chunks(chk["frames"])
+        parts = chunks(chk["frames"], DECODE_CHUNK)
         with torch.no_grad():
             full = vae.decode(z).sample
             # The branch-free wrappers chained, in PyTorch (unclamped), vs diffusers' decode.
@@ -480,16 +459,7 @@ def verify_vae(vae, exported: dict, tol: float = 1e-4) -> list[dict]:  # noqa: A
                 video, cache = first._decode(z[:, :, a:b], cache)
                 outs.append(video)
         claim = float((torch.cat(outs, dim=2) - full).abs().max())
-        zn = z.numpy()
-        frames, cache = [], None
-        for a, b in parts:
-            if cache is None:
-                o = s_first.run(None, {"latents": zn[:, :, a:b]})
-            else:
-                o = s_step.run(None, {"latents": zn[:, :, a:b], **{f"cache_in_{k}": x for k, x in enumerate(cache)}})
-            frames.append(o[0])
-            cache = o[1:]
-        video = np.concatenate(frames, axis=2)
+        video = np.concatenate(stateful_decode(s_first, s_step, names, z.numpy(), parts), axis=2)
         ref = torch.clamp(full, -1.0, 1.0).numpy()
         if video.shape != ref.shape:
             raise SystemExit(f"VAE chain shape {video.shape} != vae.decode {ref.shape}")
@@ -519,13 +489,20 @@ def check_text_encoder_as_pipeline(encoder, path: Path, tol: float) -> float:  #
     return check({"last_hidden_state": float(np.abs(got - ref.numpy()).max())}, tol, "text_encoder as the pipeline")
 
 
+def export_text_encoder(encoder, path: Path, external_data: bool, tol: float) -> tuple:  # noqa: ANN001
+    """text_encoder.py's graph and checks, plus the all-ones-mask check at 226 tokens (the pipeline's call)."""
+    ex, rows = text_encoder.export_text_encoder(encoder, path, external_data, tol)
+    return ex, [*rows, {"shape": {"batch": 2, "tokens": MAX_TOKENS, "mask": "all ones (pipeline: no mask)"},
+                        "max_abs_err": check_text_encoder_as_pipeline(encoder, path, tol)}]
+
+
 # ---------------------------------------------------------------------------------------------------------- main
 def _scheduler(cfg: dict, steps: int, guidance: float) -> dict:
     want = {"prediction_type": "v_prediction", "timestep_spacing": "trailing", "rescale_betas_zero_snr": True,
             "set_alpha_to_one": True, "steps_offset": 0, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
             "beta_end": 0.012, "num_train_timesteps": 1000, "clip_sample": False, "trained_betas": None}
     kinds = {"CogVideoXDPMScheduler": "cogvideox_dpm", "CogVideoXDDIMScheduler": "cogvideox_ddim"}
-    bad = {k: cfg.get(k) for k, v in want.items() if cfg.get(k, v) != v}
+    bad = manifest.mismatches(cfg, want)
     if cfg.get("_class_name") not in kinds or bad:
         raise SystemExit(f"scheduler is not a CogVideoX DPM/DDIM scheduler this format defines: "
                          f"{cfg.get('_class_name')} {bad}")
@@ -537,45 +514,28 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
     a.max_tokens = a.max_tokens or MAX_TOKENS
     if a.max_tokens != MAX_TOKENS:
         raise SystemExit(f"CogVideoX runs T5 on exactly {MAX_TOKENS} tokens (max_text_seq_length)")
-    a.defaults = a.defaults or "49,480,720"
     torch.set_num_threads(int(os.environ.get("VIDMESH_EXPORT_THREADS", "1")))
     weights = WEIGHTS[a.weights]
     tol = TOL[weights]
     t0 = time.time()
     c = load(a.src, a.random_init, weights)
     out = a.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.toml").unlink(missing_ok=True)  # a bundle without a manifest is visibly unfinished
-    repo = Path(__file__).resolve().parents[2]
-    import diffusers, onnx, onnxruntime, transformers  # noqa: E401
-    rows, report = [], {"source": os.path.relpath(a.src, repo), "random_init": a.random_init, "weights": weights,
-                        "versions": {"torch": torch.__version__, "python": platform.python_version(),
-                                     "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-                                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
-
-    def row(name: str, ex, checks: list[dict], secs: float) -> None:  # noqa: ANN001
-        for chk in checks:
-            rows.append({"component": name, "exporter": ex.exporter, **chk, "seconds": round(secs, 1)})
+    report = start(a, weights, t0)
 
     text_encoder.write_tokenizer(c.tokenizer, out / "tokenizer.json", a.max_tokens)
-    t = time.time()
-    te_ex, te_rows = text_encoder.export_text_encoder(c.text_encoder, out / "text_encoder.onnx", a.external_data, tol)
-    te_rows.append({"shape": {"batch": 2, "tokens": MAX_TOKENS, "mask": "all ones (pipeline: no mask)"},
-                    "max_abs_err": check_text_encoder_as_pipeline(c.text_encoder, out / "text_encoder.onnx", tol)})
-    row("text_encoder", te_ex, te_rows, time.time() - t)
+    te_ex = report.timed("text_encoder", export_text_encoder, c.text_encoder, out / "text_encoder.onnx",
+                         a.external_data, tol)
     te_hidden = text_encoder.hidden_size(c.text_encoder)
     c.text_encoder = None
     gc.collect()
-    t = time.time()
     tc = c.transformer.config
-    dit_ex, dit_rows = export_dit(c.transformer, out / "dit.onnx", a.external_data, tol)
-    row("dit", dit_ex, dit_rows, time.time() - t)
+    dit_ex = report.timed("dit", export_dit, c.transformer, out / "dit.onnx", a.external_data, tol)
     t = time.time()
     vae_ex = export_vae(c.vae, out, a.external_data)
     vae_rows = verify_vae(c.vae, vae_ex)
-    row("vae_decoder+vae_decoder_step (chained)", vae_ex["step"], vae_rows, time.time() - t)
+    report.add("vae_decoder+vae_decoder_step (chained)", vae_ex["step"], vae_rows, time.time() - t)
 
-    frames, height, width = (int(x) for x in a.defaults.split(","))
+    frames, height, width, steps, guidance = manifest.request_defaults(a, "49,480,720", 50, 6.0)
     vc = c.vae.config
     te = manifest.component(te_ex, weights)
     n_cache = len(vae_ex["first"].outputs) - 1
@@ -583,21 +543,9 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
     tcomp = vc.temporal_compression_ratio
     d = manifest.component(dit_ex, weights)
     m = {
-        "generated_by": f"--from {a.src.name}{' --random-init' if a.random_init else ''} --weights {a.weights}",
-        "model": {"name": a.name or out.resolve().name, "version": a.version,
-                  "description": a.description or (
-                      f"CogVideoX 5B-style text-to-video (diffusers CogVideoXPipeline '{a.src.name}'"
-                      f"{', random weights' if a.random_init else ''}) exported to ONNX for vidmesh."),
-                  "license": a.license},
-        "text_encoder": {"file": te["file"], "sha256": te["sha256"],
-                         **({"external_data": te["external_data"]} if "external_data" in te else {}),
-                         "weights": weights, "tokenizer": "tokenizer.json",
-                         "tokenizer_sha256": manifest.sha256(out / "tokenizer.json"), "max_tokens": a.max_tokens,
-                         "hidden_size": te_hidden, "prompt_clean": "none", "padding": "max_length",
-                         "encoder_mask": False, "zero_pad_states": False, "dit_mask": False,
-                         "names": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                                   "hidden_states": "last_hidden_state"},
-                         "inputs": te["inputs"], "outputs": te["outputs"]},
+        **manifest.header(a, out, "CogVideoX 5B-style", "CogVideoXPipeline"),
+        "text_encoder": manifest.text_encoder_section(te, out, a.max_tokens, te_hidden, prompt_clean="none",
+                                                      encoder_mask=False, zero_pad_states=False, dit_mask=False),
         "vae": {"latent_channels": vc.latent_channels, "temporal_compression": tcomp,
                 "spatial_compression": 2 ** (len(vc.block_out_channels) - 1),
                 "scaling_factor": float(vc.scaling_factor), "frame_rule": "first_frame_separate",
@@ -606,29 +554,19 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
                 "names": {"latents": "latents", "video": "video"}},
         "vae_decoder": manifest.component(vae_ex["first"], "float32"),
         "vae_decoder_step": manifest.component(vae_ex["step"], "float32"),
-        "dit": {"file": d["file"], "sha256": d["sha256"], **({"external_data": d["external_data"]}
-                                                             if "external_data" in d else {}),
-                "weights": d["weights"], "patch_size": [1, tc.patch_size, tc.patch_size],
+        "dit": {**manifest.graph_keys(d), "weights": d["weights"], "patch_size": [1, tc.patch_size, tc.patch_size],
                 "hidden_size": tc.num_attention_heads * tc.attention_head_dim, "depth": tc.num_layers,
                 "heads": tc.num_attention_heads, "prediction": "v", "timestep_scale": 1.0,
                 "timestep_rounding": "none", "guidance": "cfg_batched",
                 "names": {"latents": "hidden_states", "timestep": "timestep", "text_states": "encoder_hidden_states",
                           "text_mask": "", "output": "output"},
                 "inputs": d["inputs"], "outputs": d["outputs"]},
-        "scheduler": _scheduler(c.scheduler_config, a.steps or 50, a.guidance if a.guidance is not None else 6.0),
+        "scheduler": _scheduler(c.scheduler_config, steps, guidance),
         # 8k + 1 frames: an odd number of latent frames (see the module docstring).
         "video": {"default_frames": frames, "default_height": height, "default_width": width, "default_fps": FPS,
                   "frames": {"min": 2 * tcomp + 1, "max": 49, "step": 2 * tcomp},
                   "height": {"min": 2 * grid, "max": 1280, "step": grid},
                   "width": {"min": 2 * grid, "max": 1280, "step": grid}, "fps": [FPS]},
     }
-    (out / "model.toml").write_text(manifest.render(m))
-    manifest.validate(out)
-    report.update(components=rows, vae_cache_slots=n_cache, seconds=round(time.time() - t0, 1))
-    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'component':40} {'shape':44} {'max abs err':>12}")
-    for r in rows:
-        shape = r.get("shape") or {"latent": r["latent_shape"], "video": r["video_shape"][2:]}
-        print(f"{r['component']:40} {json.dumps(shape):44} {r['max_abs_err']:12.3g}")
-    print(f"\nbundle {out}: {sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB, "
-          f"{time.time() - t0:.0f} s; model.toml validated")
+    manifest.write(out, m)
+    report.finish(out, (40, 44), vae_cache_slots=n_cache)

@@ -14,6 +14,8 @@ Guarantees:
   to the per-token timesteps WanPipeline passes for text-to-video (mask of ones: every one of the
   latent_frames * latent_height/2 * latent_width/2 tokens carries t), so callers see the same signature;
   `export_dit` also checks the wrapper against the transformer called with the pipeline's own per-token tensor.
+- `signature()` / `example_inputs()`: the DiT signature and seeded example inputs every family's DiT shares
+  (ltx, cogvideox and hunyuan add their own inputs).
 """
 
 from __future__ import annotations
@@ -49,21 +51,38 @@ class DitWrapper(torch.nn.Module):
         return out.float()
 
 
+def signature(in_channels: int, out_channels: int, text_dim: int, extra: tuple[Io, ...] = (),
+              output: str = "velocity") -> tuple[list[Io], list[Io]]:
+    """Every family's DiT graph signature: hidden_states [batch, in_channels, latent_frames, latent_height,
+    latent_width], timestep [batch], encoder_hidden_states [batch, tokens, text_dim], the family's `extra` inputs
+    -> `output` [batch, out_channels, latent_frames, latent_height, latent_width], all float32 but `extra`'s."""
+    def lat(channels: int) -> list:
+        return ["batch", channels, "latent_frames", "latent_height", "latent_width"]
+
+    return ([Io("hidden_states", "float32", lat(in_channels)), Io("timestep", "float32", ["batch"]),
+             Io("encoder_hidden_states", "float32", ["batch", "tokens", text_dim]), *extra],
+            [Io(output, "float32", lat(out_channels))])
+
+
+def example_inputs(g: torch.Generator, in_channels: int, text_dim: int, timesteps: list[float], batch: int,
+                   frames: int, h: int, w: int, tokens: int) -> tuple:
+    """Every family's example latents, timesteps (the first `batch` of `timesteps`) and text states, drawn from `g`
+    (latents first, then text)."""
+    x = torch.randn(batch, in_channels, frames, h, w, generator=g)
+    t = torch.tensor(timesteps[:batch])
+    text = torch.randn(batch, tokens, text_dim, generator=g)
+    return x, t, text
+
+
 def spec(transformer: torch.nn.Module) -> tuple[list[Io], list[Io]]:
     c = transformer.config
-    lat = ["batch", c.in_channels, "latent_frames", "latent_height", "latent_width"]
-    out = ["batch", c.out_channels, "latent_frames", "latent_height", "latent_width"]
-    return ([Io("hidden_states", "float32", lat), Io("timestep", "float32", ["batch"]),
-             Io("encoder_hidden_states", "float32", ["batch", "tokens", c.text_dim])],
-            [Io("velocity", "float32", out)])
+    return signature(c.in_channels, c.out_channels, c.text_dim)
 
 
 def example(transformer: torch.nn.Module, batch: int, frames: int, h: int, w: int, tokens: int, seed: int) -> tuple:
     c = transformer.config
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, c.in_channels, frames, h, w, generator=g)
-    t = torch.tensor([999.0, 500.0, 1.0, 250.0][:batch])
-    text = torch.randn(batch, tokens, c.text_dim, generator=g)
+    x, t, text = example_inputs(torch.Generator().manual_seed(seed), c.in_channels, c.text_dim,
+                                [999.0, 500.0, 1.0, 250.0], batch, frames, h, w, tokens)
     text[:, tokens // 2:] = 0.0  # Wan zero-pads the states past the prompt
     return x, t, text
 

@@ -41,6 +41,8 @@ from safetensors.numpy import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vidmesh_tiny.noise import gaussian  # noqa: E402
 
+from .replay import stateful_decode, video_frames  # noqa: E402
+
 PROMPTS = [
     "a red car drives through a forest, cinematic lighting",
     "a small boat sails near the river at sunset",
@@ -174,23 +176,50 @@ def replay(bundle: Path, case: dict, fx: dict, pipe) -> dict:  # noqa: ANN001
     inv_std = (1.0 / np.asarray(vae["latents_std"], np.float32)).reshape(1, -1, 1, 1, 1)
     z = (fx["latents_final"][None] / inv_std + mean).astype(np.float32)
     first, step = session(bundle / vae["decoder"]["file"]), session(bundle / vae["decoder_step"]["file"])
-    o = first.run(None, {"latents": z[:, :, :1]})
-    chunks, cache = [o[0]], o[1:]
-    for t in range(1, z.shape[2]):
-        o = step.run(None, {"latents": z[:, :, t:t + 1], **{c["input"]: v for c, v in zip(vae["cache"], cache)}})
-        chunks.append(o[0])
-        cache = o[1:]
-    video = np.concatenate(chunks, axis=2)[0]  # [3, F, H, W] in [-1, 1]
-    frames = np.clip(video / 2 + 0.5, 0, 1).transpose(1, 2, 3, 0)
-    diff["frames"] = float(np.abs(frames - fx["frames"]).max())
+    parts = [(t, t + 1) for t in range(z.shape[2])]  # the first latent frame alone, then one step per frame
+    diff["frames"] = frames_diff(np.concatenate(stateful_decode(first, step, vae, z, parts), axis=2)[0], fx)
     return diff
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def frames_diff(video: np.ndarray, fx: dict) -> float:
+    """Max abs difference of the bundle's decoded video ([3, F, H, W] in [-1, 1]) as frames from fx["frames"]."""
+    return float(np.abs(video_frames(video) - fx["frames"]).max())
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The goldens' command line: --src (the diffusers pipeline), --bundle (its export), --out (the fixtures)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", type=Path, required=True)
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    return ap
+
+
+def load_pipeline(cls, src: Path):  # noqa: ANN001, ANN201
+    """`cls.from_pretrained(src)` in float32, progress bars off."""
+    pipe = cls.from_pretrained(str(src), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_case(out: Path, k: int, fx: dict) -> str:
+    """Write fx to out/case{k}.safetensors (0-d tensors stay 0-d); its file name."""
+    name = f"case{k}.safetensors"
+    save_file({n: np.ascontiguousarray(v) if v.ndim else v for n, v in fx.items()}, str(out / name))
+    return name
+
+
+def write_cases(out: Path, worst: float, doc: dict, cases: list[dict]) -> None:
+    """Refuse a replay worse than TOL, else write out/cases.json: `doc`, then how frames come from the decoded video
+    and the cases."""
+    if not worst <= TOL:
+        raise SystemExit(f"bundle replay differs from diffusers by {worst:.3g} > {TOL}")
+    doc = {**doc, "frames_from_video": "frames = clamp(video / 2 + 0.5, 0, 1), [F, H, W, 3]", "cases": cases}
+    (out / "cases.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def main() -> None:
+    ap = parser(__doc__)
     ap.add_argument("--guidance", type=float)
     ap.add_argument("--guidance-2", type=float)
     a = ap.parse_args()
@@ -198,8 +227,7 @@ def main() -> None:
     from diffusers import WanPipeline
     from diffusers.utils import is_ftfy_available
 
-    pipe = WanPipeline.from_pretrained(str(a.src), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(WanPipeline, a.src)
     two = pipe.config.boundary_ratio is not None
     guidance = a.guidance if a.guidance is not None else (4.0 if two else 5.0)
     guidance_2 = (a.guidance_2 if a.guidance_2 is not None else 3.0) if two else None
@@ -210,8 +238,7 @@ def main() -> None:
     cases = CASES if grid == 16 else CASES_GRID32
     for k, ((frames, height, width, steps, seed), prompt) in enumerate(zip(cases, PROMPTS)):
         fx = run_case(pipe, prompt, frames, height, width, steps, seed, guidance, guidance_2)
-        name = f"case{k}.safetensors"
-        save_file({n: np.ascontiguousarray(v) for n, v in fx.items()}, str(a.out / name))
+        name = save_case(a.out, k, fx)
         case = {"file": name, "prompt": prompt, "negative_prompt": "", "seed": str(seed), "frames": frames,
                 "height": height, "width": width, "steps": steps, "guidance": guidance,
                 **({"guidance_2": guidance_2} if two else {}),
@@ -230,16 +257,13 @@ def main() -> None:
             raise SystemExit(f"{name}: tokenizer.json ids differ from the pipeline tokenizer's")
         meta.append(case)
         print(f"{name}: {frames}x{height}x{width}, {steps} steps, seed {seed}: replay {r}")
-    if not worst <= TOL:
-        raise SystemExit(f"bundle replay differs from diffusers by {worst:.3g} > {TOL}")
     doc = {"pipeline": "diffusers WanPipeline, float32, CPU", "source": a.src.name, "bundle": a.bundle.name,
            "noise": "vidmesh_tiny.noise.gaussian(seed, C*T'*h*w).reshape(1, C, T', h, w) passed as latents=",
            "prompt_clean": "WanPipeline.prompt_clean (ftfy.fix_text, html.unescape x2, strip, whitespace "
                            "collapse) leaves every prompt here unchanged",
            "ftfy_installed": bool(is_ftfy_available()), "max_sequence_length": 512,
-           "latents_unnormalise": "z = latents / (1 / latents_std) + latents_mean (per channel, float32)",
-           "frames_from_video": "frames = clamp(video / 2 + 0.5, 0, 1), [F, H, W, 3]", "cases": meta}
-    (a.out / "cases.json").write_text(json.dumps(doc, indent=2) + "\n")
+           "latents_unnormalise": "z = latents / (1 / latents_std) + latents_mean (per channel, float32)"}
+    write_cases(a.out, worst, doc, meta)
 
 
 if __name__ == "__main__":

@@ -45,20 +45,17 @@ them (measured: ~1e-6): bundle and fixture agree.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vidmesh_tiny.noise import STREAM_DECODE, gaussian  # noqa: E402
 
-from .goldens import PROMPTS  # noqa: E402
+from .goldens import PROMPTS, frames_diff, load_pipeline, parser, save_case, write_cases  # noqa: E402
 
 NEGATIVE_PROMPTS = ["", "soft focus, close up shot", "", "a dog waits in the rain"]
 CASES = [  # (frames, height, width, steps, seed, fps, guidance_rescale)
@@ -68,7 +65,6 @@ CASES = [  # (frames, height, width, steps, seed, fps, guidance_rescale)
     (17, 96, 64, 7, 0, 25, 0.7),
 ]
 MAX_TOKENS = 128
-TOL = 1e-3
 
 
 def _unpack(pipe, packed: torch.Tensor, shape: tuple) -> np.ndarray:  # noqa: ANN001
@@ -234,16 +230,12 @@ def replay(bundle: Path, case: dict, fx: dict, pipe) -> dict:  # noqa: ANN001
     video = dec.run([vae["names"]["video"]], {vae["names"]["latents"]: z,
                                                vae["names"]["timestep"]: np.array([vae["decode_timestep"]],
                                                                                   np.float32)})[0][0]
-    frames = np.clip(video / 2 + 0.5, 0, 1).transpose(1, 2, 3, 0)
-    diff["frames"] = float(np.abs(frames - fx["frames"]).max())
+    diff["frames"] = frames_diff(video, fx)
     return diff
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, required=True)
-    ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap = parser(__doc__)
     ap.add_argument("--guidance", type=float, default=3.0, help="LTXPipeline's default guidance_scale")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -251,8 +243,7 @@ def main() -> None:
 
     m = tomllib.loads((a.bundle / "model.toml").read_text())
     decode_timestep, decode_noise_scale = m["vae"]["decode_timestep"], m["vae"]["decode_noise_scale"]
-    pipe = LTXPipeline.from_pretrained(str(a.src), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(LTXPipeline, a.src)
     a.out.mkdir(parents=True, exist_ok=True)
     meta = []
     worst = 0.0
@@ -260,8 +251,7 @@ def main() -> None:
             zip(CASES, PROMPTS, NEGATIVE_PROMPTS)):
         fx, info = run_case(pipe, prompt, negative, frames, height, width, steps, seed, fps, a.guidance, rescale,
                             decode_timestep, decode_noise_scale)
-        name = f"case{k}.safetensors"
-        save_file({n: np.ascontiguousarray(v) for n, v in fx.items()}, str(a.out / name))
+        name = save_case(a.out, k, fx)
         case = {"file": name, "prompt": prompt, "negative_prompt": negative, "seed": str(seed), "frames": frames,
                 "height": height, "width": width, "steps": steps, "guidance": a.guidance,
                 "guidance_rescale": rescale,
@@ -281,8 +271,6 @@ def main() -> None:
         meta.append(case)
         print(f"{name}: {frames}x{height}x{width} @ {fps} fps, {steps} steps, seed {seed}, rescale {rescale}: "
               f"replay {r}")
-    if not worst <= TOL:
-        raise SystemExit(f"bundle replay differs from diffusers by {worst:.3g} > {TOL}")
     doc = {"pipeline": "diffusers LTXPipeline, float32, CPU", "source": a.src.name, "bundle": a.bundle.name,
            "noise": "vidmesh_tiny.noise.gaussian(seed, C*T'*h*w).reshape(1, C, T', h, w), packed with "
                     "LTXPipeline._pack_latents to [1, T'*h*w, C], passed as latents=",
@@ -300,9 +288,8 @@ def main() -> None:
                        "max_shift): float32 exp(mu) / (exp(mu) + (1/s - 1)), stretched to shift_terminal "
                        "(1 - (1 - s) / ((1 - s_last) / (1 - shift_terminal))); timesteps = sigmas * 1000",
            "latents_denormalise": "z = latents * latents_std / scaling_factor + latents_mean (per channel, float32)",
-           "decode_noise_mix": "z = (1 - decode_noise_scale) * z + decode_noise_scale * decode_noise (float32)",
-           "frames_from_video": "frames = clamp(video / 2 + 0.5, 0, 1), [F, H, W, 3]", "cases": meta}
-    (a.out / "cases.json").write_text(json.dumps(doc, indent=2) + "\n")
+           "decode_noise_mix": "z = (1 - decode_noise_scale) * z + decode_noise_scale * decode_noise (float32)"}
+    write_cases(a.out, worst, doc, meta)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +70,10 @@ import numpy as np
 import torch
 
 from . import manifest, text_encoder
+from .dit import example_inputs, signature
 from .onnx_util import OPSET, Exported, Io, _rename_axes, _strip_metadata, check, export, parity, session, sha256
+from .report import TOL, WEIGHTS, start
 
-WEIGHTS = {"fp32": "float32", "fp16": "float16", "float32": "float32", "float16": "float16"}
-TOL = {"float32": 1e-4, "float16": 5e-2}
 MAX_TOKENS = 256  # HunyuanVideoPipeline's max_sequence_length
 CLIP_TOKENS = 77  # _get_clip_prompt_embeds' max_sequence_length
 SKIP_LAYERS = 2  # _get_llama_prompt_embeds' num_hidden_layers_to_skip
@@ -312,22 +310,17 @@ class HunyuanDitWrapper(torch.nn.Module):
 
 def dit_spec(tr: torch.nn.Module) -> tuple[list[Io], list[Io]]:
     c = tr.config
-    lat = ["batch", c.in_channels, "latent_frames", "latent_height", "latent_width"]
-    return ([Io("hidden_states", "float32", lat), Io("timestep", "float32", ["batch"]),
-             Io("encoder_hidden_states", "float32", ["batch", "tokens", c.text_embed_dim]),
-             Io("encoder_attention_mask", "int64", ["batch", "tokens"]),
-             Io("pooled_projections", "float32", ["batch", c.pooled_projection_dim]),
-             Io("guidance", "float32", ["batch"])],
-            [Io("velocity", "float32", ["batch", c.out_channels or c.in_channels, "latent_frames", "latent_height",
-                                        "latent_width"])])
+    return signature(c.in_channels, c.out_channels or c.in_channels, c.text_embed_dim,
+                     (Io("encoder_attention_mask", "int64", ["batch", "tokens"]),
+                      Io("pooled_projections", "float32", ["batch", c.pooled_projection_dim]),
+                      Io("guidance", "float32", ["batch"])))
 
 
 def dit_example(tr: torch.nn.Module, batch: int, frames: int, h: int, w: int, tokens: int, seed: int) -> tuple:
     c = tr.config
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, c.in_channels, frames, h, w, generator=g)
-    t = torch.tensor([999.0, 512.5, 1.25, 250.0][:batch])
-    text = torch.randn(batch, tokens, c.text_embed_dim, generator=g)
+    x, t, text = example_inputs(g, c.in_channels, c.text_embed_dim, [999.0, 512.5, 1.25, 250.0], batch, frames, h,
+                                w, tokens)
     mask = torch.zeros(batch, tokens, dtype=torch.int64)
     for b in range(batch):  # real tokens first, then padding (the pipeline's right-padded, cropped mask)
         mask[b, : max(1, tokens - 2 * b)] = 1
@@ -525,15 +518,10 @@ def scheduler_section(cfg: dict, steps: int, guidance: float) -> dict:
     want = {"use_dynamic_shifting": False, "invert_sigmas": False, "use_karras_sigmas": False,
             "use_exponential_sigmas": False, "use_beta_sigmas": False, "stochastic_sampling": False,
             "num_train_timesteps": 1000, "shift_terminal": None}
-    bad = {k: cfg.get(k) for k, v in want.items() if cfg.get(k, v) != v}
+    bad = manifest.mismatches(cfg, want)
     if bad:
         raise SystemExit(f"scheduler is not the flow_match_euler this format defines: {bad}")
     return {"kind": "flow_match_euler", "steps": steps, "shift": float(cfg.get("shift", 1.0)), "guidance": guidance}
-
-
-def _section(exported: Exported, weights: str) -> dict:
-    d = manifest.component(exported, weights)
-    return {"file": d.pop("file"), "sha256": d.pop("sha256"), **d}
 
 
 def main(a) -> None:  # noqa: ANN001, PLR0915
@@ -545,20 +533,7 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
     c = load(a.src, random_init=a.random_init, weights=weights)
     p = c.pipe
     out = a.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.toml").unlink(missing_ok=True)  # a bundle without a manifest is visibly unfinished
-    repo = Path(__file__).resolve().parents[2]
-    import diffusers, onnx, onnxruntime, transformers  # noqa: E401
-
-    rows, report = [], {"source": os.path.relpath(a.src, repo), "random_init": a.random_init, "weights": weights,
-                        "crop_start": c.crop_start,
-                        "versions": {"torch": torch.__version__, "python": platform.python_version(),
-                                     "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-                                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
-
-    def row(name: str, ex, checks: list[dict], secs: float) -> None:  # noqa: ANN001
-        for chk in checks:
-            rows.append({"component": name, "exporter": ex.exporter, **chk, "seconds": round(secs, 1)})
+    report = start(a, weights, t0, crop_start=c.crop_start)
 
     # ---- text encoders (+ tokenizers: Llama truncated at crop_start + max_tokens, CLIP at 77)
     text_encoder.write_tokenizer(p.tokenizer, out / "tokenizer.json", c.crop_start + max_tokens)
@@ -566,50 +541,34 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
     declare_pad(out / "tokenizer_2.json", p.tokenizer_2.pad_token, p.tokenizer_2.pad_token_id)
     t = time.time()
     te_ex, te_rows, te2_ex, te2_rows = export_text(c, out, a.external_data, tol, max_tokens)
-    row("text_encoder", te_ex, te_rows, time.time() - t)
-    row("text_encoder_2", te2_ex, te2_rows, 0.0)
+    report.add("text_encoder", te_ex, te_rows, time.time() - t)
+    report.add("text_encoder_2", te2_ex, te2_rows, 0.0)
     for r in check_pipeline_text(c, out, tol, max_tokens):
-        rows.append({**r, "exporter": te_ex.exporter})
+        report.rows.append({**r, "exporter": te_ex.exporter})
     te_hidden = int(p.text_encoder.config.hidden_size)
     pooled_size = int(p.text_encoder_2.config.hidden_size)
     p.text_encoder = p.text_encoder_2 = None
     gc.collect()
 
     # ---- DiT
-    t = time.time()
-    dit_ex, dit_rows = export_dit(p.transformer, out / "dit.onnx", a.external_data, tol)
-    row("dit", dit_ex, dit_rows, time.time() - t)
+    dit_ex = report.timed("dit", export_dit, p.transformer, out / "dit.onnx", a.external_data, tol)
 
     # ---- VAE decoder
     vae = p.vae
-    t = time.time()
-    vae_ex, vae_rows = export_vae(vae, out / "vae_decoder.onnx", a.external_data, 1e-4)
-    row("vae_decoder", vae_ex, vae_rows, time.time() - t)
+    vae_ex = report.timed("vae_decoder", export_vae, vae, out / "vae_decoder.onnx", a.external_data, 1e-4)
 
     # ---- manifest
-    frames, height, width = (int(x) for x in (a.defaults or DEFAULTS).split(","))
-    steps = a.steps or STEPS
-    guidance = a.guidance if a.guidance is not None else GUIDANCE
+    frames, height, width, steps, guidance = manifest.request_defaults(a, DEFAULTS, STEPS, GUIDANCE)
     tc, vc = p.transformer.config, vae.config
     tr_ratio, sp_ratio = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
     grid = sp_ratio * tc.patch_size
-    te, te2, d = _section(te_ex, weights), _section(te2_ex, "float32"), _section(dit_ex, weights)
+    te, d = manifest.component(te_ex, weights), manifest.component(dit_ex, weights)
+    te2 = manifest.component(te2_ex, "float32")
     m = {
-        "generated_by": f"--from {a.src.name}{' --random-init' if a.random_init else ''} --weights {a.weights}",
-        "model": {"name": a.name or out.resolve().name, "version": a.version,
-                  "description": a.description or (
-                      f"HunyuanVideo text-to-video (diffusers HunyuanVideoPipeline '{a.src.name}'"
-                      f"{', random weights' if a.random_init else ''}) exported to ONNX for vidmesh."),
-                  "license": a.license},
-        "text_encoder": {**{k: te[k] for k in ("file", "sha256", "external_data") if k in te},
-                         "weights": weights, "tokenizer": "tokenizer.json",
-                         "tokenizer_sha256": manifest.sha256(out / "tokenizer.json"), "max_tokens": max_tokens,
-                         "hidden_size": te_hidden, "template": c.template, "crop_start": c.crop_start,
-                         "prompt_clean": "none", "padding": "max_length", "encoder_mask": True,
-                         "zero_pad_states": False, "dit_mask": True,
-                         "names": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                                   "hidden_states": "hidden_states"},
-                         "inputs": te["inputs"], "outputs": te["outputs"]},
+        **manifest.header(a, out, "HunyuanVideo", "HunyuanVideoPipeline"),
+        "text_encoder": manifest.text_encoder_section(
+            te, out, max_tokens, te_hidden, prompt_clean="none", encoder_mask=True, zero_pad_states=False,
+            dit_mask=True, extra={"template": c.template, "crop_start": c.crop_start}, states="hidden_states"),
         "text_encoder_2": {**{k: te2[k] for k in ("file", "sha256")}, "weights": "float32",
                            "tokenizer": "tokenizer_2.json",
                            "tokenizer_sha256": manifest.sha256(out / "tokenizer_2.json"),
@@ -621,7 +580,7 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
                 "frame_rule": "first_frame_separate", "decode": "windowed", **window_params(vae),
                 "names": {"latents": "latents", "video": "video"}},
         "vae_decoder": manifest.component(vae_ex, "float32"),
-        "dit": {**{k: d[k] for k in ("file", "sha256", "external_data") if k in d}, "weights": weights,
+        "dit": {**manifest.graph_keys(d), "weights": weights,
                 "patch_size": [tc.patch_size_t, tc.patch_size, tc.patch_size],
                 "hidden_size": tc.num_attention_heads * tc.attention_head_dim,
                 "depth": tc.num_layers + tc.num_single_layers, "heads": tc.num_attention_heads,
@@ -639,13 +598,5 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
                   "height": {"min": 2 * grid, "max": 1280, "step": grid},
                   "width": {"min": 2 * grid, "max": 1280, "step": grid}, "fps": [FPS]},
     }
-    (out / "model.toml").write_text(manifest.render(m))
-    manifest.validate(out)
-
-    report.update(components=rows, seconds=round(time.time() - t0, 1))
-    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'component':16} {'shape':72} {'max abs err':>12}")
-    for r in rows:
-        print(f"{r['component']:16} {json.dumps(r['shape']):72} {r['max_abs_err']:12.3g}")
-    print(f"\nbundle {out}: {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB, "
-          f"{time.time() - t0:.0f} s; model.toml validated")
+    manifest.write(out, m)
+    report.finish(out, (16, 72))

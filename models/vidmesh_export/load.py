@@ -7,6 +7,9 @@ Guarantees:
 - `weights = "float16" | "bfloat16"` converts weights, keeping the modules diffusers keeps in float32
   (`_keep_in_fp32_modules`, e.g. the DiT's rope / time embedder / norms) and the float64 rope tables as they were.
 - Everything is in eval mode on the CPU.
+- `Components` is also what ltx.load returns (transformer_2 = None); `modules()` (text encoder, transformer, VAE
+  from_pretrained or seeded random) also loads LTX's and CogVideoX's; hunyuan loads with TORCH_DTYPES, `_cast`
+  and `_random` from here.
 """
 
 from __future__ import annotations
@@ -53,9 +56,22 @@ def _random(cls, folder: Path, seed: int):  # noqa: ANN001
     return cls.from_config(cfg)
 
 
+def modules(root: Path, random_init: bool, te_cls, tr_cls, vae_cls) -> tuple:  # noqa: ANN001
+    """root's text_encoder (a transformers model class), transformer and vae (diffusers classes), float32: with
+    from_pretrained, or with `random_init` built from their configs after torch.manual_seed(1 / 2 / 3)."""
+    from transformers import AutoConfig
+
+    if random_init:
+        torch.manual_seed(1)
+        te = te_cls(AutoConfig.from_pretrained(str(root / "text_encoder")))
+        return te, _random(tr_cls, root / "transformer", 2), _random(vae_cls, root / "vae", 3)
+    return tuple(cls.from_pretrained(str(root / name), torch_dtype=torch.float32)
+                 for cls, name in ((te_cls, "text_encoder"), (tr_cls, "transformer"), (vae_cls, "vae")))
+
+
 def load(root: Path, random_init: bool = False, weights: str = "float32") -> Components:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import AutoConfig, AutoTokenizer, UMT5EncoderModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
 
     index = json.loads((root / "model_index.json").read_text())
     if index.get("_class_name") != "WanPipeline":
@@ -63,17 +79,11 @@ def load(root: Path, random_init: bool = False, weights: str = "float32") -> Com
     dtype = TORCH_DTYPES[weights]
     tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
     if random_init:
-        torch.manual_seed(1)
-        te = UMT5EncoderModel(AutoConfig.from_pretrained(str(root / "text_encoder")))
-        tr = _random(WanTransformer3DModel, root / "transformer", 2)
         tr2 = _random(WanTransformer3DModel, root / "transformer_2", 4) if (root / "transformer_2").is_dir() else None
-        vae = _random(AutoencoderKLWan, root / "vae", 3)
     else:
-        te = UMT5EncoderModel.from_pretrained(str(root / "text_encoder"), torch_dtype=torch.float32)
-        tr = WanTransformer3DModel.from_pretrained(str(root / "transformer"), torch_dtype=torch.float32)
         tr2 = (WanTransformer3DModel.from_pretrained(str(root / "transformer_2"), torch_dtype=torch.float32)
                if (root / "transformer_2").is_dir() and index.get("transformer_2", [None])[0] else None)
-        vae = AutoencoderKLWan.from_pretrained(str(root / "vae"), torch_dtype=torch.float32)
+    te, tr, vae = modules(root, random_init, UMT5EncoderModel, WanTransformer3DModel, AutoencoderKLWan)
     te, tr, vae = te.eval(), _cast(tr.eval(), dtype), vae.eval()
     te = _cast(te, dtype)
     tr2 = _cast(tr2.eval(), dtype) if tr2 is not None else None

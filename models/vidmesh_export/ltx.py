@@ -51,19 +51,18 @@ from __future__ import annotations
 import gc
 import json
 import os
-import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import manifest, text_encoder
+from .dit import example_inputs, signature
+from .load import Components
 from .onnx_util import Io, check, export, parity, session
+from .report import TOL, WEIGHTS, start
 
-WEIGHTS = {"fp32": "float32", "fp16": "float16", "float32": "float32", "float16": "float16"}
-TOL = {"float32": 1e-4, "float16": 5e-2}
 MAX_TOKENS = 128  # LTXPipeline's max_sequence_length
 DEFAULTS = "161,512,704"  # LTXPipeline's num_frames, height, width
 DEFAULT_FPS = 25  # LTXPipeline's frame_rate
@@ -73,42 +72,24 @@ DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-@dataclass
-class Components:
-    root: Path
-    index: dict
-    tokenizer: object
-    text_encoder: torch.nn.Module
-    transformer: torch.nn.Module
-    vae: torch.nn.Module
-    scheduler_config: dict
-
-
 def load(root: Path, random_init: bool = False, weights: str = "float32") -> Components:
     """LTXPipeline components from local files only (as load.load for Wan): from_pretrained, or with `random_init`
-    seeded random weights from the configs; weights cast as load._cast (the VAE stays float32)."""
+    seeded random weights from the configs; weights cast as load._cast (the VAE stays float32). load.Components
+    without a second transformer."""
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-    from transformers import AutoConfig, AutoTokenizer, T5EncoderModel
+    from transformers import AutoTokenizer, T5EncoderModel
 
-    from .load import TORCH_DTYPES, _cast, _random
+    from .load import TORCH_DTYPES, _cast, modules
 
     index = json.loads((root / "model_index.json").read_text())
     if index.get("_class_name") != "LTXPipeline":
         raise SystemExit(f"{root}: not an LTXPipeline directory ({index.get('_class_name')})")
     tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
-    if random_init:
-        torch.manual_seed(1)
-        te = T5EncoderModel(AutoConfig.from_pretrained(str(root / "text_encoder")))
-        tr = _random(LTXVideoTransformer3DModel, root / "transformer", 2)
-        vae = _random(AutoencoderKLLTXVideo, root / "vae", 3)
-    else:
-        te = T5EncoderModel.from_pretrained(str(root / "text_encoder"), torch_dtype=torch.float32)
-        tr = LTXVideoTransformer3DModel.from_pretrained(str(root / "transformer"), torch_dtype=torch.float32)
-        vae = AutoencoderKLLTXVideo.from_pretrained(str(root / "vae"), torch_dtype=torch.float32)
+    te, tr, vae = modules(root, random_init, T5EncoderModel, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo)
     dtype = TORCH_DTYPES[weights]
     te, tr, vae = _cast(te.eval(), dtype), _cast(tr.eval(), dtype), vae.eval().float()
     sched = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
-    return Components(root, index, tokenizer, te, tr, vae, sched)
+    return Components(root, index, tokenizer, te, tr, None, vae, sched, weights)
 
 
 # ---------------------------------------------------------------------------------------------------- DiT
@@ -158,21 +139,15 @@ class LtxDitWrapper(torch.nn.Module):
 
 def dit_spec(transformer: torch.nn.Module) -> tuple[list[Io], list[Io]]:
     c = transformer.config
-    lat = ["batch", c.in_channels, "latent_frames", "latent_height", "latent_width"]
-    out = ["batch", c.out_channels, "latent_frames", "latent_height", "latent_width"]
-    return ([Io("hidden_states", "float32", lat), Io("timestep", "float32", ["batch"]),
-             Io("encoder_hidden_states", "float32", ["batch", "tokens", c.caption_channels]),
-             Io("encoder_attention_mask", "int64", ["batch", "tokens"]), Io("fps", "float32", ["batch"])],
-            [Io("velocity", "float32", out)])
+    return signature(c.in_channels, c.out_channels, c.caption_channels,
+                     (Io("encoder_attention_mask", "int64", ["batch", "tokens"]), Io("fps", "float32", ["batch"])))
 
 
 def dit_example(transformer: torch.nn.Module, batch: int, frames: int, h: int, w: int, tokens: int,
                 seed: int) -> tuple:
     c = transformer.config
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, c.in_channels, frames, h, w, generator=g)
-    t = torch.tensor([1000.0, 517.25, 3.5, 250.0][:batch])
-    text = torch.randn(batch, tokens, c.caption_channels, generator=g)
+    x, t, text = example_inputs(torch.Generator().manual_seed(seed), c.in_channels, c.caption_channels,
+                                [1000.0, 517.25, 3.5, 250.0], batch, frames, h, w, tokens)
     mask = torch.ones(batch, tokens, dtype=torch.int64)
     for b in range(batch):  # row b: tokens - 1 - 2b real tokens (at least 1), then padding (states kept)
         mask[b, max(1, tokens - 1 - 2 * b):] = 0
@@ -306,7 +281,7 @@ def scheduler_section(cfg: dict, steps: int, guidance: float) -> dict:
     want = {"use_dynamic_shifting": True, "time_shift_type": "exponential", "invert_sigmas": False,
             "use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
             "stochastic_sampling": False, "num_train_timesteps": 1000}
-    bad = {k: cfg.get(k) for k, v in want.items() if cfg.get(k, v) != v}
+    bad = manifest.mismatches(cfg, want)
     if bad:
         raise SystemExit(f"scheduler is not the flow_match_euler this format defines: {bad}")
     out = {"kind": "flow_match_euler", "steps": steps, "shift": float(cfg.get("shift", 1.0)), "guidance": guidance,
@@ -338,28 +313,12 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
     t0 = time.time()
     c = load(a.src, random_init=a.random_init, weights=weights)
     out = a.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.toml").unlink(missing_ok=True)  # a bundle without a manifest is visibly unfinished
-    repo = Path(__file__).resolve().parents[2]
-    import diffusers, onnx, onnxruntime, transformers  # noqa: E401
-
-    rows, report = [], {"source": os.path.relpath(a.src, repo), "random_init": a.random_init, "weights": weights,
-                        "decode_timestep": decode_timestep, "decode_noise_scale": decode_noise_scale,
-                        "versions": {"torch": torch.__version__, "python": platform.python_version(),
-                                     "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-                                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
-
-    def row(name: str, ex, checks: list[dict], secs: float) -> None:  # noqa: ANN001
-        for chk in checks:
-            rows.append({"component": name, "exporter": ex.exporter, **chk, "seconds": round(secs, 1)})
+    report = start(a, weights, t0, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
 
     # ---- text encoder
     text_encoder.write_tokenizer(c.tokenizer, out / "tokenizer.json", max_tokens)
-    t = time.time()
-    te_ex, te_rows = text_encoder.export_text_encoder(c.text_encoder, out / "text_encoder.onnx", a.external_data,
-                                                      tol)
-    te_rows.append(_check_unmasked_encoder(c, out / "text_encoder.onnx", max_tokens, tol))
-    row("text_encoder", te_ex, te_rows, time.time() - t)
+    te_ex = report.timed("text_encoder", export_text_encoder, c, out / "text_encoder.onnx", a.external_data, tol,
+                         max_tokens)
     te_hidden = text_encoder.hidden_size(c.text_encoder)
     c.text_encoder = None
     gc.collect()
@@ -367,40 +326,23 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
     # ---- DiT
     vae = c.vae
     tr_ratio, sp_ratio = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
-    t = time.time()
-    dit_ex, dit_rows = export_dit(c.transformer, out / "dit.onnx", a.external_data, tol, tr_ratio, sp_ratio)
-    row("dit", dit_ex, dit_rows, time.time() - t)
+    dit_ex = report.timed("dit", export_dit, c.transformer, out / "dit.onnx", a.external_data, tol, tr_ratio,
+                          sp_ratio)
 
     # ---- VAE decoder
-    t = time.time()
-    vae_ex, vae_rows = export_vae(vae, out / "vae_decoder.onnx", a.external_data, 1e-4)
-    row("vae_decoder", vae_ex, vae_rows, time.time() - t)
+    vae_ex = report.timed("vae_decoder", export_vae, vae, out / "vae_decoder.onnx", a.external_data, 1e-4)
 
     # ---- manifest
-    frames, height, width = (int(x) for x in (a.defaults or DEFAULTS).split(","))
-    steps = a.steps or STEPS
-    guidance = a.guidance if a.guidance is not None else GUIDANCE
+    frames, height, width, steps, guidance = manifest.request_defaults(a, DEFAULTS, STEPS, GUIDANCE)
     tc = c.transformer.config
     vc = vae.config
     te = manifest.component(te_ex, weights)
     d = manifest.component(dit_ex, weights)
     grid = sp_ratio * tc.patch_size
     m = {
-        "generated_by": f"--from {a.src.name}{' --random-init' if a.random_init else ''} --weights {a.weights}",
-        "model": {"name": a.name or out.resolve().name, "version": a.version,
-                  "description": a.description or (
-                      f"LTX-Video text-to-video (diffusers LTXPipeline '{a.src.name}'"
-                      f"{', random weights' if a.random_init else ''}) exported to ONNX for vidmesh."),
-                  "license": a.license},
-        "text_encoder": {"file": te["file"], "sha256": te["sha256"],
-                         **({"external_data": te["external_data"]} if "external_data" in te else {}),
-                         "weights": weights, "tokenizer": "tokenizer.json",
-                         "tokenizer_sha256": manifest.sha256(out / "tokenizer.json"), "max_tokens": max_tokens,
-                         "hidden_size": te_hidden, "prompt_clean": "none", "padding": "max_length",
-                         "encoder_mask": False, "zero_pad_states": False, "dit_mask": True,
-                         "names": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                                   "hidden_states": "last_hidden_state"},
-                         "inputs": te["inputs"], "outputs": te["outputs"]},
+        **manifest.header(a, out, "LTX-Video", "LTXPipeline"),
+        "text_encoder": manifest.text_encoder_section(te, out, max_tokens, te_hidden, prompt_clean="none",
+                                                      encoder_mask=False, zero_pad_states=False, dit_mask=True),
         "vae": {"latent_channels": vc.latent_channels, "temporal_compression": tr_ratio,
                 "spatial_compression": sp_ratio,
                 "latents_mean": [float(x) for x in vae.latents_mean.float()],
@@ -410,9 +352,7 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
                 "decode_timestep": decode_timestep, "decode_noise_scale": decode_noise_scale,
                 "names": {"latents": "latents", "video": "video", "timestep": "timestep"}},
         "vae_decoder": manifest.component(vae_ex, "float32"),
-        "dit": {"file": d["file"], "sha256": d["sha256"],
-                **({"external_data": d["external_data"]} if "external_data" in d else {}),
-                "weights": d["weights"], "patch_size": [tc.patch_size_t, tc.patch_size, tc.patch_size],
+        "dit": {**manifest.graph_keys(d), "weights": d["weights"], "patch_size": [tc.patch_size_t, tc.patch_size, tc.patch_size],
                 "hidden_size": tc.num_attention_heads * tc.attention_head_dim, "depth": tc.num_layers,
                 "heads": tc.num_attention_heads, "prediction": "flow_velocity", "timestep_scale": 1000.0,
                 "timestep_rounding": "none", "guidance": "cfg_batched",
@@ -429,16 +369,14 @@ def main(a) -> None:  # noqa: ANN001, PLR0915
                   "width": {"min": grid, "max": 1280, "step": grid},
                   "fps": {"min": 1, "max": 60, "step": 1}},
     }
-    (out / "model.toml").write_text(manifest.render(m))
-    manifest.validate(out)
+    manifest.write(out, m)
+    report.finish(out, (16, 72))
 
-    report.update(components=rows, seconds=round(time.time() - t0, 1))
-    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'component':16} {'shape':72} {'max abs err':>12}")
-    for r in rows:
-        print(f"{r['component']:16} {json.dumps(r['shape']):72} {r['max_abs_err']:12.3g}")
-    print(f"\nbundle {out}: {sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB, "
-          f"{time.time() - t0:.0f} s; model.toml validated")
+
+def export_text_encoder(c: Components, path: Path, external_data: bool, tol: float, max_tokens: int) -> tuple:
+    """text_encoder.py's graph and checks, plus the all-ones-mask check against T5 as LTXPipeline calls it."""
+    ex, rows = text_encoder.export_text_encoder(c.text_encoder, path, external_data, tol)
+    return ex, [*rows, _check_unmasked_encoder(c, path, max_tokens, tol)]
 
 
 def _check_unmasked_encoder(c: Components, path: Path, max_tokens: int, tol: float) -> dict:

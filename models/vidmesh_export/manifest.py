@@ -1,4 +1,4 @@
-"""model.toml, schema_version = 2 (docs/model-bundle.md, "Format 2"), for an exported Wan pipeline.
+"""model.toml, schema_version = 2 (docs/model-bundle.md, "Format 2"), for an exported pipeline of any family.
 
 Guarantees:
 - Every value comes from the pipeline's configs or the export itself (graph names and signatures, file hashes);
@@ -12,6 +12,10 @@ Guarantees:
   (LTX-Video) has one decoder graph.
 - `[text_encoder_2]` (HunyuanVideo's pooled CLIP encoder) is written and checked (graph signature, file and
   tokenizer sha256, `names`) when present.
+- The pieces every family's manifest shares are built here: `header()` (generated_by, [model]),
+  `text_encoder_section()`, `graph_keys()` (a graph table's file / sha256 / external_data); `request_defaults()`
+  reads the request defaults from the command line; `mismatches()` lists the scheduler config values a family
+  refuses; `write()` renders and validates.
 """
 
 from __future__ import annotations
@@ -70,6 +74,50 @@ def component(exported, weights: str) -> dict:  # noqa: ANN001
     return d
 
 
+def graph_keys(d: dict) -> dict:
+    """file / sha256 / external_data (if any) of `component()`'s dict: the head of every graph's table."""
+    return {k: d[k] for k in ("file", "sha256", "external_data") if k in d}
+
+
+def header(a, out: Path, family: str, pipeline: str) -> dict:  # noqa: ANN001
+    """generated_by and [model] from the export's arguments: name (default: the bundle directory's), version,
+    description (default: "<family> text-to-video (diffusers <pipeline> '<source dir>') exported ..."), license."""
+    random = " --random-init" if a.random_init else ""
+    return {
+        "generated_by": f"--from {a.src.name}{random} --weights {a.weights}",
+        "model": {"name": a.name or out.resolve().name, "version": a.version,
+                  "description": a.description or (
+                      f"{family} text-to-video (diffusers {pipeline} '{a.src.name}'"
+                      f"{', random weights' if a.random_init else ''}) exported to ONNX for vidmesh."),
+                  "license": a.license},
+    }
+
+
+def text_encoder_section(te: dict, out: Path, max_tokens: int, hidden: int, *, prompt_clean: str,  # noqa: PLR0913
+                         encoder_mask: bool, zero_pad_states: bool, dit_mask: bool, extra: dict | None = None,
+                         states: str = "last_hidden_state") -> dict:
+    """[text_encoder] for `te` = component(...) and out/tokenizer.json (padding = "max_length"); `extra` goes after
+    hidden_size, `states` is the name of the graph's states output."""
+    return {**graph_keys(te), "weights": te["weights"], "tokenizer": "tokenizer.json",
+            "tokenizer_sha256": sha256(out / "tokenizer.json"), "max_tokens": max_tokens, "hidden_size": hidden,
+            **(extra or {}), "prompt_clean": prompt_clean, "padding": "max_length", "encoder_mask": encoder_mask,
+            "zero_pad_states": zero_pad_states, "dit_mask": dit_mask,
+            "names": {"input_ids": "input_ids", "attention_mask": "attention_mask", "hidden_states": states},
+            "inputs": te["inputs"], "outputs": te["outputs"]}
+
+
+def request_defaults(a, defaults: str, steps: int, guidance: float) -> tuple[int, int, int, int, float]:  # noqa: ANN001
+    """(frames, height, width, steps, guidance) for [video] / [scheduler]: --defaults FRAMES,HEIGHT,WIDTH, --steps
+    and --guidance when given, else the family's `defaults`, `steps`, `guidance`."""
+    frames, height, width = (int(x) for x in (a.defaults or defaults).split(","))
+    return frames, height, width, a.steps or steps, a.guidance if a.guidance is not None else guidance
+
+
+def mismatches(cfg: dict, want: dict) -> dict:
+    """The keys of `want` whose value in the pipeline config `cfg` differs (an absent key counts as wanted)."""
+    return {k: cfg.get(k) for k, v in want.items() if cfg.get(k, v) != v}
+
+
 def _split(c: dict) -> tuple[dict, dict]:
     """(keys before the signature, the signature): keeps the signature at the end of each table for readability."""
     head = {k: v for k, v in c.items() if k not in ("inputs", "outputs")}
@@ -123,6 +171,12 @@ def _check_names(what: str, names: dict, c: dict) -> None:
     for key, name in names.items():
         if name and name not in declared:
             raise SystemExit(f"{what}.{key} = {name!r} is not an input or output of that graph")
+
+
+def write(bundle: Path, m: dict) -> dict:
+    """Render `m` to bundle/model.toml and validate it."""
+    (bundle / "model.toml").write_text(render(m))
+    return validate(bundle)
 
 
 def validate(bundle: Path) -> dict:

@@ -134,16 +134,23 @@ def build_tokenizer(vocab_size: int = 300):
                                    model_max_length=512, padding_side="right")
 
 
-def build_text_encoder(vocab_size: int, dims: dict = TINY_TE):
+def t5_encoder(config_cls, model_cls, vocab_size: int, dims: dict, **extra):  # noqa: ANN001, ANN201
+    """A (U)T5 v1.1 encoder after torch.manual_seed(1): gated-gelu, relative position buckets 32 / max distance
+    128, no dropout, untied embeddings, "<pad>" = 0, "</s>" = 1; `dims` the widths, `extra` more config keys."""
     import torch
-    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(1)
-    cfg = UMT5Config(vocab_size=vocab_size, **dims, num_decoder_layers=dims["num_layers"],
+    cfg = config_cls(vocab_size=vocab_size, **dims, num_decoder_layers=dims["num_layers"],
                      relative_attention_num_buckets=32, relative_attention_max_distance=128,
                      feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-                     decoder_start_token_id=0, tie_word_embeddings=False)
-    return UMT5EncoderModel(cfg).eval()
+                     decoder_start_token_id=0, tie_word_embeddings=False, **extra)
+    return model_cls(cfg).eval()
+
+
+def build_text_encoder(vocab_size: int, dims: dict = TINY_TE):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return t5_encoder(UMT5Config, UMT5EncoderModel, vocab_size, dims)
 
 
 def build_transformer(seed: int, dims: dict = TINY_DIT, channels: int = 16):
@@ -205,6 +212,19 @@ def build(family: str, out: Path) -> None:
         pipe.save_pretrained(str(out))
     what = "configs (no weights)" if fam["config_only"] else "pipeline"
     print(f"wrote {family} {what} to {out} (vocab {len(tokenizer)})")
+
+
+def save_pipeline(pipe, out: Path) -> None:  # noqa: ANN001
+    """pipe.save_pretrained(out), the directory created first."""
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(str(out))
+
+
+def out_main(doc: str, build) -> None:  # noqa: ANN001
+    """The command line of a one-pipeline tiny module (tiny_ltx, tiny_cogvideox, tiny_hunyuan): build(--out)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    build(ap.parse_args().out)
 
 
 def main() -> None:

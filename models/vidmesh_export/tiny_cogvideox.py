@@ -25,8 +25,9 @@ Guarantees:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from .tiny import TINY_TE, build_tokenizer, out_main, save_pipeline, t5_encoder
 
 # THUDM/CogVideoX-5b scheduler/scheduler_config.json (CogVideoXDPMScheduler).
 COGVIDEOX_5B_SCHEDULER = dict(
@@ -37,22 +38,15 @@ COGVIDEOX_5B_SCHEDULER = dict(
 # THUDM/CogVideoX-2b's CogVideoXDDIMScheduler differs in the class and snr_shift_scale = 3.0 (scheduler fixtures).
 COGVIDEOX_2B_SCHEDULER = {**COGVIDEOX_5B_SCHEDULER, "snr_shift_scale": 3.0}
 
-TINY_TE = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
 TINY_DIT = dict(num_attention_heads=2, attention_head_dim=16, time_embed_dim=32, num_layers=2)
 TINY_VAE = dict(block_out_channels=(8, 16, 16, 16), norm_num_groups=4, layers_per_block=1)
 SCALING_FACTOR = 0.7  # CogVideoX-5B's vae/config.json (the 2B's is 1.15258426)
 
 
 def build_text_encoder(vocab_size: int):
-    import torch
     from transformers import T5Config, T5EncoderModel
 
-    torch.manual_seed(1)
-    cfg = T5Config(vocab_size=vocab_size, **TINY_TE, num_decoder_layers=TINY_TE["num_layers"],
-                   relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                   feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-                   decoder_start_token_id=0, tie_word_embeddings=False, layer_norm_epsilon=1e-6)
-    return T5EncoderModel(cfg).eval()
+    return t5_encoder(T5Config, T5EncoderModel, vocab_size, TINY_TE, layer_norm_epsilon=1e-6)
 
 
 def build_transformer():
@@ -86,22 +80,17 @@ def build(out: Path) -> None:
     import torch
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
-    from .tiny import build_tokenizer
-
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
     pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=build_text_encoder(len(tokenizer)), vae=build_vae(),
                              transformer=build_transformer(),
                              scheduler=CogVideoXDPMScheduler(**COGVIDEOX_5B_SCHEDULER))
-    out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(out))
+    save_pipeline(pipe, out)
     print(f"wrote CogVideoX tiny pipeline to {out} (vocab {len(tokenizer)})")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
-    build(ap.parse_args().out)
+    out_main(__doc__, build)
 
 
 if __name__ == "__main__":

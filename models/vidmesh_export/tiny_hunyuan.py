@@ -41,11 +41,10 @@ Guarantees:
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
-from .tiny import corpus
+from .tiny import corpus, out_main, save_pipeline
 
 # diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video.DEFAULT_PROMPT_TEMPLATE["template"], copied here only
 # for the tokenizer's training corpus (everything else imports the pipeline's own).
@@ -201,8 +200,7 @@ def build(out: Path) -> None:
     pipe = HunyuanVideoPipeline(text_encoder=te, tokenizer=tokenizer, transformer=tr, vae=vae, scheduler=sched,
                                 text_encoder_2=te2, tokenizer_2=tokenizer_2)
     n_crop = crop_start(tokenizer, DEFAULT_PROMPT_TEMPLATE["template"])
-    out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(out))
+    save_pipeline(pipe, out)
     _check_reload(pipe, out)
     print(f"wrote HunyuanVideo tiny pipeline to {out} (llama vocab {len(tokenizer)}, clip vocab {len(tokenizer_2)}, "
           f"crop_start {n_crop})")
@@ -232,10 +230,7 @@ def _check_reload(pipe, out: Path) -> None:  # noqa: ANN001
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
-    a = ap.parse_args()
-    build(a.out)
+    out_main(__doc__, build)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ Guarantees:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-TINY_T5 = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+from .tiny import TINY_TE, build_tokenizer, out_main, save_pipeline, t5_encoder
+
 TINY_DIT = dict(num_attention_heads=2, attention_head_dim=16, num_layers=2)
 LATENT_CHANNELS = 16
 # LTX-Video 0.9.5 / 0.9.7 VAE structure (diffusers' convert_ltx_to_diffusers.get_vae_config), widths shrunk.
@@ -64,15 +64,9 @@ MAX_TOKENS = 128  # LTXPipeline's max_sequence_length
 
 
 def build_text_encoder(vocab_size: int):
-    import torch
     from transformers import T5Config, T5EncoderModel
 
-    torch.manual_seed(1)
-    cfg = T5Config(vocab_size=vocab_size, **TINY_T5, num_decoder_layers=TINY_T5["num_layers"],
-                   relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                   feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-                   decoder_start_token_id=0, tie_word_embeddings=False)
-    return T5EncoderModel(cfg).eval()
+    return t5_encoder(T5Config, T5EncoderModel, vocab_size, TINY_TE)
 
 
 def build_transformer(caption_channels: int):
@@ -105,8 +99,6 @@ def build(out: Path) -> None:
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
 
-    from .tiny import build_tokenizer
-
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
     tokenizer.model_max_length = MAX_TOKENS
@@ -118,15 +110,12 @@ def build(out: Path) -> None:
                        transformer=transformer)
     if (pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio) != (32, 8):
         raise SystemExit("tiny LTX VAE does not compress 8 x 32 x 32")
-    out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(out))
+    save_pipeline(pipe, out)
     print(f"wrote LTX-Video tiny pipeline to {out} (vocab {len(tokenizer)})")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
-    build(ap.parse_args().out)
+    out_main(__doc__, build)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ pub enum ModelError {
 /// Which of the bundle's files a service needs (only those are hashed and opened).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// text_encoder.onnx and tokenizer.json.
+    /// The text encoder and its tokenizer (and `[text_encoder_2]`'s when the bundle has one).
     TextEncoder,
     /// The DiT (and the second transformer when the bundle has one).
     Dit,
