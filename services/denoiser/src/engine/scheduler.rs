@@ -102,73 +102,16 @@ impl Kind {
 }
 
 pub mod cogvideox;
+mod sigmas;
 mod unipc;
 
 use cogvideox::Cog;
+use sigmas::dpm_flow_sigmas;
+pub use sigmas::{dynamic_flow_sigmas, flow_sigmas, sd_alphas_cumprod};
 
 use unipc::unipc_flow_sigmas;
 
 const TRAIN_STEPS: usize = 1000;
-
-/// Scaled-linear betas of Stable Diffusion (0.00085..0.012) → cumulative alpha products, bit for bit as diffusers
-/// builds them: torch.linspace in float32 (symmetric halves, fused multiply-add), squared, `1 - β`, and a cumprod
-/// accumulated in double and rounded per element.
-pub fn sd_alphas_cumprod() -> Vec<f32> {
-    let (start, end) = (0.00085f64.sqrt() as f32, 0.012f64.sqrt() as f32);
-    let last = TRAIN_STEPS - 1;
-    let step = (end - start) / last as f32;
-    let mut acc = 1.0f64;
-    (0..TRAIN_STEPS)
-        .map(|i| {
-            let sqrt_beta = if i < TRAIN_STEPS / 2 {
-                step.mul_add(i as f32, start)
-            } else {
-                (-step).mul_add((last - i) as f32, end)
-            };
-            let alpha = 1.0f32 - sqrt_beta * sqrt_beta;
-            acc *= f64::from(alpha);
-            acc as f32
-        })
-        .collect()
-}
-
-/// The shifted flow-matching sigmas of the reference sampler: `steps + 1` values ending at 0.
-pub fn flow_sigmas(steps: u32, shift: f32) -> Vec<f32> {
-    let (shift, n) = (f64::from(shift), f64::from(steps));
-    let mut s: Vec<f32> = (0..steps)
-        .map(|i| {
-            let u = 1.0 - f64::from(i) / n;
-            (shift * u / (1.0 + (shift - 1.0) * u)) as f32
-        })
-        .collect();
-    s.push(0.0);
-    s
-}
-
-/// LTX-Video's sigmas (`steps + 1`, ending at 0) as LTXPipeline builds them: numpy linspace(1, 1/N, N) in f64
-/// rounded to f32, the exponential time shift e^μ / (e^μ + 1/σ − 1) in f32, then — with `terminal` — stretched
-/// so the last is `terminal`: 1 − (1 − σ)/((1 − σ_last)/(1 − terminal)), in f32.
-pub fn dynamic_flow_sigmas(steps: u32, mu: f64, terminal: Option<f64>) -> Vec<f32> {
-    let n = steps.max(1) as usize;
-    let (start, stop) = (1.0f64, 1.0 / n as f64);
-    let step = if n > 1 { (stop - start) / (n - 1) as f64 } else { 0.0 };
-    let e = mu.exp() as f32;
-    let mut s: Vec<f32> = (0..n)
-        .map(|i| if n > 1 && i == n - 1 { stop } else { i as f64 * step + start })
-        .map(|u| {
-            let u = u as f32;
-            e / (e + (1.0 / u - 1.0))
-        })
-        .collect();
-    if let Some(t) = terminal {
-        let scale = (1.0 - s[n - 1]) / (1.0 - t) as f32;
-        for v in &mut s {
-            *v = 1.0 - (1.0 - *v) / scale;
-        }
-    }
-    s.push(0.0);
-    s
-}
 
 /// Family settings of a schedule beyond kind, steps and shift (manifest `[scheduler]`, request seed).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -197,23 +140,6 @@ impl Options {
             seed,
         }
     }
-}
-
-/// DPM-Solver's flow sigmas (`use_flow_sigmas`): numpy linspace(1, 1/1000, N+1), shifted, reversed, last dropped.
-fn dpm_flow_sigmas(steps: usize, shift: f64) -> Vec<f32> {
-    let (start, stop) = (1.0f64, 1.0 / TRAIN_STEPS as f64);
-    let delta = (stop - start) / steps as f64;
-    let mut s: Vec<f32> = (0..=steps)
-        .map(|i| {
-            let alpha = if i == steps { stop } else { i as f64 * delta + start };
-            let sigma = 1.0 - alpha;
-            (shift * sigma / (1.0 + (shift - 1.0) * sigma)) as f32
-        })
-        .rev()
-        .take(steps)
-        .collect();
-    s.push(0.0);
-    s
 }
 
 /// Step `i` of a device-loop kind ([`Kind::device_loop`]) as one linear update, for the device-resident loop
@@ -608,91 +534,4 @@ pub fn rescale(guided: &mut [f32], cond: &[f32], phi: f32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shifted_sigmas_match_the_reference_formula() {
-        let s = flow_sigmas(4, 2.0);
-        assert_eq!(s.len(), 5);
-        assert_eq!(s[0], 1.0);
-        assert!((s[1] - (2.0 * 0.75 / 1.75) as f32).abs() < 1e-7);
-        assert_eq!(s[4], 0.0);
-        let skipped = Scheduler::new(Kind::FlowMatchEuler, Prediction::FlowVelocity, 10, 1.0, 4);
-        assert_eq!(skipped.steps(), 6);
-        assert!((skipped.sigmas[0] - 0.6).abs() < 1e-7);
-    }
-
-    /// The device loop's linear form reproduces `step` (and `x0`) for every kind and prediction, multistep
-    /// memory included, up to float rounding.
-    #[test]
-    fn coefficients_reproduce_every_step() {
-        let n = 64;
-        let mut seed = 1u64;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
-        for (kind, pred) in [
-            (Kind::FlowMatchEuler, Prediction::FlowVelocity),
-            (Kind::FlowMatchDpmpp2m, Prediction::FlowVelocity),
-            (Kind::Ddim, Prediction::Epsilon),
-            (Kind::Ddim, Prediction::V),
-            (Kind::Dpmpp2m, Prediction::Epsilon),
-            (Kind::Dpmpp2m, Prediction::V),
-        ] {
-            for skip in [0, 3] {
-                let mut host = Scheduler::new(kind, pred, 8, 2.0, skip);
-                let lin = host.clone();
-                let mut x: Vec<f32> = (0..n).map(|_| rnd()).collect();
-                let mut y = x.clone();
-                let mut prev = vec![0.0f32; n];
-                for i in 0..host.steps() {
-                    let m: Vec<f32> = (0..n).map(|_| rnd()).collect();
-                    let x0 = host.x0(i, &x, &m);
-                    host.step(i, &mut x, &m);
-                    let k = lin.coefficients(i);
-                    let y0: Vec<f32> = y.iter().zip(&m).map(|(y, m)| k.p * y + k.q * m).collect();
-                    y = y.iter().zip(&m).zip(&prev).map(|((y, m), p)| k.a * y + k.b * m + k.c * p).collect();
-                    prev = y0.clone();
-                    let scale = x.iter().fold(1.0f32, |a, v| a.max(v.abs()));
-                    for (a, b) in x.iter().zip(&y).chain(x0.iter().zip(&y0)) {
-                        assert!(
-                            (a - b).abs() <= 2e-5 * scale.max(b.abs()),
-                            "{kind:?}/{pred:?} skip {skip} step {i}: {a} vs {b}"
-                        );
-                    }
-                    y.clone_from(&x); // compare one step at a time from the same state
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn cfg_rescale_mixes_in_the_output_rescaled_to_the_conditional_spread() {
-        // σ(cond) = 2·σ(guided): φ = 0.5 gives 0.5·2g + 0.5·g = 1.5g; φ = 0 leaves g.
-        let cond = [2.0f32, 4.0, 6.0, 8.0];
-        let mut g = [1.0f32, 2.0, 3.0, 4.0];
-        rescale(&mut g, &cond, 0.5);
-        for (got, want) in g.iter().zip([1.5f32, 3.0, 4.5, 6.0]) {
-            assert!((got - want).abs() <= 1e-6, "{got} vs {want}");
-        }
-        let mut g = [1.0f32, 2.0, 3.0, 4.0];
-        rescale(&mut g, &cond, 0.0);
-        assert_eq!(g, [1.0, 2.0, 3.0, 4.0]);
-    }
-
-    #[test]
-    fn kinds_match_predictions() {
-        assert!(Kind::FlowMatchEuler.supports(Prediction::FlowVelocity));
-        assert!(!Kind::Ddim.supports(Prediction::FlowVelocity));
-        assert!(Kind::Dpmpp2m.supports(Prediction::V));
-        assert!(Kind::UniPcFlow.supports(Prediction::FlowVelocity));
-        assert!(!Kind::UniPcFlow.supports(Prediction::Epsilon) && !Kind::UniPcFlow.supports(Prediction::V));
-        for n in Kind::NAMES {
-            let kind = Kind::parse(n);
-            let host_only = [Kind::UniPcFlow, Kind::CogVideoXDdim, Kind::CogVideoXDpm];
-            assert!(kind.is_some_and(|k| k.device_loop() != host_only.contains(&k)), "{n}");
-        }
-    }
-}
+mod tests;
