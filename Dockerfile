@@ -17,7 +17,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
       -p vidmesh-gateway -p vidmesh-text-encoder -p vidmesh-denoiser -p vidmesh-decoder -p vidmesh-classifier \
-      -p vidmesh-cli \
+      -p vidmesh-cli --features vidmesh-cli/gateway \
  && mkdir -p /out \
  && cp target/release/vidmesh target/release/vidmesh-gateway target/release/vidmesh-text-encoder \
        target/release/vidmesh-denoiser target/release/vidmesh-decoder target/release/vidmesh-classifier /out/

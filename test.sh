@@ -31,7 +31,9 @@ fi
 command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is needed for the Kubernetes checks" >&2; exit 1; }
 k8s/test.sh
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# The CLI as the README's first command builds it: without the gateway and S3.
+cargo clippy -p vidmesh-cli --locked -- -D warnings
 # A hung test must fail CI quickly rather than use up its time limit.
-timeout 1800 cargo test --workspace --locked
+timeout 1800 cargo test --workspace --all-features --locked
 models/test.sh

@@ -17,15 +17,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use vidmesh_denoiser::engine::dit::{Dit, DitBatch};
 use vidmesh_model::{Bundle, Onnx, OnnxConfig, Part};
 use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event::Event as Ev, denoiser_client::DenoiserClient};
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, text_encoder_client::TextEncoderClient};
 use vidmesh_runtime::TensorF32;
+use vidmesh_runtime::stage::Options;
 
 fn bundle_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/vidmesh-tiny")
@@ -90,17 +89,6 @@ fn dit_latency(onnx: &Onnx, iters: usize, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-async fn wait_serving(channel: Channel, service: &str) -> Result<()> {
-    let mut watch =
-        HealthClient::new(channel).watch(HealthCheckRequest { service: service.into() }).await?.into_inner();
-    while let Some(msg) = watch.message().await? {
-        if msg.status == 1 {
-            return Ok(());
-        }
-    }
-    anyhow::bail!("{service} never became SERVING")
-}
-
 async fn connect(addr: std::net::SocketAddr) -> Result<Channel> {
     Ok(Channel::from_shared(format!("http://{addr}"))?.connect().await?)
 }
@@ -128,19 +116,13 @@ async fn denoiser_throughput(
         config.batching.max_batch = max_batch;
         config.onnxruntime = onnx.clone();
         config.io_binding = io;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let registry = prometheus::Registry::new();
         let shutdown = CancellationToken::new();
-        let opts = vidmesh_denoiser::Options {
-            env: env.clone(),
-            registry: registry.clone(),
-            metrics_listener: None,
-            load_gate: std::future::ready(()),
-        };
-        let task = tokio::spawn(vidmesh_denoiser::serve_with(config, listener, shutdown.clone(), opts));
+        let opts = Options { registry: registry.clone(), ..Options::with_env(env.clone()) };
+        let (addr, task) = vidmesh_testmesh::serve_stage::<vidmesh_denoiser::Denoiser>(config, opts, &shutdown)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let channel = connect(addr).await?;
-        wait_serving(channel.clone(), vidmesh_denoiser::SERVICE_NAME).await?;
         let metric = |name: &str| vidmesh_runtime::metrics::value(&registry, name).unwrap_or(0.0);
         let (calls_before, bytes_before) = (metric("denoiser_batch_requests"), metric("denoiser_transfer_bytes_total"));
         let start = Instant::now();
@@ -202,18 +184,12 @@ async fn text_encoder_latency(env: &HashMap<String, String>, iters: usize, out: 
         let mut config = vidmesh_text_encoder::Config::default();
         config.model.bundle = bundle_dir().display().to_string();
         config.cache_capacity = capacity;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let opts = vidmesh_text_encoder::Options {
-            env: env.clone(),
-            registry: prometheus::Registry::new(),
-            metrics_listener: None,
-            load_gate: std::future::ready(()),
-        };
-        let task = tokio::spawn(vidmesh_text_encoder::serve_with(config, listener, shutdown.clone(), opts));
+        let opts = Options { registry: prometheus::Registry::new(), ..Options::with_env(env.clone()) };
+        let (addr, task) = vidmesh_testmesh::serve_stage::<vidmesh_text_encoder::TextEncoder>(config, opts, &shutdown)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let channel = connect(addr).await?;
-        wait_serving(channel.clone(), vidmesh_text_encoder::SERVICE_NAME).await?;
         let mut client = TextEncoderClient::new(channel);
         let prompt = "a large blue square moving up and to the right quickly on a striped white background";
         let req = || EncodeRequest { prompts: vec![prompt.to_string()], ..Default::default() };

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use vidmesh_proto::gateway::v1::gateway_client::GatewayClient;
 use vidmesh_proto::gateway::v1::{GenerateRequest, WatchJobRequest, job_event::Event};
+use vidmesh_runtime::stage::Options;
 
 fn stage_sum(registry: &prometheus::Registry) -> f64 {
     registry
@@ -60,16 +60,10 @@ async fn main() -> Result<()> {
         ..Default::default()
     }];
     let registry = prometheus::Registry::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let gw_opts = vidmesh_gateway::Options {
-        env: env.clone(),
-        registry: registry.clone(),
-        metrics_listener: None,
-        http_listener: None,
-    };
-    tokio::spawn(vidmesh_gateway::serve_with(config, listener, stop.clone(), gw_opts));
-    vidmesh_testmesh::serving(addr, vidmesh_gateway::SERVICE_NAME).await.map_err(anyhow::Error::msg)?;
+    let opts = Options { registry: registry.clone(), ..Options::with_env(env.clone()) };
+    let (addr, _gateway) = vidmesh_testmesh::serve_stage::<vidmesh_gateway::Gateway>(config, opts, &stop)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -6,16 +6,16 @@
 //!   vidmesh serve all | gateway | text-encoder | denoiser | decoder | classifier [CONFIG.toml]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vidmesh_cli::local;
 use vidmesh_cli::mesh::{Job, Mesh, Progress};
+use vidmesh_runtime::{Stage, StageConfig, StartError};
 
 #[derive(Parser)]
 #[command(name = "vidmesh", version, about = "Serve and use text-to-video diffusion models")]
@@ -262,39 +262,42 @@ fn models(bundle: PathBuf) -> Result<()> {
 
 /// One line on stderr per service with the addresses it actually bound (ports may be 0 in the config):
 /// `NAME grpc=ADDR http=ADDR metrics=ADDR`. Scripts and tests read it.
-fn announce(name: &str, grpc: &TcpListener, http: Option<&TcpListener>, metrics: Option<&TcpListener>) -> Result<()> {
-    let addr = |l: Option<&TcpListener>| -> Result<String> {
-        Ok(l.map(|l| l.local_addr()).transpose()?.map_or("off".to_string(), |a| a.to_string()))
-    };
-    eprintln!("{name} grpc={} http={} metrics={}", grpc.local_addr()?, addr(http)?, addr(metrics)?);
-    Ok(())
-}
-
-async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+/// Loads `S`'s config (the `vidmesh` defaults laid over its own, then the file and the environment), binds and
+/// announces its addresses, and spawns it.
+async fn spawn<S: Stage>(
+    defaults: &[(&str, String)],
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+    shutdown: &CancellationToken,
+    telemetry: &mut Option<vidmesh_runtime::telemetry::Telemetry>,
+) -> Result<tokio::task::JoinHandle<Result<(), StartError>>> {
+    let config: S::Config = vidmesh_runtime::config::load_over(defaults, file, env)?;
+    if telemetry.is_none() {
+        *telemetry = Some(vidmesh_runtime::telemetry::init(S::NAME, config.telemetry(), env)?);
+    }
+    let (listener, opts) = vidmesh_runtime::stage::bind::<S>(&config, env.clone()).await?;
+    Ok(tokio::spawn(vidmesh_runtime::stage::serve_with::<S, _>(config, listener, shutdown.clone(), opts)))
 }
 
 async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashMap<String, String>) -> Result<()> {
     let env = local::with_onnxruntime(env)?;
     let shutdown = vidmesh_runtime::shutdown::on_signals();
-    let bundle = bundle.display().to_string();
-    // Without a config file or VIDMESH__SERVER__* overrides, each service gets its own ports; a default bundle
-    // path becomes the bundled model's.
-    let own_ports = file.is_none() && !env.keys().any(|k| k.starts_with("VIDMESH__SERVER__"));
-    let local_defaults =
-        |server: &mut vidmesh_runtime::ServerConfig, model: &mut vidmesh_model::ModelConfig, ports: (u16, u16)| {
-            if own_ports {
-                server.listen.set_port(ports.0);
-                server.metrics_listen.set_port(ports.1);
-            }
-            if model.bundle == vidmesh_model::ModelConfig::default().bundle {
-                model.bundle.clone_from(&bundle);
-            }
-        };
+    // Each service listens on its own default ports (vidmesh_runtime::stage::ports); the bundled model and this
+    // machine's watermark key are the defaults here, below a config file and VIDMESH__* variables.
+    let model = [("model.bundle", bundle.display().to_string())];
     let all = service == "all";
+    if cfg!(not(feature = "gateway")) && (all || service == "gateway") {
+        bail!(
+            "this vidmesh was built without the gateway; build it with \
+             `cargo build --release -p vidmesh-cli --features gateway` to serve {service}"
+        );
+    }
     if all && file.is_some() {
         bail!("serve all takes no config file (each service has its own); serve one service with its file instead");
     }
+    let keyed = |env: &HashMap<String, String>| -> Result<Vec<(&str, String)>> {
+        Ok(vec![model[0].clone(), ("watermark.key_hex", local::watermark_key(env)?)])
+    };
     // One process, one tracer: `serve all` traces as "vidmesh" with default telemetry (OTEL_* variables apply);
     // a single service traces under its own name with its config's [telemetry].
     let mut telemetry = None;
@@ -302,59 +305,23 @@ async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashM
         let cfg = vidmesh_runtime::TelemetryConfig::default();
         telemetry = Some(vidmesh_runtime::telemetry::init("vidmesh", &cfg, &env)?);
     }
-    // Loads `$krate`'s config, applies the local defaults and the optional `$edit`, binds, and spawns the service.
-    macro_rules! stage {
-        ($krate:ident, $name:literal, $ports:expr, |$c:ident| $($edit:block)?) => {{
-            let mut $c: $krate::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
-            local_defaults(&mut $c.server, &mut $c.model, $ports);
-            $($edit)?
-            if telemetry.is_none() {
-                telemetry = Some(vidmesh_runtime::telemetry::init($name, &$c.telemetry, &env)?);
-            }
-            let listener = bind($c.server.listen).await?;
-            let opts =
-                $krate::Options { env: env.clone(), ..$krate::Options::from_process($c.server.metrics_listen).await? };
-            announce($name, &listener, None, opts.metrics_listener.as_ref())?;
-            let token: CancellationToken = shutdown.clone();
-            tokio::spawn(
-                async move { $krate::serve_with($c, listener, token, opts).await.map_err(anyhow::Error::from) },
-            )
-        }};
-    }
+    let (file, t) = (file.as_deref(), &mut telemetry);
     let mut tasks = Vec::new();
     if all || service == "text-encoder" {
-        tasks.push(stage!(vidmesh_text_encoder, "vidmesh-text-encoder", (50051, 9090), |c|));
+        tasks.push(spawn::<vidmesh_text_encoder::TextEncoder>(&model, file, &env, &shutdown, t).await?);
     }
     if all || service == "denoiser" {
-        tasks.push(stage!(vidmesh_denoiser, "vidmesh-denoiser", (50052, 9091), |c|));
+        tasks.push(spawn::<vidmesh_denoiser::Denoiser>(&model, file, &env, &shutdown, t).await?);
     }
     if all || service == "decoder" {
-        tasks.push(stage!(vidmesh_decoder, "vidmesh-decoder", (50053, 9092), |c| {
-            if c.watermark.key_hex.is_empty() {
-                c.watermark.key_hex = local::watermark_key(&env)?;
-            }
-        }));
+        tasks.push(spawn::<vidmesh_decoder::Decoder>(&keyed(&env)?, file, &env, &shutdown, t).await?);
     }
     if all || service == "classifier" {
-        tasks.push(stage!(vidmesh_classifier, "vidmesh-classifier", (50054, 9093), |c| {
-            if c.watermark.key_hex.is_empty() {
-                c.watermark.key_hex = local::watermark_key(&env)?;
-            }
-        }));
+        tasks.push(spawn::<vidmesh_classifier::Classifier>(&keyed(&env)?, file, &env, &shutdown, t).await?);
     }
+    #[cfg(feature = "gateway")]
     if all || service == "gateway" {
-        let mut c: vidmesh_gateway::Config = vidmesh_runtime::config::load(file.as_deref(), &env)?;
-        local_defaults(&mut c.server, &mut c.model, (50050, 9094));
-        if telemetry.is_none() {
-            telemetry = Some(vidmesh_runtime::telemetry::init("vidmesh-gateway", &c.telemetry, &env)?);
-        }
-        let listener = bind(c.server.listen).await?;
-        let opts = vidmesh_gateway::Options { env: env.clone(), ..vidmesh_gateway::Options::from_process(&c).await? };
-        announce("vidmesh-gateway", &listener, opts.http_listener.as_ref(), opts.metrics_listener.as_ref())?;
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            vidmesh_gateway::serve_with(c, listener, token, opts).await.map_err(anyhow::Error::from)
-        }));
+        tasks.push(spawn::<vidmesh_gateway::Gateway>(&model, file, &env, &shutdown, t).await?);
     }
     if tasks.is_empty() {
         bail!("unknown service {service:?}: all | gateway | text-encoder | denoiser | decoder | classifier");
@@ -364,7 +331,7 @@ async fn serve(bundle: PathBuf, service: &str, file: Option<PathBuf>, env: HashM
         if let Err(e) = t.await? {
             // One stage failing stops the rest rather than leaving a half mesh up.
             shutdown.cancel();
-            result = result.and(Err(e));
+            result = result.and(Err(e.into()));
         }
     }
     if let Some(t) = telemetry {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vidmesh_runtime::ServerConfig;
+use vidmesh_runtime::stage::Options;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -50,7 +51,7 @@ impl Pod<'_> {
             .map(|p| p["containerPort"].as_u64().unwrap() as u16)
     }
 
-    fn load<T: Default + serde::Serialize + serde::de::DeserializeOwned>(&self) -> T {
+    fn load<T: vidmesh_runtime::StageConfig>(&self) -> T {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.toml");
         std::fs::write(&file, &self.toml).unwrap();
@@ -312,25 +313,14 @@ async fn exported(service: &str, root: &Path, stop: &CancellationToken) -> prome
         "decoder" => Kind::Decoder,
         "classifier" => Kind::Classifier,
         "gateway" => {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
             let mut c = vidmesh_gateway::Config::default();
             c.model.bundle = bundle();
             c.storage.local_root = root.display().to_string();
             // A store of its own each time (a SQLite store has one replica, and earlier gateways still run).
             let db = tempfile::NamedTempFile::new_in(root).unwrap().into_temp_path().keep().unwrap();
             c.store.url = format!("sqlite://{}", db.display());
-            let o = vidmesh_gateway::Options {
-                env: HashMap::new(),
-                registry: registry.clone(),
-                metrics_listener: None,
-                http_listener: None,
-            };
-            let mut task = tokio::spawn(vidmesh_gateway::serve_with(c, listener, stop.clone(), o));
-            tokio::select! {
-                ready = vidmesh_testmesh::serving(addr, vidmesh_gateway::SERVICE_NAME) => ready.unwrap(),
-                ended = &mut task => panic!("the gateway stopped before serving: {ended:?}"),
-            }
+            let o = Options { registry: registry.clone(), ..Options::with_env(HashMap::new()) };
+            vidmesh_testmesh::serve_stage::<vidmesh_gateway::Gateway>(c, o, stop).await.unwrap();
             return registry;
         }
         other => panic!("no service {other}"),
@@ -366,15 +356,17 @@ async fn readiness_waits_for_the_model_while_liveness_holds() {
     let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
     let mut c = vidmesh_denoiser::Config::default();
     c.model.bundle = bundle();
-    let o = vidmesh_runtime::service::Options {
+    let o = Options {
         env: std::env::vars().collect(),
         registry: prometheus::Registry::new(),
         metrics_listener: None,
         load_gate: async move {
             let _ = gate_rx.await;
         },
+        listeners: HashMap::new(),
     };
-    let task = tokio::spawn(vidmesh_denoiser::serve_with(c, listener, stop.clone(), o));
+    let task =
+        tokio::spawn(vidmesh_runtime::stage::serve_with::<vidmesh_denoiser::Denoiser, _>(c, listener, stop.clone(), o));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     let status = |s: &str| HealthCheckRequest { service: s.into() };

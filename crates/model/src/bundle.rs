@@ -1,91 +1,10 @@
 //! Opening a bundle directory: parse + validate `model.toml`, then check the sha256 of the files a service uses.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
+use crate::error::ModelError;
 use crate::manifest::Manifest;
-
-/// Why a bundle or a session could not be opened. Messages name the file or key at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    /// The bundle directory or a file in it cannot be read.
-    #[error("model bundle {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// `model.toml` does not parse or is inconsistent.
-    #[error("model bundle {path}: model.toml: {message}")]
-    Manifest {
-        /// The manifest file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// A file's sha256 differs from the manifest's.
-    #[error("model bundle: {path} has sha256 {actual} but model.toml says {expected} (wrong or corrupted file)")]
-    Checksum {
-        /// The file.
-        path: PathBuf,
-        /// From model.toml.
-        expected: String,
-        /// Computed.
-        actual: String,
-    },
-    /// The bundle is valid but not what the service was configured for.
-    #[error("model bundle mismatch: {0}")]
-    Mismatch(String),
-    /// libonnxruntime could not be found or loaded.
-    #[error("ONNX Runtime library: {0}")]
-    Dylib(String),
-    /// ONNX Runtime refused the model or the execution provider.
-    #[error("ONNX Runtime: {0}")]
-    Ort(String),
-}
-
-/// Which of the bundle's files a service needs (only those are hashed and opened).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// The text encoder and its tokenizer (and `[text_encoder_2]`'s when the bundle has one).
-    TextEncoder,
-    /// The DiT (and the second transformer when the bundle has one).
-    Dit,
-    /// The VAE encoder (nothing when the bundle has none).
-    VaeEncoder,
-    /// The VAE decoder (and its step graph when stateful).
-    VaeDecoder,
-    /// The passive detector (nothing when the bundle has none).
-    Passive,
-}
-
-/// (file, sha256) of every file the given parts use: graphs, their external data, tokenizer.
-pub(crate) fn files_of(m: &Manifest, parts: &[Part]) -> Vec<(String, String)> {
-    let of = |c: &crate::manifest::Component| -> Vec<(String, String)> {
-        c.files().map(|(f, s)| (f.to_string(), s.to_string())).collect()
-    };
-    parts
-        .iter()
-        .flat_map(|p| match p {
-            Part::TextEncoder => {
-                let mut v = of(&m.text_encoder.component);
-                v.push((m.text_encoder.tokenizer.clone(), m.text_encoder.tokenizer_sha256.clone()));
-                if let Some(t2) = &m.text_encoder_2 {
-                    v.extend(of(&t2.component));
-                    v.push((t2.tokenizer.clone(), t2.tokenizer_sha256.clone()));
-                }
-                v
-            }
-            Part::Dit => m.dits().into_iter().flat_map(|(_, d)| of(&d.component)).collect(),
-            Part::VaeEncoder => m.vae.encoder.iter().flat_map(of).collect(),
-            Part::VaeDecoder => of(&m.vae.decoder).into_iter().chain(m.vae.decoder_step.iter().flat_map(of)).collect(),
-            Part::Passive => m.passive.iter().flat_map(|p| of(&p.component)).collect(),
-        })
-        .collect()
-}
+use crate::parts::{Part, files_of, sha256_file};
 
 /// A validated bundle on local disk.
 #[derive(Debug, Clone)]
@@ -94,21 +13,6 @@ pub struct Bundle {
     pub dir: PathBuf,
     /// The parsed manifest.
     pub manifest: Manifest,
-}
-
-/// Lowercase hex sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 impl Bundle {

@@ -4,10 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use vidmesh_storage::{S3Config, S3Storage, Storage};
+use vidmesh_storage::S3Config;
 
-use crate::bundle::{ModelError, Part, sha256_file};
+use crate::error::ModelError;
+#[cfg(feature = "s3")]
 use crate::manifest::Manifest;
+use crate::parts::Part;
+#[cfg(feature = "s3")]
+use crate::parts::sha256_file;
 
 fn err(uri: &str, e: impl std::fmt::Display) -> ModelError {
     ModelError::Mismatch(format!("fetching bundle {uri}: {e}"))
@@ -24,8 +28,16 @@ pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
     Some((bucket.to_string(), if prefix.is_empty() { String::new() } else { format!("{prefix}/") }))
 }
 
+/// Without the `s3` feature: an error that says so.
+#[cfg(not(feature = "s3"))]
+pub async fn fetch_s3(uri: &str, _: &S3Config, _: &Path, _: &[Part]) -> Result<PathBuf, ModelError> {
+    Err(err(uri, "this build has no S3 support (cargo feature `s3`); use a local bundle directory"))
+}
+
 /// Downloads the bundle at `uri` into `cache` and returns the local directory.
+#[cfg(feature = "s3")]
 pub async fn fetch_s3(uri: &str, s3: &S3Config, cache: &Path, parts: &[Part]) -> Result<PathBuf, ModelError> {
+    use vidmesh_storage::{S3Storage, Storage as _};
     let (bucket, prefix) = parse_s3_uri(uri).ok_or_else(|| err(uri, "not an s3://bucket/prefix URI"))?;
     let storage = S3Storage::new(S3Config { bucket: bucket.clone(), prefix: prefix.clone(), ..s3.clone() })
         .await
@@ -35,7 +47,7 @@ pub async fn fetch_s3(uri: &str, s3: &S3Config, cache: &Path, parts: &[Part]) ->
     let toml = storage.get("model.toml").await.map_err(|e| err(uri, e))?;
     let text = std::str::from_utf8(&toml).map_err(|e| err(uri, e))?;
     let manifest = Manifest::parse(text).map_err(|e| err(uri, format!("model.toml: {e}")))?;
-    for (file, sha) in crate::bundle::files_of(&manifest, parts) {
+    for (file, sha) in crate::parts::files_of(&manifest, parts) {
         let path = dir.join(&file);
         if path.exists() && sha256_file(&path).is_ok_and(|h| h.eq_ignore_ascii_case(&sha)) {
             continue;

@@ -6,14 +6,17 @@
 //! loads libonnxruntime once per process and never falls back to the CPU silently when CUDA was asked for.
 
 mod bundle;
+mod error;
 mod fetch;
 mod manifest;
 pub mod noise;
 mod onnx;
+mod parts;
 mod plan;
 mod validate;
 
-pub use bundle::{Bundle, ModelConfig, ModelError, Part, sha256_file};
+pub use bundle::{Bundle, ModelConfig};
+pub use error::ModelError;
 pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{
     CacheName, Choices, Component, DataFile, DecodeMode, Dim, Dit2Spec, DitNames, DitSpec, DynamicShift, EXTRA_SOURCES,
@@ -22,4 +25,5 @@ pub use manifest::{
     TextEncoderSpec, TimestepRounding, VaeNames, VaeSpec, VideoSpec, WEIGHTS,
 };
 pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};
+pub use parts::{Part, sha256_file};
 pub use plan::{Ask, Limits, Plan};

@@ -11,7 +11,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{Bundle, ModelError};
+use crate::bundle::Bundle;
+use crate::error::ModelError;
 use crate::manifest::{Component, Dim};
 
 /// Where sessions run.

@@ -14,20 +14,108 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// Prefix of every vidmesh environment variable.
 pub const ENV_PREFIX: &str = "VIDMESH";
 
-/// Failure to assemble a configuration.
+/// Failure to assemble a configuration: a file or value that does not parse, or values that do not hold together.
+/// The message names each offending key (`section.key`).
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
-/// Loads `T` from its defaults, then `file` (if given; it must exist), then the `VIDMESH__…` variables of `env`.
+/// A configuration that checks itself once loaded: ranges, non-empty lists, pairs that must agree.
+///
+/// Invariant: a config that passed [`load`] passes `validate`, so code uses its values as they are (no clamps).
+pub trait Validate {
+    /// Adds every problem found to `checks`, each under its full key (`prefix` + the field's name).
+    fn check(&self, prefix: &str, checks: &mut Checks);
+
+    /// `Ok` when [`Validate::check`] finds nothing; otherwise every problem, each naming its key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut checks = Checks::default();
+        self.check("", &mut checks);
+        checks.finish()
+    }
+}
+
+/// The problems found while validating a configuration, each as `key: what is wrong`.
+#[derive(Debug, Default)]
+pub struct Checks(Vec<String>);
+
+impl Checks {
+    /// Records a problem with `key` unless `ok`.
+    pub fn require(&mut self, ok: bool, key: impl std::fmt::Display, problem: impl std::fmt::Display) -> &mut Self {
+        if !ok {
+            self.0.push(format!("{key}: {problem}"));
+        }
+        self
+    }
+
+    /// `key` (whose value is `value`) must be at least `min`.
+    pub fn at_least<T>(&mut self, key: impl std::fmt::Display, value: T, min: T) -> &mut Self
+    where
+        T: PartialOrd + std::fmt::Display,
+    {
+        let problem = format!("must be at least {min} (is {value})");
+        self.require(value >= min, key, problem)
+    }
+
+    /// `key` (whose value is `value`) must lie in `[lo, hi]`.
+    pub fn within<T>(&mut self, key: impl std::fmt::Display, value: T, lo: T, hi: T) -> &mut Self
+    where
+        T: PartialOrd + std::fmt::Display,
+    {
+        let problem = format!("must be between {lo} and {hi} (is {value})");
+        self.require(value >= lo && value <= hi, key, problem)
+    }
+
+    /// Validates the nested section `section` of `prefix`.
+    pub fn section(&mut self, prefix: &str, section: &str, value: &dyn Validate) -> &mut Self {
+        value.check(&format!("{prefix}{section}."), self);
+        self
+    }
+
+    /// `Ok` when nothing was recorded, else one error listing every problem.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() { Ok(()) } else { Err(ConfigError(self.0.join("; "))) }
+    }
+}
+
+/// Loads `T` from its defaults, then `file` (if given; it must exist), then the `VIDMESH__…` variables of `env`,
+/// and validates the result ([`Validate`]).
 ///
 /// `env` is usually `std::env::vars().collect()`; variables without the prefix are ignored.
 pub fn load<T>(file: Option<&Path>, env: &HashMap<String, String>) -> Result<T, ConfigError>
 where
-    T: Default + Serialize + DeserializeOwned,
+    T: Default + Serialize + DeserializeOwned + Validate,
 {
-    let defaults = config::Config::try_from(&T::default()).map_err(|e| ConfigError(e.to_string()))?;
-    let mut builder = config::Config::builder().add_source(defaults);
+    load_over(&[], file, env)
+}
+
+/// Loads `T` from its defaults and `vars` as its environment (`("VIDMESH__SECTION__KEY", "value")`), as a test of a
+/// config's rules does.
+pub fn load_vars<T>(vars: &[(&str, &str)]) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned + Validate,
+{
+    let env: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    load(None, &env)
+}
+
+/// As [`load`], with `defaults` (`("section.key", value)`) laid over `T`'s own defaults, below the file and the
+/// environment: how an embedding process (the `vidmesh` CLI) changes a default without hiding a configured value.
+pub fn load_over<T>(
+    defaults: &[(&str, String)],
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned + Validate,
+{
+    let own = config::Config::try_from(&T::default()).map_err(|e| ConfigError(e.to_string()))?;
+    let mut overlay = config::Config::builder();
+    for (key, value) in defaults {
+        overlay = overlay.set_override(*key, value.as_str()).map_err(|e| ConfigError(e.to_string()))?;
+    }
+    let overlay = overlay.build().map_err(|e| ConfigError(e.to_string()))?;
+    let mut builder = config::Config::builder().add_source(own).add_source(overlay);
     if let Some(path) = file {
         if !path.exists() {
             return Err(ConfigError(format!("config file {} does not exist", path.display())));
@@ -46,7 +134,9 @@ where
             .try_parsing(true)
             .source(Some(vars)),
     );
-    builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))
+    let config: T = builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
+    config.validate()?;
+    Ok(config)
 }
 
 /// Where and how a service listens, shared by every service's config under `[server]`.
@@ -65,17 +155,39 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
+    /// The text-encoder's ports; every stage's config starts from [`ServerConfig::on`] its own.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
-            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
-            drain_grace_secs: 30,
-            keepalive_secs: 30,
-        }
+        Self::on(crate::stage::ports::TEXT_ENCODER)
+    }
+}
+
+impl Validate for ServerConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks.require(
+            self.listen != self.metrics_listen || self.listen.port() == 0,
+            format_args!("{prefix}metrics_listen"),
+            format_args!("must differ from {prefix}listen ({})", self.listen),
+        );
+    }
+}
+
+impl Validate for TelemetryConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks.within(format_args!("{prefix}sample_ratio"), self.sample_ratio, 0.0, 1.0);
     }
 }
 
 impl ServerConfig {
+    /// Listening on every interface at `ports`, 30 s drain grace and keep-alive.
+    pub fn on(ports: crate::stage::Ports) -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], ports.grpc)),
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], ports.metrics)),
+            drain_grace_secs: 30,
+            keepalive_secs: 30,
+        }
+    }
+
     /// The drain grace period.
     pub fn drain_grace(&self) -> Duration {
         Duration::from_secs(self.drain_grace_secs)
@@ -113,6 +225,23 @@ mod tests {
         server: ServerConfig,
         telemetry: TelemetryConfig,
         max_batch: usize,
+    }
+
+    impl Validate for Svc {
+        fn check(&self, prefix: &str, checks: &mut Checks) {
+            checks.section(prefix, "server", &self.server).section(prefix, "telemetry", &self.telemetry);
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_their_keys() {
+        let env = HashMap::from([
+            ("VIDMESH__TELEMETRY__SAMPLE_RATIO".to_string(), "1.5".to_string()),
+            ("VIDMESH__SERVER__METRICS_LISTEN".to_string(), "0.0.0.0:50051".to_string()),
+        ]);
+        let err = load::<Svc>(None, &env).unwrap_err().to_string();
+        assert!(err.contains("telemetry.sample_ratio: must be between 0 and 1 (is 1.5)"), "{err}");
+        assert!(err.contains("server.metrics_listen: must differ from server.listen"), "{err}");
     }
 
     #[test]

@@ -45,3 +45,21 @@ impl Health {
         self.set(ServingStatus::NotServing).await;
     }
 }
+
+/// Connects to `addr` and waits until `service` reports SERVING there; returns the channel for use. Fails (rather
+/// than hangs) when the connection fails or the health stream ends first, e.g. because the server stopped.
+pub async fn wait_serving(
+    addr: std::net::SocketAddr,
+    service: &str,
+) -> Result<tonic::transport::Channel, crate::stage::BoxError> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let mut watch =
+        HealthClient::new(channel.clone()).watch(HealthCheckRequest { service: service.into() }).await?.into_inner();
+    while let Some(msg) = watch.message().await? {
+        if msg.status == ServingStatus::Serving as i32 {
+            return Ok(channel);
+        }
+    }
+    Err(format!("{service} at {addr}: the health stream ended before SERVING").into())
+}

@@ -1,5 +1,7 @@
 //! Prometheus metrics on their own port: `GET /metrics` in the text exposition format, anything else 404.
-//! Each service registers its own collectors in a [`prometheus::Registry`] and hands it to [`serve`].
+//! Every service defines its collectors the same way: a `Metrics` struct in its `metrics.rs` whose `register`
+//! creates each collector through [`Collectors`] (created and registered in one step), and the stage shell serves
+//! the registry.
 
 use std::convert::Infallible;
 
@@ -8,9 +10,59 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder as _, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// Creates collectors and registers them in `registry` in one step.
+pub struct Collectors<'a>(pub &'a Registry);
+
+impl Collectors<'_> {
+    fn add<C: Collector + Clone + 'static>(&self, c: C) -> Result<C, prometheus::Error> {
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    /// A gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+        self.add(IntGauge::new(name, help)?)
+    }
+
+    /// A counter.
+    pub fn counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+        self.add(IntCounter::new(name, help)?)
+    }
+
+    /// A counter with `labels`.
+    pub fn counters(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    /// A histogram with `buckets` (empty: Prometheus' default buckets).
+    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, prometheus::Error> {
+        self.add(Histogram::with_opts(histogram_opts(name, help, buckets))?)
+    }
+
+    /// A histogram with `buckets` (empty: the default ones) and `labels`.
+    pub fn histograms(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> Result<HistogramVec, prometheus::Error> {
+        self.add(HistogramVec::new(histogram_opts(name, help, buckets), labels)?)
+    }
+}
+
+fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    let opts = HistogramOpts::new(name, help);
+    if buckets.is_empty() { opts } else { opts.buckets(buckets.to_vec()) }
+}
 
 fn render(registry: &Registry) -> Response<Full<Bytes>> {
     let mut buf = Vec::new();

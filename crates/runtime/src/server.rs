@@ -1,4 +1,4 @@
-//! Server bootstrap: one tonic server per service with health, reflection, W3C trace context extraction, HTTP/2
+//! Server bootstrap: one tonic server per service with health, reflection (v1 and v1alpha), W3C trace context extraction, HTTP/2
 //! keep-alive, and a graceful drain on shutdown.
 //!
 //! Invariant: after `shutdown` fires, the health status is NOT_SERVING, connections get GOAWAY (no new calls),
@@ -47,15 +47,19 @@ impl GrpcServer {
 
     /// Serves on `listener` until `shutdown` fires, then drains (see the module invariant).
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(vidmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection in both versions: grpcurl and current clients speak v1; grpcio-reflection, Postman, Evans and
+        // older grpcurl speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(vidmesh_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
         let router = tonic::transport::Server::builder()
             .trace_fn(crate::telemetry::server_span)
             .http2_keepalive_interval(self.keepalive)
             .add_routes(self.routes)
-            .add_service(reflection);
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
         let health = self.health.clone();
         let signal = shutdown.clone();
         // TCP_NODELAY: small gRPC frames (progress events, unary replies) must not wait out Nagle + delayed ACK.

@@ -49,4 +49,13 @@ impl Drain {
     pub fn draining(&self) -> bool {
         self.0.is_cancelled()
     }
+
+    /// What a handler serves with (`loaded`, set once the stage's load finished), or why a new call is refused:
+    /// draining, or still loading.
+    pub fn ready<'a, T>(&self, loaded: &'a std::sync::OnceLock<T>) -> Result<&'a T, crate::status::Refusal> {
+        if self.draining() {
+            return Err(crate::status::Refusal::Draining);
+        }
+        loaded.get().ok_or(crate::status::Refusal::NotReady)
+    }
 }

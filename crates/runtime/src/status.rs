@@ -28,3 +28,54 @@ pub fn internal(cause: &dyn std::fmt::Display) -> Status {
 pub fn retry_after(status: &Status) -> Option<Duration> {
     status.get_details_retry_info().and_then(|r| r.retry_delay)
 }
+
+/// Why a stage refuses a call before doing any work: the same reasons, words and codes in every stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The request names a model this server does not serve (NOT_FOUND).
+    #[error("model {requested:?} is not served here (this server serves {served:?})")]
+    UnknownModel {
+        /// Asked for.
+        requested: String,
+        /// Served.
+        served: String,
+    },
+    /// The stage is at capacity (RESOURCE_EXHAUSTED with retry info).
+    #[error("{stage} is at capacity{detail}; retry later")]
+    Overloaded {
+        /// Which stage.
+        stage: &'static str,
+        /// What is full, e.g. ` (12 prompts queued)`; may be empty.
+        detail: String,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The stage is still loading its model (UNAVAILABLE).
+    #[error("still loading; retry shortly")]
+    NotReady,
+    /// The stage is shutting down (UNAVAILABLE: a client retries on another replica).
+    #[error("server is shutting down")]
+    Draining,
+}
+
+impl Refusal {
+    /// `stage` is full; `retry_after` suggests when to try again.
+    pub fn overloaded(stage: &'static str, retry_after: Duration) -> Self {
+        Self::Overloaded { stage, detail: String::new(), retry_after }
+    }
+
+    /// Its status: NOT_FOUND, RESOURCE_EXHAUSTED (with retry info) or UNAVAILABLE.
+    pub fn status(&self) -> Status {
+        match self {
+            Refusal::UnknownModel { .. } => Status::not_found(self.to_string()),
+            Refusal::Overloaded { retry_after, .. } => resource_exhausted(self.to_string(), *retry_after),
+            Refusal::NotReady | Refusal::Draining => Status::unavailable(self.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(r: Refusal) -> Self {
+        r.status()
+    }
+}

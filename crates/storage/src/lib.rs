@@ -1,7 +1,7 @@
 //! Where vidmesh keeps its outputs. One [`Storage`] trait, two backends: [`LocalStorage`] (the embedded default:
-//! a directory, atomic writes, keys that cannot escape it) and [`S3Storage`] (aws-sdk-s3 against AWS or any
-//! S3-compatible server: endpoint override, path-style addressing, multipart upload for large objects, presigned
-//! GET URLs).
+//! a directory, atomic writes, keys that cannot escape it) and `S3Storage` (feature `s3`, on by default: aws-sdk-s3
+//! against AWS or any S3-compatible server: endpoint override, path-style addressing, multipart upload for large
+//! objects, presigned GET URLs).
 //!
 //! Invariants: every key is validated by [`validate_key`] before any I/O (relative, `/`-separated, no `.`/`..`
 //! segments, no empty segments, a conservative character set, at most 512 bytes); a successful `put` returns the
@@ -9,11 +9,17 @@
 
 mod key;
 mod local;
+mod outputs;
+#[cfg(feature = "s3")]
 mod s3;
+mod s3_config;
 
 pub use key::validate_key;
 pub use local::LocalStorage;
-pub use s3::{S3Config, S3Storage};
+pub use outputs::{JobFile, JobOutputs};
+#[cfg(feature = "s3")]
+pub use s3::S3Storage;
+pub use s3_config::S3Config;
 
 use std::time::Duration;
 
@@ -96,8 +102,36 @@ impl StorageConfig {
     pub async fn open(&self) -> Result<std::sync::Arc<dyn Storage>, StorageError> {
         match self.backend.as_str() {
             "local" => Ok(std::sync::Arc::new(LocalStorage::new(&self.local_root)?)),
+            #[cfg(feature = "s3")]
             "s3" => Ok(std::sync::Arc::new(S3Storage::new(self.s3.clone()).await?)),
+            #[cfg(not(feature = "s3"))]
+            "s3" => Err(StorageError::Config(
+                "storage.backend = \"s3\" needs a build with S3 support (cargo feature `s3`)".into(),
+            )),
             other => Err(StorageError::Config(format!("storage.backend {other:?} is not \"local\" or \"s3\""))),
         }
+    }
+}
+
+impl vidmesh_runtime::config::Validate for StorageConfig {
+    /// The values every backend needs (the rest is checked when the storage opens).
+    fn check(&self, prefix: &str, checks: &mut vidmesh_runtime::config::Checks) {
+        let backend = self.backend.as_str();
+        checks
+            .require(
+                matches!(backend, "local" | "s3"),
+                format_args!("{prefix}backend"),
+                format_args!("must be \"local\" or \"s3\" (is {backend:?})"),
+            )
+            .require(
+                backend != "local" || !self.local_root.is_empty(),
+                format_args!("{prefix}local_root"),
+                "must name a directory for the local backend",
+            )
+            .require(
+                backend != "s3" || !self.s3.bucket.is_empty(),
+                format_args!("{prefix}s3.bucket"),
+                "must name a bucket for the s3 backend",
+            );
     }
 }

@@ -118,16 +118,50 @@ pub async fn connect_when_serving<E: std::fmt::Debug>(
     service: &str,
     task: &mut tokio::task::JoinHandle<Result<(), E>>,
 ) -> tonic::transport::Channel {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut watch = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest { service: service.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let serving = async { while watch.message().await.unwrap().unwrap().status != 1 {} };
     tokio::select! {
-        () = serving => channel,
+        serving = vidmesh_runtime::health::wait_serving(addr, service) => serving.unwrap(),
         ended = task => panic!("{service} stopped before serving: {ended:?}"),
+    }
+}
+
+/// A stage served in this process on 127.0.0.1:0 (see [`serve_gated`]).
+pub struct Served {
+    /// Its gRPC address.
+    pub addr: std::net::SocketAddr,
+    /// A channel to it.
+    pub channel: tonic::transport::Channel,
+    /// Its collectors.
+    pub registry: prometheus::Registry,
+    /// Starts its drain.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Ends when it has drained (or failed to start).
+    pub task: tokio::task::JoinHandle<Result<(), vidmesh_runtime::StartError>>,
+}
+
+/// Serves `S` with `config` (the process environment, no metrics endpoint), its load waiting for `gate`; returns
+/// at once, connected, health still NOT_SERVING until the gate opens and the load finishes.
+pub async fn serve_gated<S: vidmesh_runtime::Stage>(
+    config: S::Config,
+    gate: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (registry, shutdown) = (prometheus::Registry::new(), tokio_util::sync::CancellationToken::new());
+    let opts = vidmesh_runtime::stage::Options {
+        env: std::env::vars().collect(),
+        registry: registry.clone(),
+        metrics_listener: None,
+        load_gate: gate,
+        listeners: Default::default(),
+    };
+    let task = tokio::spawn(vidmesh_runtime::stage::serve_with::<S, _>(config, listener, shutdown.clone(), opts));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    Served { addr, channel, registry, shutdown, task }
+}
+
+impl Served {
+    /// Waits until its health reports SERVING for `service`; panics (rather than hang) if it stops first.
+    pub async fn serving(&mut self, service: &str) {
+        connect_when_serving(self.addr, service, &mut self.task).await;
     }
 }

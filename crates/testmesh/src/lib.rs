@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use vidmesh_runtime::Stage;
+use vidmesh_runtime::stage::Options;
 
 /// The bundled model's directory.
 pub fn bundle() -> String {
@@ -50,12 +52,25 @@ impl Setup {
     }
 }
 
-fn opts(registry: &Registry) -> vidmesh_runtime::service::Options<std::future::Ready<()>> {
-    vidmesh_runtime::service::Options {
-        env: std::env::vars().collect(),
-        registry: registry.clone(),
-        metrics_listener: None,
-        load_gate: std::future::ready(()),
+/// A stage served in this process: its task ends when it has drained after shutdown (or failed to start).
+pub type Task = tokio::task::JoinHandle<Result<(), vidmesh_runtime::StartError>>;
+
+/// Serves `S` with `config` on 127.0.0.1:0 until `shutdown`; returns its address and task once SERVING, or the
+/// reason it stopped before that.
+pub async fn serve_stage<S: Stage>(
+    config: S::Config,
+    opts: Options,
+    shutdown: &CancellationToken,
+) -> Result<(SocketAddr, Task), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut task = tokio::spawn(vidmesh_runtime::stage::serve_with::<S, _>(config, listener, shutdown.clone(), opts));
+    tokio::select! {
+        serving = vidmesh_runtime::health::wait_serving(addr, S::SERVICE) => match serving {
+            Ok(_) => Ok((addr, task)),
+            Err(e) => Err(e.to_string()),
+        },
+        ended = &mut task => Err(format!("{} stopped before serving (is ORT_DYLIB_PATH set?): {ended:?}", S::NAME)),
     }
 }
 
@@ -66,75 +81,34 @@ pub async fn serve(
     registry: &Registry,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (o, s, root, key) =
-        (opts(registry), shutdown.clone(), setup.storage_root.display().to_string(), setup.watermark_key_hex.clone());
-    let (name, mut task) = match kind {
+    let (root, key) = (setup.storage_root.display().to_string(), setup.watermark_key_hex.clone());
+    let opts = Options { registry: registry.clone(), ..Options::local() };
+    let served = match kind {
         Kind::TextEncoder => {
             let mut c = vidmesh_text_encoder::Config::default();
             c.model.bundle.clone_from(&setup.bundle);
-            let t = tokio::spawn(async move {
-                vidmesh_text_encoder::serve_with(c, listener, s, o).await.map_err(|e| e.to_string())
-            });
-            (vidmesh_text_encoder::SERVICE_NAME, t)
+            serve_stage::<vidmesh_text_encoder::TextEncoder>(c, opts, shutdown).await
         }
         Kind::Denoiser => {
             let mut c = vidmesh_denoiser::Config::default();
             c.model.bundle.clone_from(&setup.bundle);
             c.max_steps = setup.max_steps;
-            let t = tokio::spawn(async move {
-                vidmesh_denoiser::serve_with(c, listener, s, o).await.map_err(|e| e.to_string())
-            });
-            (vidmesh_denoiser::SERVICE_NAME, t)
+            serve_stage::<vidmesh_denoiser::Denoiser>(c, opts, shutdown).await
         }
         Kind::Decoder => {
             let mut c = vidmesh_decoder::Config::default();
             c.model.bundle.clone_from(&setup.bundle);
-            c.storage.local_root = root;
-            c.watermark.key_hex = key;
-            let t =
-                tokio::spawn(
-                    async move { vidmesh_decoder::serve_with(c, listener, s, o).await.map_err(|e| e.to_string()) },
-                );
-            (vidmesh_decoder::SERVICE_NAME, t)
+            (c.storage.local_root, c.watermark.key_hex) = (root, key);
+            serve_stage::<vidmesh_decoder::Decoder>(c, opts, shutdown).await
         }
         Kind::Classifier => {
             let mut c = vidmesh_classifier::Config::default();
             c.model.bundle.clone_from(&setup.bundle);
-            c.storage.local_root = root;
-            c.watermark.key_hex = key;
-            let t = tokio::spawn(async move {
-                vidmesh_classifier::serve_with(c, listener, s, o).await.map_err(|e| e.to_string())
-            });
-            (vidmesh_classifier::SERVICE_NAME, t)
+            (c.storage.local_root, c.watermark.key_hex) = (root, key);
+            serve_stage::<vidmesh_classifier::Classifier>(c, opts, shutdown).await
         }
     };
-    tokio::select! {
-        serving = serving(addr, name) => serving.map(|()| addr),
-        ended = &mut task => Err(format!("{name} stopped before serving (is ORT_DYLIB_PATH set?): {ended:?}")),
-    }
-}
-
-/// Waits until `service` at `addr` reports SERVING.
-pub async fn serving(addr: SocketAddr, service: &str) -> Result<(), String> {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest { service: service.into() })
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    while let Some(msg) = watch.message().await.map_err(|e| e.to_string())? {
-        if msg.status == 1 {
-            return Ok(());
-        }
-    }
-    Err(format!("{service}: the health stream ended before SERVING"))
+    served.map(|(addr, _)| addr)
 }
 
 /// The four stages, running until `shutdown` fires.

@@ -20,7 +20,8 @@ use vidmesh_video::Video;
 
 use crate::TILE;
 use crate::fft::Fft2;
-use crate::pattern::{Key, tile};
+use crate::key::Key;
+use crate::pattern::tile;
 use crate::payload::{Layout, Payload};
 use crate::residual::{luma_milli, residual};
 

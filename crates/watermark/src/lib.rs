@@ -29,12 +29,14 @@
 
 mod detect;
 mod fft;
+mod key;
 mod pattern;
 mod payload;
 mod residual;
 
 pub use detect::{Accumulator, Detection, HYPOTHESES, Reference, SCALES, Suspect, detect, normal_tail};
-pub use pattern::{Embedder, Key, Params, embed, psnr_of};
+pub use key::Key;
+pub use pattern::{Embedder, Params, embed, psnr_of};
 pub use payload::{CODED_BITS, MIN_CODEWORD_Z, PAYLOAD_BAND, Payload};
 
 /// Tile side in pixels at the video's own resolution.

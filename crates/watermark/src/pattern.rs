@@ -6,25 +6,9 @@ use vidmesh_video::Video;
 use rustfft::num_complex::Complex;
 
 use crate::fft::{Fft2, radius};
+use crate::key::Key;
 use crate::payload::{Layout, Payload};
 use crate::{BAND, TILE};
-
-/// A 256-bit watermark key (from config/secret in production).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(pub [u8; 32]);
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Key(..)") // never print the secret
-    }
-}
-
-impl Key {
-    /// A key derived from arbitrary bytes (SHA-256), e.g. a passphrase in tests.
-    pub fn derive(material: &[u8]) -> Self {
-        Self(Sha256::digest(material).into())
-    }
-}
 
 /// Embedding strength and the payload's share of it.
 #[derive(Debug, Clone, Copy, PartialEq)]

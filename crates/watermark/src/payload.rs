@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::TILE;
 use crate::fft::{Fft2, mirror, radius};
-use crate::pattern::Key;
+use crate::key::Key;
 
 /// What a watermark carries besides "made with this key".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use vidmesh_model::{ModelConfig, OnnxConfig};
+use vidmesh_runtime::config::{Checks, Validate};
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 use vidmesh_storage::StorageConfig;
 
@@ -62,7 +63,7 @@ pub struct C2paConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::default(),
+            server: ServerConfig::on(vidmesh_runtime::stage::ports::CLASSIFIER),
             telemetry: TelemetryConfig::default(),
             storage: StorageConfig::default(),
             model: ModelConfig::default(),
@@ -76,13 +77,90 @@ impl Default for Config {
     }
 }
 
+impl Validate for Config {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks
+            .section(prefix, "server", &self.server)
+            .section(prefix, "telemetry", &self.telemetry)
+            .section(prefix, "watermark", &self.watermark)
+            .at_least(format_args!("{prefix}max_video_bytes"), self.max_video_bytes, 1)
+            .at_least(format_args!("{prefix}max_frames"), self.max_frames, 1)
+            .at_least(format_args!("{prefix}max_concurrent"), self.max_concurrent, 1);
+        checks.section(prefix, "storage", &self.storage);
+    }
+}
+
+impl Validate for WatermarkConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        let (generated, inconclusive) = (self.p_generated, self.p_inconclusive);
+        // The key may be filled in after loading (`vidmesh serve` derives a local one); it is required at start-up.
+        checks
+            .require(
+                self.key_hex.is_empty() || vidmesh_watermark::Key::from_hex(&self.key_hex).is_some(),
+                format_args!("{prefix}key_hex"),
+                "must be 64 hex digits (the decoder's key)",
+            )
+            .require(
+                generated > 0.0 && generated < 1.0,
+                format_args!("{prefix}p_generated"),
+                format_args!("must be a p-value above 0 and below 1 (is {generated})"),
+            )
+            .require(
+                inconclusive > 0.0 && inconclusive < 1.0,
+                format_args!("{prefix}p_inconclusive"),
+                format_args!("must be a p-value above 0 and below 1 (is {inconclusive})"),
+            )
+            .require(
+                generated <= inconclusive,
+                format_args!("{prefix}p_generated"),
+                format_args!("must be at most {prefix}p_inconclusive ({inconclusive}) (is {generated})"),
+            );
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use vidmesh_runtime::config::load_vars;
+
     use super::*;
 
     #[test]
     fn defaults_deserialize() {
-        let c: Config = vidmesh_runtime::config::load(None, &Default::default()).unwrap();
-        assert_eq!(c, Config::default());
+        assert_eq!(load_vars::<Config>(&[]).unwrap(), Config::default(), "the defaults load and validate");
+    }
+
+    #[test]
+    fn generated_threshold_must_not_exceed_inconclusive() {
+        let err = load_vars::<Config>(&[("VIDMESH__WATERMARK__P_GENERATED", "0.01")]).unwrap_err().to_string();
+        assert!(err.contains("watermark.p_generated: must be at most watermark.p_inconclusive (0.001)"), "{err}");
+        let ok = load_vars::<Config>(&[
+            ("VIDMESH__WATERMARK__P_GENERATED", "0.01"),
+            ("VIDMESH__WATERMARK__P_INCONCLUSIVE", "0.05"),
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn p_values_must_lie_between_0_and_1() {
+        let err = load_vars::<Config>(&[("VIDMESH__WATERMARK__P_INCONCLUSIVE", "1.5")]).unwrap_err().to_string();
+        assert!(err.contains("watermark.p_inconclusive: must be a p-value above 0 and below 1 (is 1.5)"), "{err}");
+        let err = load_vars::<Config>(&[("VIDMESH__WATERMARK__P_GENERATED", "0.0")]).unwrap_err().to_string();
+        assert!(err.contains("watermark.p_generated: must be a p-value above 0 and below 1 (is 0)"), "{err}");
+    }
+
+    #[test]
+    fn zero_frames_and_concurrency_are_refused_by_key() {
+        let err = load_vars::<Config>(&[("VIDMESH__MAX_FRAMES", "0"), ("VIDMESH__MAX_CONCURRENT", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_frames: must be at least 1 (is 0)"), "{err}");
+        assert!(err.contains("max_concurrent: must be at least 1 (is 0)"), "{err}");
+    }
+
+    #[test]
+    fn the_key_may_be_empty_but_not_malformed() {
+        let err = load_vars::<Config>(&[("VIDMESH__WATERMARK__KEY_HEX", "xyz")]).unwrap_err().to_string();
+        assert!(err.contains("watermark.key_hex"), "{err}");
+        assert!(load_vars::<Config>(&[]).unwrap().watermark.key_hex.is_empty());
     }
 }

@@ -1,30 +1,19 @@
 //! The classifier's one error enum and its single mapping to gRPC status codes.
 
-use std::time::Duration;
-
 use tonic::Status;
 
 /// Everything that can go wrong serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Refused before any work: unknown model, at capacity, still loading, draining.
+    #[error(transparent)]
+    Refused(#[from] vidmesh_runtime::status::Refusal),
     /// Bad request (including bytes that are not a readable H.264 MP4).
     #[error("{0}")]
     InvalidArgument(String),
     /// The URI names no stored object.
     #[error("{0}")]
     NotFound(String),
-    /// Too many detections at once.
-    #[error("classifier is at capacity; retry later")]
-    Overloaded {
-        /// Suggested wait.
-        retry_after: Duration,
-    },
-    /// Still starting.
-    #[error("classifier is starting; retry shortly")]
-    NotReady,
-    /// Shutting down.
-    #[error("server is shutting down")]
-    Draining,
     /// Misconfiguration found at start-up.
     #[error("configuration: {0}")]
     Config(String),
@@ -53,12 +42,9 @@ impl From<vidmesh_storage::StorageError> for Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match &e {
+            Error::Refused(r) => r.status(),
             Error::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             Error::NotFound(_) => Status::not_found(e.to_string()),
-            Error::Overloaded { retry_after } => {
-                vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after)
-            }
-            Error::NotReady | Error::Draining => Status::unavailable(e.to_string()),
             Error::Config(_) | Error::Storage(_) | Error::Model(_) | Error::Internal(_) => {
                 vidmesh_runtime::status::internal(&e)
             }

@@ -1,6 +1,7 @@
 //! The classifier's Prometheus collectors (registered once per service).
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, IntCounterVec, IntGauge, Registry};
+use vidmesh_runtime::metrics::Collectors;
 
 /// Collectors updated by the request path.
 #[derive(Clone)]
@@ -16,20 +17,19 @@ pub struct Metrics {
 impl Metrics {
     /// Creates and registers the collectors.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self {
-            active: IntGauge::new("classifier_active_requests", "Detections admitted and not finished")?,
-            requests: IntCounterVec::new(
-                Opts::new("classifier_requests_total", "Finished detections by verdict or error"),
+        let c = Collectors(registry);
+        Ok(Self {
+            active: c.gauge("classifier_active_requests", "Detections admitted and not finished")?,
+            requests: c.counters(
+                "classifier_requests_total",
+                "Finished detections by verdict or error",
                 &["outcome"],
             )?,
-            examine_seconds: Histogram::with_opts(
-                HistogramOpts::new("classifier_examine_seconds", "Seconds per examination")
-                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            examine_seconds: c.histogram(
+                "classifier_examine_seconds",
+                "Seconds per examination",
+                &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
             )?,
-        };
-        registry.register(Box::new(m.active.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.examine_seconds.clone()))?;
-        Ok(m)
+        })
     }
 }

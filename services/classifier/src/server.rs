@@ -1,5 +1,4 @@
-//! The gRPC face of the classifier: reads the source (bytes or storage URI), runs the engine on a blocking
-//! thread, translates the report.
+//! The gRPC face of the classifier: translates the request's source for the engine and its report into the reply.
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,16 +10,16 @@ use vidmesh_proto::classifier::v1::{
 use vidmesh_provenance::Provenance;
 use vidmesh_runtime::Drain;
 
-use crate::engine::{Classifier, Report};
+use crate::engine::verdict::Verdict;
+use crate::engine::{self, Classifier, Report};
 use crate::error::Error;
-use crate::verdict::Verdict;
 
 /// Shared by the handlers and the loader.
 pub struct State {
     /// Set once the service is ready.
     pub classifier: OnceLock<Arc<Classifier>>,
-    /// Collectors (set with the classifier).
-    pub metrics: OnceLock<crate::metrics::Metrics>,
+    /// Collectors.
+    pub metrics: crate::metrics::Metrics,
     /// Refuses new work once shutdown starts.
     pub drain: Drain,
 }
@@ -95,34 +94,13 @@ fn response(r: Report) -> DetectResponse {
 #[tonic::async_trait]
 impl ClassifierRpc for Service {
     async fn detect(&self, request: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
-        if self.0.drain.draining() {
-            return Err(Error::Draining.into());
-        }
-        let c = self.0.classifier.get().ok_or(Error::NotReady)?.clone();
-        let metrics = self.0.metrics.get().ok_or(Error::NotReady)?;
-        let _permit = c.admit()?;
-        metrics.active.inc();
-        let result = async {
-            let bytes = match request.into_inner().source {
-                None => return Err(Error::InvalidArgument("set video (MP4 bytes) or uri".into())),
-                Some(Source::Video(v)) => bytes::Bytes::from(v),
-                Some(Source::Uri(uri)) => c.fetch(&uri).await?,
-            };
-            tokio::task::spawn_blocking(move || c.examine(&bytes)).await.map_err(|e| Error::Internal(e.to_string()))?
-        }
-        .await;
-        metrics.active.dec();
-        let outcome = match &result {
-            Ok(r) => match r.verdict {
-                Verdict::Generated => "generated",
-                Verdict::Inconclusive => "inconclusive",
-                Verdict::NotDetected => "not_detected",
-            },
-            Err(_) => "error",
+        let c = self.0.drain.ready(&self.0.classifier)?.clone();
+        let source = match request.into_inner().source {
+            None => return Err(Error::InvalidArgument("set video (MP4 bytes) or uri".into()).into()),
+            Some(Source::Video(v)) => engine::Source::Video(bytes::Bytes::from(v)),
+            Some(Source::Uri(uri)) => engine::Source::Uri(uri),
         };
-        metrics.requests.with_label_values(&[outcome]).inc();
-        let report = result?;
-        metrics.examine_seconds.observe(report.elapsed.as_secs_f64());
+        let report = c.detect(source, &self.0.metrics).await?;
         tracing::info!(verdict = ?report.verdict, z = report.watermark.z, p = report.watermark.p_value, "detected");
         Ok(Response::new(response(report)))
     }

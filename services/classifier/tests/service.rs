@@ -10,6 +10,7 @@ use tonic::transport::Channel;
 use vidmesh_proto::classifier::v1::{
     C2paState, DetectRequest, DetectResponse, Verdict, classifier_client::ClassifierClient, detect_request::Source,
 };
+use vidmesh_runtime::stage::{Options, serve_with};
 use vidmesh_video::{EncodeOptions, Video, encode_mp4};
 use vidmesh_watermark::{Embedder, Key, Params, Payload, embed};
 
@@ -68,13 +69,9 @@ async fn start(
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let registry = prometheus::Registry::new();
-    let opts = vidmesh_classifier::Options {
-        env: std::env::vars().collect(), // ORT_DYLIB_PATH for the passive detector
-        registry: registry.clone(),
-        metrics_listener: None,
-        load_gate: std::future::ready(()),
-    };
-    let mut task = tokio::spawn(vidmesh_classifier::serve_with(c, listener, shutdown.clone(), opts));
+    // The process environment: ORT_DYLIB_PATH for the passive detector.
+    let opts = Options { registry: registry.clone(), ..Options::local() };
+    let mut task = tokio::spawn(serve_with::<vidmesh_classifier::Classifier, _>(c, listener, shutdown.clone(), opts));
     let channel = vidmesh_testkit::connect_when_serving(addr, vidmesh_classifier::SERVICE_NAME, &mut task).await;
     (ClassifierClient::new(channel), shutdown, registry)
 }

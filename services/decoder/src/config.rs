@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use vidmesh_model::{ModelConfig, OnnxConfig};
+use vidmesh_runtime::config::{Checks, Validate};
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 use vidmesh_storage::StorageConfig;
 
@@ -66,7 +67,7 @@ pub struct C2paConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::default(),
+            server: ServerConfig::on(vidmesh_runtime::stage::ports::DECODER),
             telemetry: TelemetryConfig::default(),
             onnxruntime: OnnxConfig::default(),
             model: ModelConfig::default(),
@@ -82,13 +83,116 @@ impl Default for Config {
     }
 }
 
+/// Highest quantiser H.264 allows.
+const H264_QP_MAX: u8 = 51;
+
+impl Validate for Config {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks
+            .section(prefix, "server", &self.server)
+            .section(prefix, "telemetry", &self.telemetry)
+            .section(prefix, "watermark", &self.watermark)
+            .section(prefix, "c2pa", &self.c2pa)
+            .require(!self.model.bundle.is_empty(), format_args!("{prefix}model.bundle"), "must name a bundle")
+            .at_least(format_args!("{prefix}chunk_latent_frames"), self.chunk_latent_frames, 1)
+            .within(format_args!("{prefix}qp_min"), self.qp_min, 0, H264_QP_MAX)
+            .within(format_args!("{prefix}qp_max"), self.qp_max, 0, H264_QP_MAX)
+            .require(
+                self.qp_min <= self.qp_max,
+                format_args!("{prefix}qp_min"),
+                format_args!("must be at most {prefix}qp_max ({}) (is {})", self.qp_max, self.qp_min),
+            )
+            .at_least(format_args!("{prefix}max_concurrent"), self.max_concurrent, 1)
+            .at_least(format_args!("{prefix}max_request_bytes"), self.max_request_bytes, 1);
+        checks.section(prefix, "storage", &self.storage);
+    }
+}
+
+impl Validate for WatermarkConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        let psnr = self.psnr_db;
+        checks
+            .require(
+                self.key_hex.is_empty() || vidmesh_watermark::Key::from_hex(&self.key_hex).is_some(),
+                format_args!("{prefix}key_hex"),
+                "must be 64 hex digits, or empty for no watermark",
+            )
+            .require(
+                psnr.is_finite() && psnr >= 0.0,
+                format_args!("{prefix}psnr_db"),
+                format_args!("must be greater than 0 dB, or 0 for the default (is {psnr})"),
+            );
+    }
+}
+
+impl Validate for C2paConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        let signing = !self.cert_chain_path.is_empty() || !self.private_key_path.is_empty();
+        checks
+            .require(
+                !signing || !self.cert_chain_path.is_empty(),
+                format_args!("{prefix}cert_chain_path"),
+                format_args!("must be set with {prefix}private_key_path (or both left empty: no signing)"),
+            )
+            .require(
+                !signing || !self.private_key_path.is_empty(),
+                format_args!("{prefix}private_key_path"),
+                format_args!("must be set with {prefix}cert_chain_path (or both left empty: no signing)"),
+            )
+            .require(
+                !signing || !self.trust_anchors_path.is_empty(),
+                format_args!("{prefix}trust_anchors_path"),
+                "must be set when signing (each manifest is verified against it)",
+            );
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use vidmesh_runtime::config::load_vars;
+
     use super::*;
 
     #[test]
     fn defaults_deserialize() {
-        let c: Config = vidmesh_runtime::config::load(None, &Default::default()).unwrap();
-        assert_eq!(c, Config::default());
+        assert_eq!(load_vars::<Config>(&[]).unwrap(), Config::default(), "the defaults load and validate");
+    }
+
+    #[test]
+    fn qp_range_must_be_ordered_and_within_h264() {
+        let err = load_vars::<Config>(&[("VIDMESH__QP_MIN", "30")]).unwrap_err().to_string();
+        assert!(err.contains("qp_min: must be at most qp_max (18) (is 30)"), "{err}");
+        let err = load_vars::<Config>(&[("VIDMESH__QP_MAX", "60")]).unwrap_err().to_string();
+        assert!(err.contains("qp_max: must be between 0 and 51 (is 60)"), "{err}");
+    }
+
+    #[test]
+    fn zero_chunk_is_refused_by_key() {
+        let err = load_vars::<Config>(&[("VIDMESH__CHUNK_LATENT_FRAMES", "0")]).unwrap_err().to_string();
+        assert!(err.contains("chunk_latent_frames: must be at least 1 (is 0)"), "{err}");
+    }
+
+    #[test]
+    fn watermark_and_c2pa_values_are_checked() {
+        let err =
+            load_vars::<Config>(&[("VIDMESH__WATERMARK__PSNR_DB", "-3.5"), ("VIDMESH__WATERMARK__KEY_HEX", "abc")])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("watermark.psnr_db"), "{err}");
+        assert!(err.contains("watermark.key_hex: must be 64 hex digits"), "{err}");
+        let err =
+            load_vars::<Config>(&[("VIDMESH__C2PA__CERT_CHAIN_PATH", "/etc/c2pa/chain.pem")]).unwrap_err().to_string();
+        assert!(err.contains("c2pa.private_key_path: must be set with c2pa.cert_chain_path"), "{err}");
+        assert!(err.contains("c2pa.trust_anchors_path"), "{err}");
+        let key = "ab".repeat(32);
+        assert!(load_vars::<Config>(&[("VIDMESH__WATERMARK__KEY_HEX", key.as_str())]).is_ok());
+    }
+
+    #[test]
+    fn s3_storage_needs_a_bucket() {
+        let err = load_vars::<Config>(&[("VIDMESH__STORAGE__BACKEND", "s3")]).unwrap_err().to_string();
+        assert!(err.contains("storage.s3.bucket"), "{err}");
+        let err = load_vars::<Config>(&[("VIDMESH__STORAGE__BACKEND", "gcs")]).unwrap_err().to_string();
+        assert!(err.contains("storage.backend: must be \"local\" or \"s3\""), "{err}");
     }
 }

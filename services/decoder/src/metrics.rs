@@ -1,6 +1,7 @@
 //! The decoder's Prometheus collectors (registered once per service).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use vidmesh_runtime::metrics::Collectors;
 
 /// Collectors updated by the request path.
 #[derive(Clone)]
@@ -18,22 +19,16 @@ pub struct Metrics {
 impl Metrics {
     /// Creates and registers the collectors.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self {
-            active: IntGauge::new("decoder_active_requests", "Decodes admitted and not finished")?,
-            requests: IntCounterVec::new(
-                Opts::new("decoder_requests_total", "Finished decodes by outcome"),
-                &["outcome"],
+        let c = Collectors(registry);
+        Ok(Self {
+            active: c.gauge("decoder_active_requests", "Decodes admitted and not finished")?,
+            requests: c.counters("decoder_requests_total", "Finished decodes by outcome", &["outcome"])?,
+            frames: c.counter("decoder_frames_total", "Frames decoded and stored")?,
+            decode_seconds: c.histogram(
+                "decoder_decode_seconds",
+                "Seconds per decode, upload included",
+                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
             )?,
-            frames: IntCounter::new("decoder_frames_total", "Frames decoded and stored")?,
-            decode_seconds: Histogram::with_opts(
-                HistogramOpts::new("decoder_decode_seconds", "Seconds per decode, upload included")
-                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
-            )?,
-        };
-        registry.register(Box::new(m.active.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.frames.clone()))?;
-        registry.register(Box::new(m.decode_seconds.clone()))?;
-        Ok(m)
+        })
     }
 }

@@ -16,13 +16,14 @@ use vidmesh_storage::{ObjectRef, validate_key};
 use crate::config::Config;
 use crate::engine::{Decoder, Generation, Stored};
 use crate::error::Error;
+use vidmesh_runtime::status::Refusal;
 
 /// Shared by the handlers and the loader.
 pub struct State {
     /// Set once the model is loaded and warm.
     pub decoder: OnceLock<Decoder>,
     /// Collectors (set at load).
-    pub metrics: OnceLock<crate::metrics::Metrics>,
+    pub metrics: crate::metrics::Metrics,
     /// Refuses new work once shutdown starts.
     pub drain: Drain,
     /// The service configuration.
@@ -47,7 +48,7 @@ fn validate_latents(
 ) -> Result<TensorF32, Error> {
     let m = &d.manifest;
     if !model.is_empty() && model != m.model.name {
-        return Err(Error::UnknownModel { requested: model.to_string(), served: m.model.name.clone() });
+        return Err(Refusal::UnknownModel { requested: model.to_string(), served: m.model.name.clone() }.into());
     }
     let latents = TensorF32::from_proto("latents", latents)?;
     m.check_latents(&latents.shape).map_err(bad)?;
@@ -107,13 +108,10 @@ impl DecoderRpc for Service {
     type DecodeStream = EventStream;
 
     async fn decode(&self, request: Request<DecodeRequest>) -> Result<Response<EventStream>, Status> {
-        if self.0.drain.draining() {
-            return Err(Error::Draining.into());
-        }
-        let d = self.0.decoder.get().ok_or(Error::NotReady)?;
+        let d = self.0.drain.ready(&self.0.decoder)?;
         let req = request.into_inner();
         let (latents, fps, generation) = validate(d, &req)?;
-        let metrics = self.0.metrics.get().ok_or(Error::NotReady)?.clone();
+        let metrics = self.0.metrics.clone();
         let permit = d.admit()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let state = self.0.clone();
@@ -144,10 +142,7 @@ impl DecoderRpc for Service {
     }
 
     async fn preview(&self, request: Request<PreviewRequest>) -> Result<Response<PreviewResponse>, Status> {
-        if self.0.drain.draining() {
-            return Err(Error::Draining.into());
-        }
-        let d = self.0.decoder.get().ok_or(Error::NotReady)?;
+        let d = self.0.drain.ready(&self.0.decoder)?;
         let req = request.into_inner();
         let latents = validate_latents(d, &req.model, req.latents.as_ref())?;
         let _permit = d.admit()?;

@@ -7,9 +7,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
-use vidmesh_decoder::{Config, Options, SERVICE_NAME, serve_with};
+use vidmesh_decoder::{Config, Decoder, SERVICE_NAME};
 use vidmesh_proto::decoder::v1::{DecodeRequest, VideoRef, decode_event::Event as Ev, decoder_client::DecoderClient};
 use vidmesh_runtime::TensorF32;
+use vidmesh_runtime::stage::{Options, serve_with};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -51,13 +52,8 @@ async fn start_observed(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let opts = Options {
-        env: std::env::vars().collect(),
-        registry,
-        metrics_listener: None,
-        load_gate: std::future::ready(()),
-    };
-    let mut server = tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
+    let opts = Options { registry, ..Options::local() };
+    let mut server = tokio::spawn(serve_with::<Decoder, _>(config, listener, shutdown.clone(), opts));
     let channel = vidmesh_testkit::connect_when_serving(addr, SERVICE_NAME, &mut server).await;
     (DecoderClient::new(channel), shutdown)
 }

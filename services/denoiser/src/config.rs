@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use vidmesh_model::{ModelConfig, OnnxConfig};
+use vidmesh_runtime::config::{Checks, Validate};
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 
 /// The whole service configuration.
@@ -58,7 +59,7 @@ pub struct BatchingConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::default(),
+            server: ServerConfig::on(vidmesh_runtime::stage::ports::DENOISER),
             telemetry: TelemetryConfig::default(),
             onnxruntime: OnnxConfig::default(),
             model: ModelConfig::default(),
@@ -77,13 +78,57 @@ impl Default for BatchingConfig {
     }
 }
 
+impl Validate for Config {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        let guidance = self.max_guidance;
+        checks
+            .section(prefix, "server", &self.server)
+            .section(prefix, "telemetry", &self.telemetry)
+            .section(prefix, "batching", &self.batching)
+            .require(!self.model.bundle.is_empty(), format_args!("{prefix}model.bundle"), "must name a bundle")
+            .at_least(format_args!("{prefix}max_steps"), self.max_steps, 1)
+            .require(
+                guidance.is_finite() && guidance > 0.0,
+                format_args!("{prefix}max_guidance"),
+                format_args!("must be a number greater than 0 (is {guidance})"),
+            )
+            .at_least(format_args!("{prefix}max_request_bytes"), self.max_request_bytes, 1);
+    }
+}
+
+impl Validate for BatchingConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks.at_least(format_args!("{prefix}max_batch"), self.max_batch, 1);
+        checks.at_least(format_args!("{prefix}max_requests"), self.max_requests, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use vidmesh_runtime::config::load_vars;
+
     use super::*;
 
     #[test]
     fn defaults_deserialize() {
-        let c: Config = vidmesh_runtime::config::load(None, &Default::default()).unwrap();
-        assert_eq!(c, Config::default());
+        assert_eq!(load_vars::<Config>(&[]).unwrap(), Config::default(), "the defaults load and validate");
+    }
+
+    #[test]
+    fn zero_batch_and_admission_are_refused_by_key() {
+        let err =
+            load_vars::<Config>(&[("VIDMESH__BATCHING__MAX_BATCH", "0"), ("VIDMESH__BATCHING__MAX_REQUESTS", "0")])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("batching.max_batch: must be at least 1 (is 0)"), "{err}");
+        assert!(err.contains("batching.max_requests: must be at least 1 (is 0)"), "{err}");
+    }
+
+    #[test]
+    fn guidance_limit_must_be_positive() {
+        let err = load_vars::<Config>(&[("VIDMESH__MAX_GUIDANCE", "-1.5")]).unwrap_err().to_string();
+        assert!(err.contains("max_guidance: must be a number greater than 0 (is -1.5)"), "{err}");
+        let err = load_vars::<Config>(&[("VIDMESH__MAX_STEPS", "0")]).unwrap_err().to_string();
+        assert!(err.contains("max_steps: must be at least 1 (is 0)"), "{err}");
     }
 }

@@ -1,41 +1,22 @@
 //! The denoiser's one error enum and its single mapping to gRPC status codes.
 
-use std::time::Duration;
-
 use tonic::Status;
 
 /// Everything that can go wrong serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request asks for a model this server does not serve.
-    #[error("model {requested:?} is not served here (this server serves {served:?})")]
-    UnknownModel {
-        /// Asked for.
-        requested: String,
-        /// Served.
-        served: String,
-    },
+    /// Refused before any work: unknown model, at capacity, still loading, draining.
+    #[error(transparent)]
+    Refused(#[from] vidmesh_runtime::status::Refusal),
     /// Bad request.
     #[error("{0}")]
     InvalidArgument(String),
     /// A tensor in the request is malformed.
     #[error(transparent)]
     Tensor(#[from] vidmesh_runtime::TensorError),
-    /// Admission is full.
-    #[error("denoiser is at capacity; retry later")]
-    Overloaded {
-        /// Suggested wait.
-        retry_after: Duration,
-    },
     /// The request's deadline passed.
     #[error("deadline exceeded before the last step")]
     DeadlineExceeded,
-    /// The model is still loading.
-    #[error("model is loading; retry shortly")]
-    NotReady,
-    /// Shutting down.
-    #[error("server is shutting down")]
-    Draining,
     /// The bundle or ONNX Runtime failed to load.
     #[error(transparent)]
     Model(#[from] vidmesh_model::ModelError),
@@ -47,13 +28,9 @@ pub enum Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match &e {
-            Error::UnknownModel { .. } => Status::not_found(e.to_string()),
+            Error::Refused(r) => r.status(),
             Error::InvalidArgument(_) | Error::Tensor(_) => Status::invalid_argument(e.to_string()),
-            Error::Overloaded { retry_after } => {
-                vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after)
-            }
             Error::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
-            Error::NotReady | Error::Draining => Status::unavailable(e.to_string()),
             Error::Model(_) | Error::Inference(_) => vidmesh_runtime::status::internal(&e),
         }
     }

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::engine::scheduler::Kind;
 use crate::engine::{self, Denoiser, Event};
 use crate::error::Error;
+use vidmesh_runtime::status::Refusal;
 
 /// Shared by the handlers and the loader.
 pub struct State {
@@ -66,7 +67,7 @@ pub fn validate(
 ) -> Result<engine::Request, Error> {
     let m = &d.manifest;
     if !req.model.is_empty() && req.model != m.model.name {
-        return Err(Error::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() });
+        return Err(Refusal::UnknownModel { requested: req.model.clone(), served: m.model.name.clone() }.into());
     }
     let ask = vidmesh_model::Ask {
         frames: req.frames,
@@ -222,10 +223,7 @@ impl DenoiserRpc for Service {
     type DenoiseStream = EventStream;
 
     async fn denoise(&self, request: Request<DenoiseRequest>) -> Result<Response<EventStream>, Status> {
-        if self.0.drain.draining() {
-            return Err(Error::Draining.into());
-        }
-        let d = self.0.denoiser.get().ok_or(Error::NotReady)?;
+        let d = self.0.drain.ready(&self.0.denoiser)?;
         let deadline = grpc_timeout(request.metadata()).map(|t| Instant::now() + t);
         let req = validate(d, &self.0.config, request.get_ref(), deadline)?;
         let shape = req.latent_shape;

@@ -4,17 +4,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-use vidmesh_denoiser::{Config, Options, SERVICE_NAME, serve_with};
+use vidmesh_denoiser::{Config, Denoiser, SERVICE_NAME};
 use vidmesh_proto::denoiser::v1::{DenoiseRequest, denoise_event::Event as Ev, denoiser_client::DenoiserClient};
 use vidmesh_proto::tensor::v1::{DataType, Tensor};
 use vidmesh_runtime::TensorF32;
+use vidmesh_runtime::health::wait_serving;
 use vidmesh_runtime::tensor::Assembler;
 
 fn repo() -> PathBuf {
@@ -22,59 +21,25 @@ fn repo() -> PathBuf {
 }
 
 struct Running {
-    channel: Channel,
     client: DenoiserClient<Channel>,
     health: HealthClient<Channel>,
-    registry: prometheus::Registry,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), vidmesh_denoiser::Error>>,
+    s: vidmesh_testkit::Served,
 }
 
 async fn start_gated(mut config: Config, gate: oneshot::Receiver<()>) -> Running {
     config.model.bundle = repo().join("models/vidmesh-tiny").display().to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let registry = prometheus::Registry::new();
-    let shutdown = CancellationToken::new();
-    let opts = Options {
-        env: std::env::vars().collect(),
-        registry: registry.clone(),
-        metrics_listener: None,
-        load_gate: async move {
-            let _ = gate.await;
-        },
+    let gate = async move {
+        let _ = gate.await;
     };
-    let task = tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    Running {
-        channel: channel.clone(),
-        client: DenoiserClient::new(channel.clone()),
-        health: HealthClient::new(channel),
-        registry,
-        shutdown,
-        task,
-    }
-}
-
-async fn wait_serving(health: &mut HealthClient<Channel>) {
-    let mut watch = health.watch(HealthCheckRequest { service: SERVICE_NAME.into() }).await.unwrap().into_inner();
-    while let Some(msg) = watch.message().await.unwrap() {
-        if msg.status == ServingStatus::Serving as i32 {
-            return;
-        }
-    }
-    panic!("health stream ended before SERVING");
+    let s = vidmesh_testkit::serve_gated::<Denoiser>(config, gate).await;
+    Running { client: DenoiserClient::new(s.channel.clone()), health: HealthClient::new(s.channel.clone()), s }
 }
 
 async fn start(config: Config) -> Running {
     let (tx, rx) = oneshot::channel();
     tx.send(()).unwrap();
     let mut r = start_gated(config, rx).await;
-    // Fail fast (not hang) when the stage cannot load its model.
-    tokio::select! {
-        () = wait_serving(&mut r.health) => {}
-        ended = &mut r.task => panic!("the service stopped before serving: {ended:?}"),
-    }
+    r.s.serving(SERVICE_NAME).await; // fails fast (not hang) when the stage cannot load its model
     r
 }
 
@@ -171,7 +136,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn metric(r: &Running, name: &str) -> f64 {
-    vidmesh_runtime::metrics::value(&r.registry, name).unwrap_or(0.0)
+    vidmesh_runtime::metrics::value(&r.s.registry, name).unwrap_or(0.0)
 }
 
 #[test]
@@ -252,7 +217,7 @@ async fn sigterm_drain_finishes_in_flight_work_and_refuses_new_work() {
     let mut r = start(Config::default()).await;
     let mut stream = r.client.denoise(DenoiseRequest { steps: 30, ..case_request(0) }).await.unwrap().into_inner();
     stream.message().await.unwrap(); // accepted
-    r.shutdown.cancel();
+    r.s.shutdown.cancel();
     let refused = r.client.denoise(case_request(0)).await;
     assert!(refused.is_err(), "new work is refused while draining");
     let mut completed = false;
@@ -260,7 +225,7 @@ async fn sigterm_drain_finishes_in_flight_work_and_refuses_new_work() {
         completed |= matches!(ev.event, Some(Ev::Completed(_)));
     }
     assert!(completed, "the in-flight request finished");
-    tokio::time::timeout(Duration::from_secs(30), r.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), r.s.task).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -271,7 +236,7 @@ async fn health_is_not_serving_until_warm_up() {
     assert_eq!(status.status, ServingStatus::NotServing as i32);
     assert_eq!(r.client.denoise(case_request(3)).await.unwrap_err().code(), Code::Unavailable);
     open.send(()).unwrap();
-    wait_serving(&mut r.health).await;
+    wait_serving(r.s.addr, SERVICE_NAME).await.unwrap();
     // One step at each probe shape (8 and 16 frames: the frame axis must follow the input).
     assert_eq!(metric(&r, "denoiser_steps_total"), 2.0, "warm-up ran one step per probe before SERVING");
     assert_eq!(metric(&r, "denoiser_active_requests"), 0.0, "the warm-up request is gone");
@@ -432,7 +397,7 @@ async fn reflection_lists_the_service_and_health() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let r = start(Config::default()).await;
-    let mut client = ServerReflectionClient::new(r.channel.clone());
+    let mut client = ServerReflectionClient::new(r.s.channel.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

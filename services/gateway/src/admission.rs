@@ -104,7 +104,7 @@ impl Admission {
             by_key,
             anonymous,
             policy: policy.clone(),
-            retry_after: Duration::from_secs(config.retry_after_secs.max(1)),
+            retry_after: Duration::from_secs(config.retry_after_secs),
             max_queued: config.max_queued,
         })
     }

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use vidmesh_model::Manifest;
 use vidmesh_proto::gateway::v1::{GenerateRequest, Job, JobEvent, JobState};
-use vidmesh_storage::Storage;
+use vidmesh_storage::{JobOutputs, Storage};
 
 use crate::admission::{Admission, Tenant};
 use crate::config::LimitsConfig;
@@ -45,24 +45,8 @@ pub struct Api {
     pub retention_secs: u64,
 }
 
-/// Deletes a final job's outputs, then its record (so a failure leaves the record to retry from).
-pub async fn remove(store: &Store, storage: &dyn Storage, tenant: Option<&str>, id: &str) -> Result<(), Error> {
-    for file in ["video.mp4", "thumbnail.png", "spritesheet.png"] {
-        storage.delete(&format!("jobs/{id}/{file}")).await?;
-    }
-    store.delete(tenant, id).await
-}
-
 /// A downloadable output of a job.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Variant {
-    /// The MP4.
-    Video,
-    /// PNG of the middle frame.
-    Thumbnail,
-    /// PNG grid of evenly spaced frames.
-    Spritesheet,
-}
+pub type Variant = vidmesh_storage::JobFile;
 
 impl Api {
     /// Admits and stores a job (see the module docs for the order of checks).
@@ -208,7 +192,7 @@ impl Api {
         if !jobs::is_final(job.state) {
             return Err(Error::Unavailable(format!("job {id} is still stopping; retry the delete")));
         }
-        remove(&self.store, self.storage.as_ref(), Some(&tenant.name), id).await
+        self.store.remove(self.storage.as_ref(), Some(&tenant.name), id).await
     }
 
     /// The bytes and content type of a finished job's output.
@@ -217,15 +201,10 @@ impl Api {
         if job.state != JobState::Completed as i32 {
             return Err(Error::FailedPrecondition(format!("job {id} has not completed; its content is not ready")));
         }
-        let (file, content_type) = match variant {
-            Variant::Video => ("video.mp4", "video/mp4"),
-            Variant::Thumbnail => ("thumbnail.png", "image/png"),
-            Variant::Spritesheet => ("spritesheet.png", "image/png"),
-        };
-        let bytes = self.storage.get(&format!("jobs/{id}/{file}")).await.map_err(|e| match e {
-            vidmesh_storage::StorageError::NotFound(_) => Error::NotFound(format!("{id} {file}")),
+        let bytes = self.storage.get(&JobOutputs::of_job(id).key(variant)).await.map_err(|e| match e {
+            vidmesh_storage::StorageError::NotFound(_) => Error::NotFound(format!("{id} {}", variant.file_name())),
             e => Error::Storage(e),
         })?;
-        Ok((bytes, content_type))
+        Ok((bytes, variant.content_type()))
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vidmesh_model::ModelConfig;
+use vidmesh_runtime::config::{Checks, Validate};
+use vidmesh_runtime::stage::ports;
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 use vidmesh_storage::StorageConfig;
 
@@ -39,11 +41,8 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let mut server = ServerConfig::default();
-        server.listen.set_port(50050);
-        server.metrics_listen.set_port(9094);
         Self {
-            server,
+            server: ServerConfig::on(ports::GATEWAY),
             telemetry: TelemetryConfig::default(),
             http: HttpConfig::default(),
             store: StoreConfig::default(),
@@ -69,7 +68,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), max_body_bytes: 1 << 20 }
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], ports::GATEWAY_HTTP)), max_body_bytes: 1 << 20 }
     }
 }
 
@@ -110,7 +109,7 @@ impl Default for StoreConfig {
 impl StoreConfig {
     /// The lease duration.
     pub fn lease(&self) -> Duration {
-        Duration::from_secs(self.lease_secs.max(1))
+        Duration::from_secs(self.lease_secs)
     }
 }
 
@@ -168,10 +167,10 @@ pub struct StagesConfig {
 impl Default for StagesConfig {
     fn default() -> Self {
         Self {
-            text_encoder: StageConfig::at(50051),
-            denoiser: StageConfig::at(50052),
-            decoder: StageConfig::at(50053),
-            classifier: StageConfig::at(50054),
+            text_encoder: StageConfig::at(ports::TEXT_ENCODER.grpc),
+            denoiser: StageConfig::at(ports::DENOISER.grpc),
+            decoder: StageConfig::at(ports::DECODER.grpc),
+            classifier: StageConfig::at(ports::CLASSIFIER.grpc),
             job_timeout_secs: 900,
             max_running: 4,
             url_ttl_secs: 3600,
@@ -281,12 +280,240 @@ impl Default for LimitsConfig {
     }
 }
 
+impl Validate for Config {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks
+            .section(prefix, "server", &self.server)
+            .section(prefix, "telemetry", &self.telemetry)
+            .section(prefix, "http", &self.http)
+            .section(prefix, "store", &self.store)
+            .section(prefix, "stages", &self.stages)
+            .section(prefix, "admission", &self.admission)
+            .section(prefix, "policy", &self.policy)
+            .section(prefix, "limits", &self.limits)
+            .require(!self.model.bundle.is_empty(), format_args!("{prefix}model.bundle"), "must name a bundle");
+        let http = self.http.listen;
+        for (name, addr) in [("listen", self.server.listen), ("metrics_listen", self.server.metrics_listen)] {
+            checks.require(
+                http != addr || http.port() == 0,
+                format_args!("{prefix}http.listen"),
+                format_args!("must differ from {prefix}server.{name} ({addr})"),
+            );
+        }
+        checks.section(prefix, "storage", &self.storage);
+    }
+}
+
+impl Validate for HttpConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks.at_least(format_args!("{prefix}max_body_bytes"), self.max_body_bytes, 1);
+    }
+}
+
+impl Validate for StoreConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        let postgres = self.url.starts_with("postgres:") || self.url.starts_with("postgresql:");
+        // Only the scheme is echoed: the rest of the URL may hold a password.
+        let scheme = self.url.split(':').next().unwrap_or_default();
+        checks
+            .require(
+                postgres || self.url.starts_with("sqlite:"),
+                format_args!("{prefix}url"),
+                format_args!("must start with sqlite:// or postgres:// (the scheme is {scheme:?})"),
+            )
+            .at_least(format_args!("{prefix}max_connections"), self.max_connections, 1)
+            .require(
+                !postgres || self.max_connections >= 2,
+                format_args!("{prefix}max_connections"),
+                format_args!("must be at least 2 with PostgreSQL (is {})", self.max_connections),
+            )
+            .at_least(format_args!("{prefix}lease_secs"), self.lease_secs, 1)
+            .at_least(format_args!("{prefix}poll_ms"), self.poll_ms, 10);
+    }
+}
+
+impl Validate for StageConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let uri = endpoint.parse::<http::Uri>().ok();
+            let ok =
+                uri.is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some() && u.port_u16().is_some());
+            checks.require(
+                ok,
+                format_args!("{prefix}endpoints[{i}]"),
+                format_args!("{endpoint:?} is not http://HOST:PORT"),
+            );
+        }
+        checks
+            .at_least(format_args!("{prefix}resolve_secs"), self.resolve_secs, 1)
+            .at_least(format_args!("{prefix}connect_timeout_ms"), self.connect_timeout_ms, 1)
+            .at_least(format_args!("{prefix}attempts"), self.attempts, 1);
+    }
+}
+
+impl Validate for StagesConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        let required = [("text_encoder", &self.text_encoder), ("denoiser", &self.denoiser), ("decoder", &self.decoder)];
+        for (name, stage) in required {
+            checks.section(prefix, name, stage).require(
+                !stage.endpoints.is_empty(),
+                format_args!("{prefix}{name}.endpoints"),
+                "must list at least one endpoint (only the classifier may have none)",
+            );
+        }
+        checks
+            .section(prefix, "classifier", &self.classifier)
+            .at_least(format_args!("{prefix}job_timeout_secs"), self.job_timeout_secs, 1)
+            .at_least(format_args!("{prefix}url_ttl_secs"), self.url_ttl_secs, 1);
+    }
+}
+
+impl Validate for TenantConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks.require(!self.name.is_empty(), format_args!("{prefix}name"), "must not be empty");
+        for (i, digest) in self.key_sha256.iter().enumerate() {
+            checks.require(
+                digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+                format_args!("{prefix}key_sha256[{i}]"),
+                "must be 64 hex digits (the SHA-256 of an API key)",
+            );
+        }
+        checks
+            .at_least(format_args!("{prefix}max_active_jobs"), self.max_active_jobs, 1)
+            .at_least(format_args!("{prefix}rate_per_minute"), self.rate_per_minute, 1)
+            .at_least(format_args!("{prefix}burst"), self.burst, 1);
+    }
+}
+
+impl Validate for AdmissionConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            checks.section(prefix, &format!("tenants[{i}]"), tenant);
+            let first = self.tenants.iter().position(|t| t.name == tenant.name);
+            checks.require(
+                tenant.name.is_empty() || first == Some(i),
+                format_args!("{prefix}tenants[{i}].name"),
+                format_args!("{:?} is already the name of {prefix}tenants[{}]", tenant.name, first.unwrap_or(i)),
+            );
+        }
+        checks.at_least(format_args!("{prefix}max_queued"), self.max_queued, 1);
+        checks.at_least(format_args!("{prefix}retry_after_secs"), self.retry_after_secs, 1);
+    }
+}
+
+impl Validate for PolicyCategory {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks.require(!self.name.is_empty(), format_args!("{prefix}name"), "must not be empty");
+        checks.require(
+            self.terms.iter().any(|t| t.chars().any(char::is_alphanumeric)),
+            format_args!("{prefix}terms"),
+            "must hold at least one term with a letter or digit",
+        );
+    }
+}
+
+impl Validate for PolicyConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        for (i, category) in self.categories.iter().enumerate() {
+            checks.section(prefix, &format!("categories[{i}]"), category);
+        }
+    }
+}
+
+impl Validate for LimitsConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        let guidance = self.max_guidance;
+        checks
+            .at_least(format_args!("{prefix}max_prompt_bytes"), self.max_prompt_bytes, 1)
+            .at_least(format_args!("{prefix}max_steps"), self.max_steps, 1)
+            .require(
+                guidance.is_finite() && guidance > 0.0,
+                format_args!("{prefix}max_guidance"),
+                format_args!("must be a number greater than 0 (is {guidance})"),
+            );
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::HashMap;
+
+    use vidmesh_runtime::config::load;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Loads the defaults overlaid with `toml` (a config file).
+    fn from_file(toml: &str) -> Result<Config, vidmesh_runtime::config::ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, toml).unwrap();
+        load(Some(&file), &HashMap::new())
+    }
+
     #[test]
     fn defaults_round_trip_through_the_loader() {
-        let c: super::Config = vidmesh_runtime::config::load(None, &Default::default()).unwrap();
-        assert_eq!(c, super::Config::default());
+        assert_eq!(
+            load::<Config>(None, &Default::default()).unwrap(),
+            Config::default(),
+            "the defaults load and validate"
+        );
+    }
+
+    #[test]
+    fn required_stages_need_endpoints_and_the_classifier_does_not() {
+        let err = from_file("[stages.denoiser]\nendpoints = []\n").unwrap_err().to_string();
+        assert!(err.contains("stages.denoiser.endpoints: must list at least one endpoint"), "{err}");
+        let c = from_file("[stages.classifier]\nendpoints = []\n").unwrap();
+        assert!(c.stages.classifier.endpoints.is_empty());
+        let err = from_file("[stages.decoder]\nendpoints = [\"https://decoder\"]\n").unwrap_err().to_string();
+        assert!(err.contains("stages.decoder.endpoints[0]"), "{err}");
+    }
+
+    #[test]
+    fn stage_intervals_and_attempts_are_at_least_one() {
+        let vars = [("VIDMESH__STAGES__TEXT_ENCODER__ATTEMPTS", "0"), ("VIDMESH__STAGES__DECODER__RESOLVE_SECS", "0")];
+        let err = load::<Config>(None, &env(&vars)).unwrap_err().to_string();
+        assert!(err.contains("stages.text_encoder.attempts: must be at least 1 (is 0)"), "{err}");
+        assert!(err.contains("stages.decoder.resolve_secs: must be at least 1 (is 0)"), "{err}");
+        let err = load::<Config>(None, &env(&[("VIDMESH__STORE__POLL_MS", "5")])).unwrap_err().to_string();
+        assert!(err.contains("store.poll_ms: must be at least 10 (is 5)"), "{err}");
+    }
+
+    #[test]
+    fn the_http_api_needs_a_port_of_its_own() {
+        let err = load::<Config>(None, &env(&[("VIDMESH__HTTP__LISTEN", "0.0.0.0:9094")])).unwrap_err().to_string();
+        assert!(err.contains("http.listen: must differ from server.metrics_listen (0.0.0.0:9094)"), "{err}");
+    }
+
+    #[test]
+    fn tenants_have_unique_names_and_sane_quotas() {
+        let toml = "[[admission.tenants]]\nname = \"acme\"\n\n[[admission.tenants]]\nname = \"acme\"\nburst = 0\n\n\
+                    [[admission.tenants]]\nkey_sha256 = [\"abc\"]\n";
+        let err = from_file(toml).unwrap_err().to_string();
+        assert!(
+            err.contains("admission.tenants[1].name: \"acme\" is already the name of admission.tenants[0]"),
+            "{err}"
+        );
+        assert!(err.contains("admission.tenants[1].burst: must be at least 1 (is 0)"), "{err}");
+        assert!(err.contains("admission.tenants[2].name: must not be empty"), "{err}");
+        assert!(err.contains("admission.tenants[2].key_sha256[0]: must be 64 hex digits"), "{err}");
+        let err = from_file("[[policy.categories]]\nname = \"\"\nterms = []\n").unwrap_err().to_string();
+        assert!(err.contains("policy.categories[0].name: must not be empty"), "{err}");
+        assert!(err.contains("policy.categories[0].terms"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_store_needs_two_connections_and_the_url_is_not_echoed() {
+        let vars = [("VIDMESH__STORE__URL", "postgres://u:secret@db/jobs"), ("VIDMESH__STORE__MAX_CONNECTIONS", "1")];
+        let err = load::<Config>(None, &env(&vars)).unwrap_err().to_string();
+        assert!(err.contains("store.max_connections: must be at least 2 with PostgreSQL (is 1)"), "{err}");
+        let err = load::<Config>(None, &env(&[("VIDMESH__STORE__URL", "mysql://u:secret@db/jobs")])).unwrap_err();
+        assert!(err.to_string().contains("store.url: must start with sqlite:// or postgres://"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 }

@@ -3,8 +3,8 @@
 //! the prompt policy) before any compute; a runner per replica that claims jobs and drives the four stages through
 //! one balanced, traced, retrying client stack each.
 //!
-//! [`serve`] checks everything it depends on before answering (the bundle's manifest, storage, the job store), then
-//! serves with health SERVING. On shutdown: health NOT_SERVING, no new submissions, watches end with UNAVAILABLE
+//! Served through the shared [`Stage`] shell ([`Gateway`]): it checks everything it depends on before answering
+//! (the bundle's manifest, storage, the job store), then serves with health SERVING. On shutdown: health NOT_SERVING, no new submissions, watches end with UNAVAILABLE
 //! (clients resume on another replica), running jobs get the drain grace and are handed back if they need longer.
 
 pub mod admission;
@@ -20,16 +20,13 @@ pub mod server;
 pub mod stages;
 pub mod store;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use vidmesh_proto::gateway::v1::gateway_server::GatewayServer;
-use vidmesh_runtime::{GrpcServer, Health};
+use vidmesh_runtime::Stage;
+use vidmesh_runtime::stage::{Context, StartError, Started};
 
 pub use config::Config;
 pub use error::Error;
@@ -37,111 +34,88 @@ pub use error::Error;
 /// The gRPC service name health reports on.
 pub const SERVICE_NAME: &str = "vidmesh.gateway.v1.Gateway";
 
-/// What the gateway takes besides its config; tests inject these instead of touching the process.
-pub struct Options {
-    /// The process environment (for `HOSTNAME`).
-    pub env: HashMap<String, String>,
-    /// Metrics registry.
-    pub registry: Registry,
-    /// Metrics listener; `None` = no metrics endpoint.
-    pub metrics_listener: Option<TcpListener>,
-    /// The HTTP API's listener; `None` = no HTTP API.
-    pub http_listener: Option<TcpListener>,
-}
+/// The config key of the HTTP API's address (and the name its listener is bound under).
+pub const HTTP_LISTEN: &str = "http.listen";
 
-impl Options {
-    /// Production options: the process environment, metrics and HTTP bound from the config.
-    pub async fn from_process(config: &Config) -> Result<Self, Error> {
-        let bind = |addr| async move {
-            TcpListener::bind(addr).await.map_err(|e| Error::Unavailable(format!("binding {addr}: {e}")))
-        };
-        Ok(Self {
-            env: std::env::vars().collect(),
-            registry: Registry::new(),
-            metrics_listener: Some(bind(config.server.metrics_listen).await?),
-            http_listener: Some(bind(config.http.listen).await?),
-        })
+/// The gateway stage. Its start checks what it depends on (the bundle's manifest, storage, the job store) and
+/// fails with [`StartError::Dependency`] naming which; it has no load, so it is SERVING once started. The HTTP API
+/// is served on the listener bound for `http.listen` (none in tests that do not bind one).
+pub struct Gateway;
+
+impl Stage for Gateway {
+    type Config = Config;
+    const NAME: &'static str = "vidmesh-gateway";
+    const SERVICE: &'static str = SERVICE_NAME;
+
+    async fn start(config: Config, mut ctx: Context) -> Result<Started, StartError> {
+        let model = config.model.clone();
+        let bundle = tokio::task::spawn_blocking(move || model.open(&[]))
+            .await
+            .map_err(|e| StartError::dependency("model bundle", e))?
+            .map_err(|e| StartError::dependency("model bundle", e))?;
+        let storage = config.storage.open().await.map_err(|e| StartError::dependency("storage", e))?;
+        let store = store::Store::connect(&config.store).await.map_err(|e| StartError::dependency("job store", e))?;
+        let metrics = metrics::Metrics::register(&ctx.registry).map_err(|e| StartError::dependency("metrics", e))?;
+        let admission = admission::Admission::new(&config.admission, &config.policy)
+            .map_err(|e| StartError::dependency("admission", e))?;
+        let stages =
+            stages::Stages::connect(&config.stages, &ctx.shutdown).map_err(|e| StartError::dependency("stages", e))?;
+        let poll = Duration::from_millis(config.store.poll_ms);
+        let pipeline = Arc::new(pipeline::Pipeline {
+            store: store.clone(),
+            stages,
+            storage: storage.clone(),
+            url_ttl: Duration::from_secs(config.stages.url_ttl_secs),
+            job_timeout: Duration::from_secs(config.stages.job_timeout_secs),
+            metrics: metrics.clone(),
+            progress: pipeline::Progress::default(),
+            negative: bundle.manifest.takes_negative(),
+        });
+        let api = Arc::new(api::Api {
+            store,
+            admission,
+            manifest: bundle.manifest,
+            limits: config.limits.clone(),
+            storage,
+            metrics,
+            shutdown: ctx.shutdown.clone(),
+            poll,
+            retention_secs: config.store.retention_secs,
+        });
+        let host = ctx.env.get("HOSTNAME").cloned().unwrap_or_else(|| "gateway".into());
+        let runner = Arc::new(runner::Runner {
+            pipeline,
+            owner: format!("{host}-{}", uuid::Uuid::new_v4().simple()),
+            lease: config.store.lease(),
+            poll,
+            max_running: config.stages.max_running,
+            grace: config.server.drain_grace(),
+            retention: (config.store.retention_secs > 0).then(|| Duration::from_secs(config.store.retention_secs)),
+        });
+        tracing::info!(owner = %runner.owner, "gateway replica starting");
+        let mut started = Started::new(Routes::new(GatewayServer::new(server::Service(api.clone()))))
+            .task(tokio::spawn(runner.run(ctx.shutdown.clone())));
+        if let Some(listener) = ctx.take_listener(HTTP_LISTEN) {
+            let router = http::router(api, config.http.max_body_bytes);
+            let token = ctx.shutdown.clone();
+            started = started.task(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned()).await {
+                    tracing::error!("HTTP API: {e}");
+                }
+            }));
+        }
+        Ok(started)
     }
 }
 
-/// Serves with the process environment, metrics and HTTP on their configured addresses.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
-    let opts = Options::from_process(&config).await?;
-    serve_with(config, listener, shutdown, opts).await
-}
-
-/// Serves gRPC on `listener` (and HTTP/metrics on the options' listeners) until `shutdown` fires, then drains.
-pub async fn serve_with(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    opts: Options,
-) -> Result<(), Error> {
-    let model = config.model.clone();
-    let bundle = tokio::task::spawn_blocking(move || model.open(&[]))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::InvalidArgument(format!("model bundle: {e}")))?;
-    let storage = config.storage.open().await?;
-    let store = store::Store::connect(&config.store).await?;
-    let metrics = metrics::Metrics::register(&opts.registry).map_err(|e| Error::Internal(format!("metrics: {e}")))?;
-    let admission = admission::Admission::new(&config.admission, &config.policy)?;
-    let stages = stages::Stages::connect(&config.stages, &shutdown)?;
-    let poll = Duration::from_millis(config.store.poll_ms.max(10));
-    let pipeline = Arc::new(pipeline::Pipeline {
-        store: store.clone(),
-        stages,
-        storage: storage.clone(),
-        url_ttl: Duration::from_secs(config.stages.url_ttl_secs),
-        job_timeout: Duration::from_secs(config.stages.job_timeout_secs),
-        metrics: metrics.clone(),
-        tail_seconds: Mutex::new(None),
-        negative: bundle.manifest.takes_negative(),
-    });
-    let api = Arc::new(api::Api {
-        store,
-        admission,
-        manifest: bundle.manifest,
-        limits: config.limits.clone(),
-        storage,
-        metrics,
-        shutdown: shutdown.clone(),
-        poll,
-        retention_secs: config.store.retention_secs,
-    });
-    let host = opts.env.get("HOSTNAME").cloned().unwrap_or_else(|| "gateway".into());
-    let runner = Arc::new(runner::Runner {
-        pipeline,
-        owner: format!("{host}-{}", uuid::Uuid::new_v4().simple()),
-        lease: config.store.lease(),
-        poll,
-        max_running: config.stages.max_running,
-        grace: config.server.drain_grace(),
-        retention: (config.store.retention_secs > 0).then(|| Duration::from_secs(config.store.retention_secs)),
-    });
-    tracing::info!(owner = %runner.owner, "gateway replica starting");
-    let stop = shutdown.child_token();
-    if let Some(l) = opts.metrics_listener {
-        tokio::spawn(vidmesh_runtime::metrics::serve(l, opts.registry.clone(), stop.clone()));
+impl vidmesh_runtime::StageConfig for Config {
+    fn server(&self) -> &vidmesh_runtime::ServerConfig {
+        &self.server
     }
-    let runner_task = tokio::spawn(runner.run(shutdown.clone()));
-    let http_task = opts.http_listener.map(|l| {
-        let router = http::router(api.clone(), config.http.max_body_bytes);
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, router).with_graceful_shutdown(token.cancelled_owned()).await {
-                tracing::error!("HTTP API: {e}");
-            }
-        })
-    });
-    let (health, health_svc) = Health::new(SERVICE_NAME).await;
-    health.serving().await;
-    let routes = Routes::new(health_svc).add_service(GatewayServer::new(server::Service(api)));
-    let served = GrpcServer::new(routes, health, &config.server).serve(listener, shutdown).await;
-    let _ = runner_task.await;
-    if let Some(t) = http_task {
-        let _ = t.await;
+    fn telemetry(&self) -> &vidmesh_runtime::TelemetryConfig {
+        &self.telemetry
     }
-    stop.cancel();
-    served.map_err(|e| Error::Internal(e.to_string()))
+    fn listeners(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        vec![(HTTP_LISTEN, self.http.listen)]
+    }
 }

@@ -1,6 +1,7 @@
 //! The gateway's Prometheus collectors (registered once per process).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, Registry};
+use vidmesh_runtime::metrics::Collectors;
 
 /// Collectors updated by the API and the runner.
 #[derive(Clone)]
@@ -21,25 +22,22 @@ pub struct Metrics {
 impl Metrics {
     /// Creates and registers the collectors.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self {
-            running: IntGauge::new("gateway_running_jobs", "Jobs this replica is running")?,
-            queued: IntGauge::new("gateway_queued_jobs", "Jobs waiting in the queue over all replicas")?,
-            jobs: IntCounterVec::new(Opts::new("gateway_jobs_total", "Finished jobs by outcome"), &["outcome"])?,
-            seconds: HistogramVec::new(
-                HistogramOpts::new("gateway_stage_seconds", "Seconds per stage call, and per job (stage=job)")
-                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        let c = Collectors(registry);
+        Ok(Self {
+            running: c.gauge("gateway_running_jobs", "Jobs this replica is running")?,
+            queued: c.gauge("gateway_queued_jobs", "Jobs waiting in the queue over all replicas")?,
+            jobs: c.counters("gateway_jobs_total", "Finished jobs by outcome", &["outcome"])?,
+            seconds: c.histograms(
+                "gateway_stage_seconds",
+                "Seconds per stage call, and per job (stage=job)",
+                &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
                 &["stage"],
             )?,
-            submissions: IntCounterVec::new(
-                Opts::new("gateway_submissions_total", "Submissions by API and outcome"),
+            submissions: c.counters(
+                "gateway_submissions_total",
+                "Submissions by API and outcome",
                 &["api", "outcome"],
             )?,
-        };
-        registry.register(Box::new(m.running.clone()))?;
-        registry.register(Box::new(m.queued.clone()))?;
-        registry.register(Box::new(m.jobs.clone()))?;
-        registry.register(Box::new(m.seconds.clone()))?;
-        registry.register(Box::new(m.submissions.clone()))?;
-        Ok(m)
+        })
     }
 }

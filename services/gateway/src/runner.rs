@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, broadcast::error::RecvError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
+use tonic::{Code, Status};
 use tracing::Instrument as _;
 use vidmesh_proto::gateway::v1::{Job, Stage, job_event::Event};
 
@@ -144,7 +144,7 @@ impl Runner {
             Err(e) => return tracing::error!("listing expired jobs: {e}"),
         };
         for id in ids {
-            match crate::api::remove(self.store(), self.pipeline.storage.as_ref(), None, &id).await {
+            match self.store().remove(self.pipeline.storage.as_ref(), None, &id).await {
                 Ok(()) => tracing::info!(job_id = %id, "deleted: past its retention"),
                 Err(e) => tracing::warn!(job_id = %id, "deleting an expired job: {e}"),
             }
@@ -183,7 +183,8 @@ impl Runner {
         };
         let (event, progress, outcome) = match outcome {
             Ok(Ok(result)) => (Event::Completed(result), 1.0, "completed"),
-            Ok(Err(status)) => {
+            Ok(Err(failure)) => {
+                let status = Status::from(failure);
                 tracing::warn!(code = ?status.code(), "job failed: {}", status.message());
                 let message = if matches!(status.code(), Code::Internal | Code::Unknown) {
                     format!("internal error (trace id {})", vidmesh_runtime::telemetry::current_trace_id())

@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::{Code, Request, Response, Status};
 use vidmesh_runtime::TraceContextInterceptor;
 
 use crate::Error;
 use crate::config::{StageConfig, StagesConfig};
+use crate::pipeline::Failure;
 
 /// The service every stage client wraps.
 pub type Svc = InterceptedService<Channel, TraceContextInterceptor>;
@@ -88,8 +89,8 @@ impl Stage {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidArgument(format!("stages.{name}.endpoints: {e}")))?;
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
-        let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
-        let every = Duration::from_secs(config.resolve_secs.max(1));
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let every = Duration::from_secs(config.resolve_secs);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let mut current: HashSet<SocketAddr> = HashSet::new();
@@ -129,7 +130,7 @@ impl Stage {
         Ok(Self {
             name,
             svc: InterceptedService::new(channel, TraceContextInterceptor),
-            attempts: config.attempts.max(1),
+            attempts: config.attempts,
             backoff: Duration::from_millis(config.backoff_ms),
         })
     }
@@ -137,6 +138,32 @@ impl Stage {
     /// The balanced, traced service to build a generated client on.
     pub fn svc(&self) -> Svc {
         self.svc.clone()
+    }
+
+    /// Calls the stage with `req`: `call(service, request)` on the balanced, traced service, the request carrying
+    /// what is left of `deadline`, retried while UNAVAILABLE (see [`Stage::retry`]); a failure names the stage.
+    pub async fn call<Q, T, F, Fut>(&self, deadline: Instant, req: &Q, call: F) -> Result<T, Failure>
+    where
+        Q: Clone,
+        F: Fn(Svc, Request<Q>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let attempt = |left: Duration| {
+            let mut r = Request::new(req.clone());
+            r.set_timeout(left);
+            call(self.svc(), r)
+        };
+        self.retry(deadline, attempt).await.map(Response::into_inner).map_err(|s| self.failed(s))
+    }
+
+    /// The stage failed a call (or a stream) with `status`.
+    pub fn failed(&self, status: Status) -> Failure {
+        Failure::Stage { stage: self.name, status }
+    }
+
+    /// The stage's answer is unusable: `message`, with `code` for the job's failure.
+    pub fn answer(&self, message: impl Into<String>, code: Code) -> Failure {
+        Failure::Answer { stage: self.name, message: message.into(), code }
     }
 
     /// Runs `call(time_left)` until it succeeds, fails with anything but UNAVAILABLE, runs out of attempts, or

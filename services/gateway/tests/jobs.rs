@@ -299,13 +299,11 @@ async fn a_sqlite_store_has_one_replica() {
     let mut second = config;
     second.store.lock_wait_ms = 100;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let opts = vidmesh_gateway::Options {
-        env: Default::default(),
-        registry: prometheus::Registry::new(),
-        metrics_listener: None,
-        http_listener: None,
-    };
-    let err = vidmesh_gateway::serve_with(second, listener, Default::default(), opts).await.unwrap_err();
+    let opts = vidmesh_runtime::stage::Options::with_env(Default::default());
+    let err =
+        vidmesh_runtime::stage::serve_with::<vidmesh_gateway::Gateway, _>(second, listener, Default::default(), opts)
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("PostgreSQL"), "{err}");
     first.stop().await;
 }

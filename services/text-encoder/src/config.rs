@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use vidmesh_model::{ModelConfig, OnnxConfig};
+use vidmesh_runtime::config::{Checks, Validate};
 use vidmesh_runtime::{ServerConfig, TelemetryConfig};
 
 /// What to do with a prompt longer than the model's `max_tokens`.
@@ -53,7 +54,7 @@ pub struct BatchingConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::default(),
+            server: ServerConfig::on(vidmesh_runtime::stage::ports::TEXT_ENCODER),
             telemetry: TelemetryConfig::default(),
             onnxruntime: OnnxConfig::default(),
             model: ModelConfig::default(),
@@ -72,13 +73,50 @@ impl Default for BatchingConfig {
     }
 }
 
+impl Validate for Config {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks
+            .section(prefix, "server", &self.server)
+            .section(prefix, "telemetry", &self.telemetry)
+            .section(prefix, "batching", &self.batching)
+            .require(!self.model.bundle.is_empty(), format_args!("{prefix}model.bundle"), "must name a bundle")
+            .at_least(format_args!("{prefix}max_prompts_per_request"), self.max_prompts_per_request, 1)
+            .at_least(format_args!("{prefix}max_prompt_bytes"), self.max_prompt_bytes, 1);
+    }
+}
+
+impl Validate for BatchingConfig {
+    fn check(&self, prefix: &str, checks: &mut Checks) {
+        checks.at_least(format_args!("{prefix}max_batch"), self.max_batch, 1);
+        checks.at_least(format_args!("{prefix}queue_capacity"), self.queue_capacity, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use vidmesh_runtime::config::load_vars;
+
     use super::*;
 
     #[test]
     fn defaults_deserialize() {
-        let c: Config = vidmesh_runtime::config::load(None, &Default::default()).unwrap();
-        assert_eq!(c, Config::default());
+        assert_eq!(load_vars::<Config>(&[]).unwrap(), Config::default(), "the defaults load and validate");
+    }
+
+    #[test]
+    fn zero_batch_and_queue_are_refused_by_key() {
+        let err =
+            load_vars::<Config>(&[("VIDMESH__BATCHING__MAX_BATCH", "0"), ("VIDMESH__BATCHING__QUEUE_CAPACITY", "0")])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("batching.max_batch: must be at least 1 (is 0)"), "{err}");
+        assert!(err.contains("batching.queue_capacity: must be at least 1 (is 0)"), "{err}");
+    }
+
+    #[test]
+    fn zero_prompts_per_request_is_refused_by_key() {
+        let err = load_vars::<Config>(&[("VIDMESH__MAX_PROMPTS_PER_REQUEST", "0")]).unwrap_err().to_string();
+        assert!(err.contains("max_prompts_per_request"), "{err}");
+        assert!(load_vars::<Config>(&[("VIDMESH__CACHE_CAPACITY", "0")]).is_ok(), "0 disables the cache");
     }
 }

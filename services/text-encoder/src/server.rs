@@ -11,6 +11,7 @@ use vidmesh_runtime::{Drain, TensorF32};
 use crate::config::{Config, Truncation};
 use crate::engine::Encoder;
 use crate::error::Error;
+use vidmesh_runtime::status::Refusal;
 
 /// Shared by the handlers and the loader.
 pub struct State {
@@ -28,13 +29,10 @@ pub struct Service(pub Arc<State>);
 
 impl Service {
     async fn encode(&self, req: EncodeRequest) -> Result<EncodeResponse, Error> {
-        if self.0.drain.draining() {
-            return Err(Error::Draining);
-        }
-        let enc = self.0.encoder.get().ok_or(Error::NotReady)?;
+        let enc = self.0.drain.ready(&self.0.encoder)?;
         let cfg = &self.0.config;
         if !req.model.is_empty() && req.model != enc.model {
-            return Err(Error::UnknownModel { requested: req.model, served: enc.model.clone() });
+            return Err(Refusal::UnknownModel { requested: req.model, served: enc.model.clone() }.into());
         }
         if req.prompts.is_empty() {
             return Err(Error::InvalidArgument("prompts is empty; send at least one prompt (\"\" is valid)".into()));

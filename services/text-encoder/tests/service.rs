@@ -13,7 +13,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, TruncationPolicy, text_encoder_client::TextEncoderClient};
 use vidmesh_runtime::TensorF32;
-use vidmesh_text_encoder::{Config, Options, SERVICE_NAME, serve_with};
+use vidmesh_runtime::health::wait_serving;
+use vidmesh_runtime::stage::{Options, serve_with};
+use vidmesh_text_encoder::{Config, SERVICE_NAME, TextEncoder};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -22,55 +24,23 @@ fn repo() -> PathBuf {
 struct Running {
     client: TextEncoderClient<Channel>,
     health: HealthClient<Channel>,
-    registry: prometheus::Registry,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), vidmesh_text_encoder::Error>>,
+    s: vidmesh_testkit::Served,
 }
 
 async fn start_gated(mut config: Config, gate: oneshot::Receiver<()>) -> Running {
     config.model.bundle = repo().join("models/vidmesh-tiny").display().to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let registry = prometheus::Registry::new();
-    let shutdown = CancellationToken::new();
-    let opts = Options {
-        env: std::env::vars().collect(),
-        registry: registry.clone(),
-        metrics_listener: None,
-        load_gate: async move {
-            let _ = gate.await;
-        },
+    let gate = async move {
+        let _ = gate.await;
     };
-    let task = tokio::spawn(serve_with(config, listener, shutdown.clone(), opts));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    Running {
-        client: TextEncoderClient::new(channel.clone()),
-        health: HealthClient::new(channel),
-        registry,
-        shutdown,
-        task,
-    }
-}
-
-async fn wait_serving(health: &mut HealthClient<Channel>) {
-    let mut watch = health.watch(HealthCheckRequest { service: SERVICE_NAME.into() }).await.unwrap().into_inner();
-    while let Some(msg) = watch.message().await.unwrap() {
-        if msg.status == ServingStatus::Serving as i32 {
-            return;
-        }
-    }
-    panic!("health stream ended before SERVING");
+    let s = vidmesh_testkit::serve_gated::<TextEncoder>(config, gate).await;
+    Running { client: TextEncoderClient::new(s.channel.clone()), health: HealthClient::new(s.channel.clone()), s }
 }
 
 async fn start(config: Config) -> Running {
     let (tx, rx) = oneshot::channel();
     tx.send(()).unwrap();
     let mut r = start_gated(config, rx).await;
-    // Fail fast (not hang) when the stage cannot load its model.
-    tokio::select! {
-        () = wait_serving(&mut r.health) => {}
-        ended = &mut r.task => panic!("the service stopped before serving: {ended:?}"),
-    }
+    r.s.serving(SERVICE_NAME).await; // fails fast (not hang) when the stage cannot load its model
     r
 }
 
@@ -119,8 +89,8 @@ async fn text_states_match_golden_fixtures() {
             assert!(d <= 1e-4, "case {i} {states}: max abs diff {d}");
         }
     }
-    r.shutdown.cancel();
-    r.task.await.unwrap().unwrap();
+    r.s.shutdown.cancel();
+    r.s.task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -136,7 +106,7 @@ async fn concurrent_requests_share_runs_and_equal_solo_results() {
         async move { c.encode(req(&[&p])).await.unwrap().into_inner() }
     });
     let together = futures::future::join_all(calls).await;
-    let runs = vidmesh_runtime::metrics::value(&r.registry, "text_encoder_batch_size").unwrap();
+    let runs = vidmesh_runtime::metrics::value(&r.s.registry, "text_encoder_batch_size").unwrap();
     // One warm-up run plus fewer runs than requests.
     assert!(runs < 1.0 + prompts.len() as f64, "{runs} model runs for {} concurrent prompts", prompts.len());
     for (p, t) in prompts.iter().zip(&together) {
@@ -202,10 +172,10 @@ async fn health_is_not_serving_until_the_model_is_warm() {
     let err = r.client.encode(req(&["too early"])).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     open.send(()).unwrap();
-    wait_serving(&mut r.health).await;
+    wait_serving(r.s.addr, SERVICE_NAME).await.unwrap();
     r.client.encode(req(&["now"])).await.unwrap();
-    r.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), r.task).await.unwrap().unwrap().unwrap();
+    r.s.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), r.s.task).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -213,12 +183,7 @@ async fn a_missing_bundle_stops_the_server_with_a_named_error() {
     let mut config = Config::default();
     config.model.bundle = "/nonexistent/bundle".into();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let opts = Options {
-        env: std::env::vars().collect(),
-        registry: prometheus::Registry::new(),
-        metrics_listener: None,
-        load_gate: std::future::ready(()),
-    };
-    let err = serve_with(config, listener, CancellationToken::new(), opts).await.unwrap_err();
+    let err =
+        serve_with::<TextEncoder, _>(config, listener, CancellationToken::new(), Options::local()).await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/bundle/model.toml"), "{err}");
 }

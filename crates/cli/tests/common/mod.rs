@@ -64,15 +64,12 @@ impl Proc {
     }
 
     async fn wait_serving(&self) {
-        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-        let channel =
-            tonic::transport::Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.unwrap();
-        let mut watch =
-            HealthClient::new(channel).watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-        let serving = async { while watch.message().await.unwrap().unwrap().status != 1 {} };
+        // "": the process's overall health, SERVING once its stages are.
+        let serving = vidmesh_runtime::health::wait_serving(self.grpc, "");
         tokio::time::timeout(Duration::from_secs(120), serving)
             .await
-            .unwrap_or_else(|_| panic!("{} never became SERVING", self.name));
+            .unwrap_or_else(|_| panic!("{} never became SERVING", self.name))
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name));
     }
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited successfully.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use vidmesh_model::{Manifest, Onnx, Part};
 use vidmesh_runtime::TensorF32;
-use vidmesh_storage::{ObjectRef, Storage};
+use vidmesh_storage::{JobFile, JobOutputs, ObjectRef, Storage};
 use vidmesh_video::{EncodeOptions, Mp4Writer, Video};
 
 use crate::config::Config;
@@ -24,6 +24,7 @@ use crate::config::Config;
 /// Frames in a spritesheet (a 4 × 2 grid).
 const SPRITES: usize = 8;
 use crate::error::Error;
+use vidmesh_runtime::status::Refusal;
 
 /// What the C2PA manifest records about a generation.
 #[derive(Debug, Clone, Default)]
@@ -105,15 +106,13 @@ impl Decoder {
             tracing::warn!("watermark.key_hex is empty: videos will NOT be watermarked");
             None
         } else {
-            let key: [u8; 32] = hex::decode(&config.watermark.key_hex)
-                .ok()
-                .and_then(|k| k.try_into().ok())
+            let key = vidmesh_watermark::Key::from_hex(&config.watermark.key_hex)
                 .ok_or_else(|| Error::InvalidArgument("watermark.key_hex must be 64 hex digits".into()))?;
             let mut params = vidmesh_watermark::Params::default();
             if config.watermark.psnr_db > 0.0 {
                 params.psnr_db = config.watermark.psnr_db;
             }
-            Some(vidmesh_watermark::Embedder::new(&vidmesh_watermark::Key(key), params))
+            Some(vidmesh_watermark::Embedder::new(&key, params))
         };
         let c = &config.c2pa;
         let signer = if c.cert_chain_path.is_empty() && c.private_key_path.is_empty() {
@@ -135,7 +134,7 @@ impl Decoder {
             vae,
             storage: config.storage.open().await?,
             manifest: bundle.manifest,
-            chunk: config.chunk_latent_frames.max(1),
+            chunk: config.chunk_latent_frames,
             encode: EncodeOptions { qp: (config.qp_min, config.qp_max), ..Default::default() },
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
         };
@@ -183,7 +182,7 @@ impl Decoder {
         self.permits
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Error::Overloaded { retry_after: std::time::Duration::from_secs(1) })
+            .map_err(|_| Refusal::overloaded("decoder", std::time::Duration::from_secs(1)).into())
     }
 
     /// Runs the VAE over `latents` ([C, T', h, w], scaled) chunk by chunk (the bundle's decode mode) and hands every
@@ -312,19 +311,23 @@ impl Decoder {
                     prompt_sha256: generation.prompt_sha256.clone(),
                 };
                 let signer = signer.clone();
-                tokio::task::spawn_blocking(move || signer.sign_mp4(&mp4, "video.mp4", &claim))
+                let name = JobFile::Video.file_name();
+                tokio::task::spawn_blocking(move || signer.sign_mp4(&mp4, name, &claim))
                     .await
                     .map_err(|e| Error::Inference(e.to_string()))??
             }
         };
         let thumb = thumb.ok_or_else(|| Error::Inference("no middle frame".into()))?;
         let png = vidmesh_video::png_frame(width, height, &thumb)?;
-        let video = self.storage.put(&format!("{prefix}/video.mp4"), Bytes::from(mp4), "video/mp4").await?;
-        let thumbnail = self.storage.put(&format!("{prefix}/thumbnail.png"), Bytes::from(png), "image/png").await?;
+        let files = JobOutputs::at(prefix);
+        let put = |file: JobFile, bytes: Vec<u8>| {
+            let key = files.key(file);
+            async move { self.storage.put(&key, Bytes::from(bytes), file.content_type()).await }
+        };
+        let video = put(JobFile::Video, mp4).await?;
+        let thumbnail = put(JobFile::Thumbnail, png).await?;
         let sprites = Video { width, height, fps: f64::from(fps), frames: sprites };
-        let sheet = vidmesh_video::spritesheet(&sprites, SPRITES / 2, 2)?;
-        let spritesheet =
-            self.storage.put(&format!("{prefix}/spritesheet.png"), Bytes::from(sheet), "image/png").await?;
+        let spritesheet = put(JobFile::Spritesheet, vidmesh_video::spritesheet(&sprites, SPRITES / 2, 2)?).await?;
         let watermark_psnr =
             self.watermark.as_ref().map(|_| vidmesh_watermark::psnr_of(watermark_se, frames * width * height * 3));
         Ok(Stored {

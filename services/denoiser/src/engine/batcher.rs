@@ -11,114 +11,14 @@
 //! terminal event (Done or Failed) unless its client is gone.
 
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
-
-use tokio::sync::mpsc::UnboundedSender;
+use std::time::Instant;
 
 use super::dit::{Dit, DitBatch};
-use super::metrics::Metrics;
+use super::job::{Event, Job};
 use super::resident::Resident;
-use super::scheduler::{Scheduler, guide, rescale};
+use super::scheduler::{guide, rescale};
 use crate::error::Error;
-
-/// What a job's client receives.
-#[derive(Debug)]
-pub enum Event {
-    /// A step finished.
-    Progress {
-        /// Steps done (1-based).
-        step: u32,
-        /// Steps in all.
-        total: u32,
-        /// Noise level reached.
-        sigma: f32,
-        /// Since admission.
-        elapsed: Duration,
-        /// Estimated time left.
-        eta: Duration,
-        /// Jobs in this step's DiT call.
-        batch_requests: u32,
-    },
-    /// x0 estimate after `step`.
-    Preview {
-        /// The step.
-        step: u32,
-        /// Latents [C, T', h, w].
-        x0: Vec<f32>,
-    },
-    /// Final latents.
-    Done {
-        /// Latents [C, T', h, w], scaled latent space.
-        latents: Vec<f32>,
-        /// Steps run.
-        steps: u32,
-        /// Since admission.
-        elapsed: Duration,
-    },
-    /// The job failed.
-    Failed(Error),
-}
-
-/// One admitted request.
-pub struct Job {
-    /// Unique per engine (the device-resident loop keys its state by it).
-    pub id: u64,
-    /// Latent shape [C, T', h, w]: the batching bucket.
-    pub latent_shape: [usize; 4],
-    /// Prompt states padded to max_tokens × hidden.
-    pub cond: Vec<f32>,
-    /// Prompt mask (max_tokens).
-    pub cond_mask: Vec<i64>,
-    /// The prompt's pooled vector (DiTs with pooled text; empty otherwise).
-    pub cond_pooled: Vec<f32>,
-    /// Negative-prompt states and mask; `None` when guidance is 1 or embedded (one row per step).
-    pub uncond: Option<(Vec<f32>, Vec<i64>)>,
-    /// The negative prompt's pooled vector (with `uncond`, for DiTs with pooled text).
-    pub uncond_pooled: Vec<f32>,
-    /// CFG scale (of the first transformer).
-    pub guidance: f32,
-    /// CFG scale of the second transformer (bundles with `[dit2]`).
-    pub guidance2: f32,
-    /// Frame rate, for DiTs with an `fps` extra input.
-    pub fps: f32,
-    /// CFG rescale φ (0: off).
-    pub guidance_rescale: f32,
-    /// Whether the device-resident loop can step this job's scheduler (its update is the 3-term linear form).
-    pub device_loop: bool,
-    /// Noise levels.
-    pub schedule: Scheduler,
-    /// Current latents (host copy; with the device-resident loop, current whenever the job is not on the device).
-    pub x: Vec<f32>,
-    /// Previous step's clean estimate, for the device-resident loop's multistep update (empty = none yet).
-    pub prev: Vec<f32>,
-    /// Preview period in steps (0 = none).
-    pub preview_every: u32,
-    /// Give up after this instant.
-    pub deadline: Option<Instant>,
-    /// The client's event channel; closed = the client went away.
-    pub events: UnboundedSender<Event>,
-    /// Admission permit, released when the job is dropped.
-    pub permit: tokio::sync::OwnedSemaphorePermit,
-    /// Where the job is in its run.
-    pub clock: Clock,
-}
-
-/// A job's position and timing; starts at admission.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// Admission time (elapsed and ETA count from here, queueing included).
-    pub admitted: Instant,
-    step: usize,
-    last_run: Instant,
-}
-
-impl Clock {
-    /// A clock at step 0, admitted now.
-    pub fn start() -> Self {
-        let now = Instant::now();
-        Self { admitted: now, step: 0, last_run: now }
-    }
-}
+use crate::metrics::Metrics;
 
 /// Static parameters of the loop.
 pub struct LoopParams {
@@ -192,7 +92,7 @@ pub fn run(mut dits: Vec<Dit>, mut resident: Option<Resident>, rx: Receiver<Job>
         let Some(bucket) = active.iter().min_by_key(|j| j.clock.last_run).map(key) else { continue };
         let mut picked: Vec<usize> = (0..active.len()).filter(|&i| key(&active[i]) == bucket).collect();
         picked.sort_by_key(|&i| active[i].clock.last_run);
-        picked.truncate(p.max_batch.max(1));
+        picked.truncate(p.max_batch);
         picked.sort_unstable();
         let dit = &mut dits[bucket.1];
         let resident = resident.as_mut().filter(|_| bucket.2);
@@ -292,19 +192,6 @@ fn host_step(
     let shape = active[picked[0]].latent_shape;
     let n: usize = shape.iter().product();
     let rows: usize = picked.iter().map(|&i| if active[i].uncond.is_some() { 2 } else { 1 }).sum();
-    let mut batch = DitBatch {
-        rows: 0,
-        latent_shape: shape,
-        latents: Vec::with_capacity(rows * n),
-        timesteps: Vec::with_capacity(rows),
-        tokens: p.tokens,
-        hidden: p.hidden,
-        states: Vec::with_capacity(rows * p.tokens * p.hidden),
-        mask: Vec::with_capacity(rows * p.tokens),
-        fps: Vec::with_capacity(rows),
-        guidance: Vec::with_capacity(rows),
-        pooled: Vec::new(),
-    };
     let v = if p.separate {
         // Cond rows, then uncond rows, as two runs (diffusers' Wan pipeline); the output is laid out as below.
         let (cond, uncond) = split_rows(active, picked, p, shape);
@@ -319,8 +206,12 @@ fn host_step(
         }
         v
     } else {
+        let mut batch = empty_batch(shape, p);
         for &i in picked {
-            push_rows(&mut batch, &active[i], p, true);
+            push_row(&mut batch, &active[i], p, false);
+            if active[i].uncond.is_some() {
+                push_row(&mut batch, &active[i], p, true);
+            }
         }
         dit.run(batch)?
     };
@@ -345,32 +236,8 @@ fn host_step(
     Ok(previews)
 }
 
-/// Appends `job`'s cond row, and with `both` its uncond row, to `batch`.
-fn push_rows(batch: &mut DitBatch, job: &Job, p: &LoopParams, both: bool) {
-    let t = p.timestep(job);
-    batch.latents.extend_from_slice(&job.x);
-    batch.timesteps.push(t);
-    batch.states.extend_from_slice(&job.cond);
-    batch.mask.extend_from_slice(&job.cond_mask);
-    batch.fps.push(job.fps);
-    batch.guidance.push(p.guidance(job));
-    batch.pooled.extend_from_slice(&job.cond_pooled);
-    batch.rows += 1;
-    if let (true, Some((states, mask))) = (both, &job.uncond) {
-        batch.latents.extend_from_slice(&job.x);
-        batch.timesteps.push(t);
-        batch.states.extend_from_slice(states);
-        batch.mask.extend_from_slice(mask);
-        batch.fps.push(job.fps);
-        batch.guidance.push(p.guidance(job));
-        batch.pooled.extend_from_slice(&job.uncond_pooled);
-        batch.rows += 1;
-    }
-}
-
-/// The picked jobs' cond rows and uncond rows as two batches.
-fn split_rows(active: &[Job], picked: &[usize], p: &LoopParams, shape: [usize; 4]) -> (DitBatch, DitBatch) {
-    let empty = || DitBatch {
+fn empty_batch(shape: [usize; 4], p: &LoopParams) -> DitBatch {
+    DitBatch {
         rows: 0,
         latent_shape: shape,
         latents: Vec::new(),
@@ -382,20 +249,33 @@ fn split_rows(active: &[Job], picked: &[usize], p: &LoopParams, shape: [usize; 4
         fps: Vec::new(),
         guidance: Vec::new(),
         pooled: Vec::new(),
+    }
+}
+
+/// Appends one row of `job` to `batch`: its uncond branch when `uncond` (the job must have one), else its cond
+/// branch. Every DiT row is assembled here.
+fn push_row(batch: &mut DitBatch, job: &Job, p: &LoopParams, uncond: bool) {
+    let (states, mask, pooled) = match (&job.uncond, uncond) {
+        (Some((states, mask)), true) => (states, mask, &job.uncond_pooled),
+        _ => (&job.cond, &job.cond_mask, &job.cond_pooled),
     };
-    let (mut cond, mut uncond) = (empty(), empty());
+    batch.latents.extend_from_slice(&job.x);
+    batch.timesteps.push(p.timestep(job));
+    batch.states.extend_from_slice(states);
+    batch.mask.extend_from_slice(mask);
+    batch.fps.push(job.fps);
+    batch.guidance.push(p.guidance(job));
+    batch.pooled.extend_from_slice(pooled);
+    batch.rows += 1;
+}
+
+/// The picked jobs' cond rows and uncond rows as two batches.
+fn split_rows(active: &[Job], picked: &[usize], p: &LoopParams, shape: [usize; 4]) -> (DitBatch, DitBatch) {
+    let (mut cond, mut uncond) = (empty_batch(shape, p), empty_batch(shape, p));
     for &i in picked {
-        let job = &active[i];
-        push_rows(&mut cond, job, p, false);
-        if let Some((states, mask)) = &job.uncond {
-            uncond.latents.extend_from_slice(&job.x);
-            uncond.timesteps.push(p.timestep(job));
-            uncond.states.extend_from_slice(states);
-            uncond.mask.extend_from_slice(mask);
-            uncond.fps.push(job.fps);
-            uncond.guidance.push(p.guidance(job));
-            uncond.pooled.extend_from_slice(&job.uncond_pooled);
-            uncond.rows += 1;
+        push_row(&mut cond, &active[i], p, false);
+        if active[i].uncond.is_some() {
+            push_row(&mut uncond, &active[i], p, true);
         }
     }
     (cond, uncond)

@@ -6,7 +6,7 @@
 
 pub mod batcher;
 pub mod dit;
-pub mod metrics;
+pub mod job;
 pub use vidmesh_model::noise;
 pub mod resident;
 pub mod scheduler;
@@ -21,9 +21,11 @@ use vidmesh_model::{Manifest, Onnx, Part};
 
 use crate::config::{Config, IoBinding};
 use crate::error::Error;
-pub use batcher::Event;
-use batcher::{Clock, Job, LoopParams};
+use batcher::LoopParams;
+pub use job::Event;
+use job::{Clock, Job};
 use scheduler::{Kind, Prediction, Scheduler};
+use vidmesh_runtime::status::Refusal;
 
 /// One prompt's text states as the text-encoder gave them.
 #[derive(Debug, Clone)]
@@ -93,7 +95,7 @@ pub struct Denoiser {
     /// The bundle's manifest (geometry, defaults, supported sizes).
     pub manifest: Manifest,
     /// Collectors.
-    pub metrics: metrics::Metrics,
+    pub metrics: crate::metrics::Metrics,
     retry_after: Duration,
     prediction: Prediction,
     next_id: std::sync::atomic::AtomicU64,
@@ -139,7 +141,8 @@ impl Denoiser {
         } else {
             None
         };
-        let metrics = metrics::Metrics::register(registry).map_err(|e| Error::Inference(format!("metrics: {e}")))?;
+        let metrics =
+            crate::metrics::Metrics::register(registry).map_err(|e| Error::Inference(format!("metrics: {e}")))?;
         let params = LoopParams {
             max_batch: config.batching.max_batch,
             tokens: m.text_encoder.max_tokens,
@@ -150,7 +153,7 @@ impl Denoiser {
             boundary: m.dit2.as_ref().map(|d| (d.boundary_ratio * 1000.0) as f32),
             dynamic_cfg: m.scheduler.dynamic_cfg,
         };
-        let (tx, rx) = sync_channel(config.batching.max_requests.max(1));
+        let (tx, rx) = sync_channel(config.batching.max_requests);
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("denoiser-model".into())
@@ -158,7 +161,7 @@ impl Denoiser {
             .map_err(|e| Error::Inference(format!("cannot start the model thread: {e}")))?;
         let this = Self {
             tx,
-            admission: Arc::new(Semaphore::new(config.batching.max_requests.max(1))),
+            admission: Arc::new(Semaphore::new(config.batching.max_requests)),
             manifest: m,
             metrics,
             retry_after: Duration::from_millis(config.batching.retry_after_ms),
@@ -239,7 +242,7 @@ impl Denoiser {
     pub fn submit(&self, req: Request) -> Result<UnboundedReceiver<Event>, Error> {
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
             self.metrics.outcome("rejected");
-            Error::Overloaded { retry_after: self.retry_after }
+            Error::from(Refusal::overloaded("denoiser", self.retry_after))
         })?;
         let n: usize = req.latent_shape.iter().product();
         let run = req.steps_to_run() as usize;
@@ -288,7 +291,7 @@ impl Denoiser {
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(Error::Overloaded { retry_after: self.retry_after }),
+            Err(TrySendError::Full(_)) => Err(Refusal::overloaded("denoiser", self.retry_after).into()),
             Err(TrySendError::Disconnected(_)) => Err(Error::Inference("model thread stopped".into())),
         }
     }

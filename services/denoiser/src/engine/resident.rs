@@ -23,9 +23,9 @@ use ort::session::Session;
 use ort::session::builder::SessionBuilder;
 use ort::value::{Outlet, Shape, SymbolicDimensions, Tensor, TensorElementType, ValueType};
 
-use super::batcher::Job;
-use super::metrics::Metrics;
+use super::job::Job;
 use super::scheduler::StepCoefficients;
+use crate::metrics::Metrics;
 
 type OrtResult<T> = Result<T, ort::Error>;
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use prost::Message as _;
 use sqlx::Row as _;
 use vidmesh_proto::gateway::v1::{Job, JobEvent, JobState, Queued, Stage, job_event::Event};
+use vidmesh_storage::{JobFile, JobOutputs, Storage};
 
 use super::{Notice, Store, decode_job, now_us};
 use crate::{Error, jobs};
@@ -239,6 +240,15 @@ impl Store {
         sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Deletes a final job's outputs from `storage`, then its record (so a failure leaves the record to retry from).
+    pub async fn remove(&self, storage: &dyn Storage, tenant: Option<&str>, id: &str) -> Result<(), Error> {
+        let files = JobOutputs::of_job(id);
+        for file in JobFile::ALL {
+            storage.delete(&files.key(file)).await?;
+        }
+        self.delete(tenant, id).await
     }
 
     /// Up to `limit` finished jobs submitted before `before` (retention), oldest first.

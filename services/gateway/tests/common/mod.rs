@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use vidmesh_proto::gateway::v1::gateway_client::GatewayClient;
+use vidmesh_runtime::stage::{Options, serve_with};
 pub use vidmesh_testmesh::{Stages, bundle};
 
 /// The four stages, sharing local storage under `root`.
@@ -44,7 +45,7 @@ pub struct Gateway {
     pub http: SocketAddr,
     pub registry: prometheus::Registry,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), vidmesh_gateway::Error>>,
+    pub task: tokio::task::JoinHandle<Result<(), vidmesh_runtime::StartError>>,
 }
 
 impl Gateway {
@@ -53,14 +54,11 @@ impl Gateway {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc, http_addr) = (listener.local_addr().unwrap(), http.local_addr().unwrap());
         let registry = prometheus::Registry::new();
-        let opts = vidmesh_gateway::Options {
-            env: Default::default(),
-            registry: registry.clone(),
-            metrics_listener: None,
-            http_listener: Some(http),
-        };
+        let mut opts = Options { registry: registry.clone(), ..Options::with_env(Default::default()) };
+        opts.listeners.insert(vidmesh_gateway::HTTP_LISTEN, http);
         let shutdown = CancellationToken::new();
-        let mut task = tokio::spawn(vidmesh_gateway::serve_with(config, listener, shutdown.clone(), opts));
+        let mut task =
+            tokio::spawn(serve_with::<vidmesh_gateway::Gateway, _>(config, listener, shutdown.clone(), opts));
         vidmesh_testkit::connect_when_serving(grpc, vidmesh_gateway::SERVICE_NAME, &mut task).await;
         Self { grpc, http: http_addr, registry, shutdown, task }
     }

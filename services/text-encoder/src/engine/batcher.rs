@@ -10,11 +10,12 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Metrics;
 use ort::session::Session;
-use prometheus::{Histogram, IntGauge};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
+use vidmesh_runtime::status::Refusal;
 
 /// States of one prompt: [tokens, hidden] row-major.
 pub type States = Vec<f32>;
@@ -33,17 +34,6 @@ pub struct Limits {
     pub max_wait: Duration,
     /// Bounded queue length.
     pub capacity: usize,
-}
-
-/// Metrics the model thread keeps.
-#[derive(Clone)]
-pub struct BatchMetrics {
-    /// Prompts per model run.
-    pub batch_size: Histogram,
-    /// Seconds per model run.
-    pub run_seconds: Histogram,
-    /// Prompts waiting.
-    pub queue_depth: IntGauge,
 }
 
 /// How rows are laid out for the graph (from the bundle's `[text_encoder]`).
@@ -72,13 +62,13 @@ pub struct Layout {
 #[derive(Clone)]
 pub struct Batcher {
     tx: SyncSender<Job>,
-    metrics: BatchMetrics,
+    metrics: Metrics,
 }
 
 impl Batcher {
     /// Starts the model thread around `session`.
-    pub fn spawn(session: Session, layout: Layout, limits: Limits, metrics: BatchMetrics) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(limits.capacity.max(1));
+    pub fn spawn(session: Session, layout: Layout, limits: Limits, metrics: Metrics) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel(limits.capacity);
         let m = metrics.clone();
         std::thread::Builder::new()
             .name("text-encoder-model".into())
@@ -92,10 +82,12 @@ impl Batcher {
         match self.tx.try_send(Job { ids, reply }) {
             Ok(()) => self.metrics.queue_depth.inc(),
             Err(TrySendError::Full(_)) => {
-                return Err(Error::Overloaded {
-                    queued: self.metrics.queue_depth.get().max(0) as usize,
+                return Err(Refusal::Overloaded {
+                    stage: "text encoder",
+                    detail: format!(" ({} prompts queued)", self.metrics.queue_depth.get().max(0)),
                     retry_after: Duration::from_millis(200),
-                });
+                }
+                .into());
             }
             Err(TrySendError::Disconnected(_)) => return Err(Error::Inference("model thread stopped".into())),
         }
@@ -103,7 +95,7 @@ impl Batcher {
     }
 }
 
-fn run(mut session: Session, rx: Receiver<Job>, layout: &Layout, limits: Limits, m: BatchMetrics) {
+fn run(mut session: Session, rx: Receiver<Job>, layout: &Layout, limits: Limits, m: Metrics) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let deadline = Instant::now() + limits.max_wait;

@@ -12,12 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lru::LruCache;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::Registry;
 use vidmesh_model::{Onnx, Part};
 
 use crate::config::Config;
 use crate::error::Error;
-use batcher::{BatchMetrics, Batcher, Limits};
+use batcher::{Batcher, Limits};
+
+use crate::metrics::Metrics;
 use tokenize::Tokenizer;
 
 /// One prompt's encoding.
@@ -55,11 +57,7 @@ pub struct Encoder {
     pub model: String,
     /// Bundle version.
     pub version: String,
-    prompts: IntCounterVec,
-}
-
-fn metric<T>(r: Result<T, prometheus::Error>) -> Result<T, Error> {
-    r.map_err(|e| Error::Inference(format!("metrics: {e}")))
+    metrics: Metrics,
 }
 
 impl Encoder {
@@ -74,28 +72,10 @@ impl Encoder {
         };
         let tokenizer = Tokenizer::load(&bundle.path(&spec.tokenizer), spec.token_limit(), prepare)?;
         let session = onnx.checked_session(&bundle, "text_encoder", &spec.component)?;
-        let buckets = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
-        let metrics = BatchMetrics {
-            batch_size: metric(Histogram::with_opts(
-                HistogramOpts::new("text_encoder_batch_size", "Prompts per text-encoder model run").buckets(buckets),
-            ))?,
-            run_seconds: metric(Histogram::with_opts(HistogramOpts::new(
-                "text_encoder_run_seconds",
-                "Seconds per text-encoder model run",
-            )))?,
-            queue_depth: metric(IntGauge::new("text_encoder_queue_depth", "Prompts waiting for the model"))?,
-        };
-        let prompts = metric(IntCounterVec::new(
-            Opts::new("text_encoder_prompts_total", "Prompts encoded, by cache outcome"),
-            &["cache"],
-        ))?;
-        metric(registry.register(Box::new(metrics.batch_size.clone())))?;
-        metric(registry.register(Box::new(metrics.run_seconds.clone())))?;
-        metric(registry.register(Box::new(metrics.queue_depth.clone())))?;
-        metric(registry.register(Box::new(prompts.clone())))?;
+        let metrics = Metrics::register(registry).map_err(|e| Error::Inference(format!("metrics: {e}")))?;
         let b = &config.batching;
         let limits = Limits {
-            max_batch: b.max_batch.max(1),
+            max_batch: b.max_batch,
             max_wait: Duration::from_millis(b.max_wait_ms),
             capacity: b.queue_capacity,
         };
@@ -130,7 +110,7 @@ impl Encoder {
                         hidden_states: t2.names.pooled.clone(),
                     },
                 };
-                let b = Batcher::spawn(session, layout, limits, metrics)
+                let b = Batcher::spawn(session, layout, limits, metrics.clone())
                     .map_err(|e| Error::Inference(format!("cannot start the second model thread: {e}")))?;
                 Some((tok, b))
             }
@@ -149,7 +129,7 @@ impl Encoder {
             hidden: spec.hidden_size,
             model: bundle.manifest.model.name.clone(),
             version: bundle.manifest.model.version.clone(),
-            prompts,
+            metrics,
         })
     }
 
@@ -188,10 +168,10 @@ impl Encoder {
             .collect::<Result<Vec<_>, _>>()?;
         let jobs = prompts.iter().zip(tokens).map(|(prompt, tok)| async move {
             if let Some(hit) = self.cached(prompt) {
-                self.prompts.with_label_values(&["hit"]).inc();
+                self.metrics.prompts.with_label_values(&["hit"]).inc();
                 return Ok((hit, true));
             }
-            self.prompts.with_label_values(&["miss"]).inc();
+            self.metrics.prompts.with_label_values(&["miss"]).inc();
             let enc = Self::run_one(&self.batcher, self.second.as_ref(), self.crop, tok, prompt).await?;
             let enc = Arc::new(enc);
             if let Some(cache) = &self.cache

@@ -2,8 +2,11 @@
 //! detection and C2PA validation → one verdict.
 //!
 //! Invariants: a request never holds more than one decoded frame plus one luma plane; at most `max_frames` frames
-//! are examined; admission is bounded (excess is refused at once); hostile bytes yield InvalidArgument, never a
-//! panic.
+//! are examined; admission is bounded (excess is refused at once, before the source is read); hostile bytes yield
+//! InvalidArgument, never a panic.
+
+pub mod passive;
+pub mod verdict;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +20,10 @@ use vidmesh_watermark::{Accumulator, Detection, Key, Reference};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::passive::{self, Passive};
-use crate::verdict::{PassiveView, Thresholds, Verdict, combine};
+use crate::metrics::Metrics;
+use passive::Passive;
+use verdict::{PassiveView, Thresholds, Verdict, combine};
+use vidmesh_runtime::status::Refusal;
 
 /// Opens the bundle's passive detector when `model.bundle` is set (blocking: ORT session creation).
 pub fn load_passive(
@@ -37,6 +42,15 @@ pub fn load_passive(
     let onnx = vidmesh_model::Onnx::init(&config.onnxruntime, env)?;
     let session = onnx.checked_session(&bundle, "passive", &spec.component)?;
     Ok(Some(Passive::new(session, spec)))
+}
+
+/// Where the video to examine comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// MP4 bytes.
+    Video(Bytes),
+    /// A storage URI the classifier can read.
+    Uri(String),
 }
 
 /// What one examination found.
@@ -79,17 +93,10 @@ pub struct Classifier {
 impl Classifier {
     /// Parses the key, reads the trust anchors and opens the storage.
     pub async fn load(config: &Config, passive: Option<Passive>) -> Result<Self, Error> {
-        let key: [u8; 32] = hex::decode(&config.watermark.key_hex)
-            .ok()
-            .and_then(|k| k.try_into().ok())
+        // The thresholds were validated with the config; the key may be left empty there, but not here.
+        let key = Key::from_hex(&config.watermark.key_hex)
             .ok_or_else(|| Error::Config("watermark.key_hex must be 64 hex digits (the decoder's key)".into()))?;
         let w = &config.watermark;
-        if !(w.p_generated > 0.0 && w.p_generated <= w.p_inconclusive && w.p_inconclusive < 1.0) {
-            return Err(Error::Config(format!(
-                "need 0 < watermark.p_generated ({}) <= watermark.p_inconclusive ({}) < 1",
-                w.p_generated, w.p_inconclusive
-            )));
-        }
         let path = &config.c2pa.trust_anchors_path;
         let trust_anchors = if path.is_empty() {
             tracing::warn!("c2pa.trust_anchors_path is empty: no C2PA manifest will be TRUSTED");
@@ -98,20 +105,54 @@ impl Classifier {
             std::fs::read(path).map_err(|e| Error::Config(format!("c2pa.trust_anchors_path {path:?}: {e}")))?
         };
         Ok(Self {
-            reference: Reference::new(&Key(key)),
+            reference: Reference::new(&key),
             passive,
             trust_anchors,
             storage: config.storage.open().await?,
             thresholds: Thresholds { generated: w.p_generated, inconclusive: w.p_inconclusive },
             max_video_bytes: config.max_video_bytes,
-            max_frames: config.max_frames.max(1),
-            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            max_frames: config.max_frames,
+            permits: Arc::new(Semaphore::new(config.max_concurrent)),
         })
+    }
+
+    /// One detection: admitted (or refused at once), the source read, examined on a blocking thread, counted in
+    /// `metrics`.
+    pub async fn detect(self: Arc<Self>, source: Source, metrics: &Metrics) -> Result<Report, Error> {
+        let _permit = self.admit()?;
+        metrics.active.inc();
+        let result = async {
+            let bytes = match source {
+                Source::Video(bytes) => bytes,
+                Source::Uri(uri) => self.fetch(&uri).await?,
+            };
+            tokio::task::spawn_blocking(move || self.examine(&bytes))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+        }
+        .await;
+        metrics.active.dec();
+        let outcome = match &result {
+            Ok(r) => match r.verdict {
+                Verdict::Generated => "generated",
+                Verdict::Inconclusive => "inconclusive",
+                Verdict::NotDetected => "not_detected",
+            },
+            Err(_) => "error",
+        };
+        metrics.requests.with_label_values(&[outcome]).inc();
+        if let Ok(report) = &result {
+            metrics.examine_seconds.observe(report.elapsed.as_secs_f64());
+        }
+        result
     }
 
     /// Refuses at once when `max_concurrent` detections are running.
     pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
-        self.permits.clone().try_acquire_owned().map_err(|_| Error::Overloaded { retry_after: Duration::from_secs(1) })
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::overloaded("classifier", Duration::from_secs(1)).into())
     }
 
     /// Checks the size of request bytes.

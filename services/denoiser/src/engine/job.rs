@@ -1,0 +1,110 @@
+//! A denoising job as the model thread holds it, and the events its client receives (shared by the batching loop
+//! and the device-resident loop).
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::scheduler::Scheduler;
+use crate::error::Error;
+
+/// What a job's client receives.
+#[derive(Debug)]
+pub enum Event {
+    /// A step finished.
+    Progress {
+        /// Steps done (1-based).
+        step: u32,
+        /// Steps in all.
+        total: u32,
+        /// Noise level reached.
+        sigma: f32,
+        /// Since admission.
+        elapsed: Duration,
+        /// Estimated time left.
+        eta: Duration,
+        /// Jobs in this step's DiT call.
+        batch_requests: u32,
+    },
+    /// x0 estimate after `step`.
+    Preview {
+        /// The step.
+        step: u32,
+        /// Latents [C, T', h, w].
+        x0: Vec<f32>,
+    },
+    /// Final latents.
+    Done {
+        /// Latents [C, T', h, w], scaled latent space.
+        latents: Vec<f32>,
+        /// Steps run.
+        steps: u32,
+        /// Since admission.
+        elapsed: Duration,
+    },
+    /// The job failed.
+    Failed(Error),
+}
+
+/// One admitted request.
+pub struct Job {
+    /// Unique per engine (the device-resident loop keys its state by it).
+    pub id: u64,
+    /// Latent shape [C, T', h, w]: the batching bucket.
+    pub latent_shape: [usize; 4],
+    /// Prompt states padded to max_tokens × hidden.
+    pub cond: Vec<f32>,
+    /// Prompt mask (max_tokens).
+    pub cond_mask: Vec<i64>,
+    /// The prompt's pooled vector (DiTs with pooled text; empty otherwise).
+    pub cond_pooled: Vec<f32>,
+    /// Negative-prompt states and mask; `None` when guidance is 1 or embedded (one row per step).
+    pub uncond: Option<(Vec<f32>, Vec<i64>)>,
+    /// The negative prompt's pooled vector (with `uncond`, for DiTs with pooled text).
+    pub uncond_pooled: Vec<f32>,
+    /// CFG scale (of the first transformer).
+    pub guidance: f32,
+    /// CFG scale of the second transformer (bundles with `[dit2]`).
+    pub guidance2: f32,
+    /// Frame rate, for DiTs with an `fps` extra input.
+    pub fps: f32,
+    /// CFG rescale φ (0: off).
+    pub guidance_rescale: f32,
+    /// Whether the device-resident loop can step this job's scheduler (its update is the 3-term linear form).
+    pub device_loop: bool,
+    /// Noise levels.
+    pub schedule: Scheduler,
+    /// Current latents (host copy; with the device-resident loop, current whenever the job is not on the device).
+    pub x: Vec<f32>,
+    /// Previous step's clean estimate, for the device-resident loop's multistep update (empty = none yet).
+    pub prev: Vec<f32>,
+    /// Preview period in steps (0 = none).
+    pub preview_every: u32,
+    /// Give up after this instant.
+    pub deadline: Option<Instant>,
+    /// The client's event channel; closed = the client went away.
+    pub events: UnboundedSender<Event>,
+    /// Admission permit, released when the job is dropped.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    /// Where the job is in its run.
+    pub clock: Clock,
+}
+
+/// A job's position and timing; starts at admission.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Admission time (elapsed and ETA count from here, queueing included).
+    pub admitted: Instant,
+    /// Steps done.
+    pub(super) step: usize,
+    /// When its last step ran.
+    pub(super) last_run: Instant,
+}
+
+impl Clock {
+    /// A clock at step 0, admitted now.
+    pub fn start() -> Self {
+        let now = Instant::now();
+        Self { admitted: now, step: 0, last_run: now }
+    }
+}
