@@ -379,3 +379,21 @@ async fn readiness_waits_for_the_model_while_liveness_holds() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Every stage's built-in defaults load through the layered loader unchanged and pass its rules.
+#[test]
+fn every_stages_defaults_load_and_validate() {
+    fn defaults<S: vidmesh_runtime::Stage>()
+    where
+        S::Config: PartialEq + std::fmt::Debug,
+    {
+        let loaded =
+            vidmesh_runtime::config::load_vars::<S::Config>(&[]).unwrap_or_else(|e| panic!("{}: {e}", S::NAME));
+        assert_eq!(loaded, S::Config::default(), "{}", S::NAME);
+    }
+    defaults::<vidmesh_text_encoder::TextEncoder>();
+    defaults::<vidmesh_denoiser::Denoiser>();
+    defaults::<vidmesh_decoder::Decoder>();
+    defaults::<vidmesh_classifier::Classifier>();
+    defaults::<vidmesh_gateway::Gateway>();
+}

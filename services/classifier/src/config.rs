@@ -125,11 +125,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_deserialize() {
-        assert_eq!(load_vars::<Config>(&[]).unwrap(), Config::default(), "the defaults load and validate");
-    }
-
-    #[test]
     fn generated_threshold_must_not_exceed_inconclusive() {
         let err = load_vars::<Config>(&[("VIDMESH__WATERMARK__P_GENERATED", "0.01")]).unwrap_err().to_string();
         assert!(err.contains("watermark.p_generated: must be at most watermark.p_inconclusive (0.001)"), "{err}");

@@ -154,11 +154,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_deserialize() {
-        assert_eq!(load_vars::<Config>(&[]).unwrap(), Config::default(), "the defaults load and validate");
-    }
-
-    #[test]
     fn qp_range_must_be_ordered_and_within_h264() {
         let err = load_vars::<Config>(&[("VIDMESH__QP_MIN", "30")]).unwrap_err().to_string();
         assert!(err.contains("qp_min: must be at most qp_max (18) (is 30)"), "{err}");

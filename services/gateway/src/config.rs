@@ -456,15 +456,6 @@ mod tests {
     }
 
     #[test]
-    fn defaults_round_trip_through_the_loader() {
-        assert_eq!(
-            load::<Config>(None, &Default::default()).unwrap(),
-            Config::default(),
-            "the defaults load and validate"
-        );
-    }
-
-    #[test]
     fn required_stages_need_endpoints_and_the_classifier_does_not() {
         let err = from_file("[stages.denoiser]\nendpoints = []\n").unwrap_err().to_string();
         assert!(err.contains("stages.denoiser.endpoints: must list at least one endpoint"), "{err}");

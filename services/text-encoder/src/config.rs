@@ -99,11 +99,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_deserialize() {
-        assert_eq!(load_vars::<Config>(&[]).unwrap(), Config::default(), "the defaults load and validate");
-    }
-
-    #[test]
     fn zero_batch_and_queue_are_refused_by_key() {
         let err =
             load_vars::<Config>(&[("VIDMESH__BATCHING__MAX_BATCH", "0"), ("VIDMESH__BATCHING__QUEUE_CAPACITY", "0")])

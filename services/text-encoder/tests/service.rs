@@ -27,19 +27,15 @@ struct Running {
     s: vidmesh_testkit::Served,
 }
 
-async fn start_gated(mut config: Config, gate: oneshot::Receiver<()>) -> Running {
+/// Serves the stage with `config` on the bundled model, its load waiting for `gate`.
+async fn start_gated(mut config: Config, gate: impl Future<Output = ()> + Send + 'static) -> Running {
     config.model.bundle = repo().join("models/vidmesh-tiny").display().to_string();
-    let gate = async move {
-        let _ = gate.await;
-    };
     let s = vidmesh_testkit::serve_gated::<TextEncoder>(config, gate).await;
     Running { client: TextEncoderClient::new(s.channel.clone()), health: HealthClient::new(s.channel.clone()), s }
 }
 
 async fn start(config: Config) -> Running {
-    let (tx, rx) = oneshot::channel();
-    tx.send(()).unwrap();
-    let mut r = start_gated(config, rx).await;
+    let mut r = start_gated(config, std::future::ready(())).await;
     r.s.serving(SERVICE_NAME).await; // fails fast (not hang) when the stage cannot load its model
     r
 }
@@ -165,8 +161,11 @@ async fn bad_requests_get_clear_errors_and_the_server_stays_up() {
 
 #[tokio::test]
 async fn health_is_not_serving_until_the_model_is_warm() {
-    let (open, gate) = oneshot::channel();
-    let mut r = start_gated(Config::default(), gate).await;
+    let (open, gate) = oneshot::channel::<()>();
+    let mut r = start_gated(Config::default(), async move {
+        let _ = gate.await;
+    })
+    .await;
     let status = r.health.check(HealthCheckRequest { service: SERVICE_NAME.into() }).await.unwrap().into_inner();
     assert_eq!(status.status, ServingStatus::NotServing as i32);
     let err = r.client.encode(req(&["too early"])).await.unwrap_err();
