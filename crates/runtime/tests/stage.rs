@@ -1,4 +1,4 @@
-//! A new service through the shared stage shell: a toy "echo" stage (its whole code is the block marked below, 37
+//! A new service through the shared stage shell: a toy "echo" stage (its whole code is the block marked below, 38
 //! lines) is configured in layers with its values validated, served on 127.0.0.1:0, health-checked while loading
 //! and once loaded, called, found by reflection in both versions, and drained.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -17,7 +17,7 @@ use vidmesh_proto::text_encoder::v1::text_encoder_server::{TextEncoder, TextEnco
 use vidmesh_proto::text_encoder::v1::{EncodeRequest, EncodeResponse, Encoding};
 use vidmesh_runtime::config::{Checks, Validate};
 use vidmesh_runtime::stage::{Context, Options, StartError, Started, serve_with};
-use vidmesh_runtime::{ServerConfig, Stage, StageConfig, TelemetryConfig};
+use vidmesh_runtime::{ServerConfig, Stage, TelemetryConfig};
 
 // ---- the echo stage: everything it needs of its own ----
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,14 +37,7 @@ impl Validate for EchoConfig {
         checks.section(prefix, "server", &self.server).at_least(format_args!("{prefix}repeat"), self.repeat, 1);
     }
 }
-impl StageConfig for EchoConfig {
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-}
+vidmesh_runtime::stage_config!(EchoConfig);
 struct Echo(usize);
 #[tonic::async_trait]
 impl TextEncoder for Echo {
