@@ -70,9 +70,24 @@ pub fn watermark_key(env: &HashMap<String, String>) -> Result<String> {
         .context("reading /dev/urandom for a new watermark key")?;
     let hex = hex::encode(key);
     std::fs::create_dir_all(path.parent().context("cache dir")?)?;
-    write_private(&path, &hex).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("created this machine's watermark key at {}", path.display());
-    Ok(hex)
+    // Written whole under a name of this process's, then linked into place: processes starting side by side
+    // (`vidmesh serve` of the decoder and the classifier) agree on one key, and none reads a half-written file.
+    let tmp = path.with_extension(format!("key.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &hex).with_context(|| format!("writing {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            eprintln!("created this machine's watermark key at {}", path.display());
+            Ok(hex)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string()),
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
 }
 
 #[cfg(unix)]
