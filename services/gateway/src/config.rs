@@ -335,11 +335,8 @@ impl Validate for StoreConfig {
 impl Validate for StageConfig {
     fn check(&self, prefix: &str, checks: &mut Checks) {
         for (i, endpoint) in self.endpoints.iter().enumerate() {
-            let uri = endpoint.parse::<http::Uri>().ok();
-            let ok =
-                uri.is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some() && u.port_u16().is_some());
             checks.require(
-                ok,
+                crate::stages::host_port(endpoint).is_ok(),
                 format_args!("{prefix}endpoints[{i}]"),
                 format_args!("{endpoint:?} is not http://HOST:PORT"),
             );

@@ -66,7 +66,7 @@ impl Stages {
 }
 
 /// `(host, port)` of an `http://HOST:PORT` endpoint.
-fn host_port(endpoint: &str) -> Result<(String, u16), String> {
+pub(crate) fn host_port(endpoint: &str) -> Result<(String, u16), String> {
     let uri: http::Uri = endpoint.parse().map_err(|e| format!("{endpoint:?} is not a URI: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("{endpoint:?} must start with http:// (in-cluster plaintext gRPC)"));

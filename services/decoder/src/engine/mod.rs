@@ -99,9 +99,6 @@ impl Decoder {
     pub async fn load(config: &Config, onnx: &Onnx) -> Result<Self, Error> {
         let bundle = config.model.open(&[Part::VaeDecoder])?;
         let vae = vae::Vae::load(&bundle, onnx)?;
-        if config.qp_min > config.qp_max || config.qp_max > 51 {
-            return Err(Error::InvalidArgument(format!("qp range {}..{} is invalid", config.qp_min, config.qp_max)));
-        }
         let watermark = if config.watermark.key_hex.is_empty() {
             tracing::warn!("watermark.key_hex is empty: videos will NOT be watermarked");
             None
@@ -136,7 +133,7 @@ impl Decoder {
             manifest: bundle.manifest,
             chunk: config.chunk_latent_frames,
             encode: EncodeOptions { qp: (config.qp_min, config.qp_max), ..Default::default() },
-            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(config.max_concurrent)),
         };
         // At the smallest size, the shortest supported video that takes two runs (so a stateful VAE's step graph
         // runs too; else the shortest): every run's frame count is checked against the frame rule.

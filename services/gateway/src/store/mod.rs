@@ -179,7 +179,7 @@ impl Store {
             // One connection: SQLite has one writer anyway, and it rules out lock-upgrade failures.
             (Backend::Sqlite, url, 1)
         } else if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:") {
-            (Backend::Postgres, config.url.clone(), config.max_connections.max(2))
+            (Backend::Postgres, config.url.clone(), config.max_connections)
         } else {
             return Err(Error::InvalidArgument(format!(
                 "store.url must start with sqlite:// or postgres://, not {:?}",
