@@ -72,7 +72,9 @@ def render(comps: dict, tokenizer_sha256: str, cfg, latent_shift: float, latent_
     L += ["[scheduler]", 'kind = "flow_match_euler"', "steps = 30", "shift = 2.0", "guidance = 5.0", "",
           "[video]", "default_frames = 16", "default_height = 64", "default_width = 64", "default_fps = 8",
           "frames = [8, 16, 32]", "sizes = [[64, 64], [64, 96]]  # [height, width]", "fps = [8]", "",
-          "[noise]", f'rng = "{NOISE_RNG}"', 'dtype = "float32"', 'layout = "per-sample [C, T, h, w] row-major"', ""]
+          "[noise]", f'rng = "{NOISE_RNG}"', 'dtype = "float32"', 'layout = "per-sample [C, T, h, w] row-major"', "",
+          "[conditioning]", "# Image→video and extension pin latent frames (keyframes); edits start part-way (sdedit).",
+          'modes = ["sdedit", "keyframes"]', "default_strength = 0.6", ""]
     return "\n".join(L)
 
 

@@ -1,6 +1,8 @@
 //! `vidmesh`: make a video from a prompt on this machine, check a video, list models, run services.
 //!
 //!   vidmesh generate "a red circle moving left" -o video.mp4 [--seconds 2] [--size 64x64] [--steps 30] [--seed 7]
+//!                    [--image first.png | --video source.mp4 [--strength 0.6]]
+//!   vidmesh extend video.mp4 "the circle keeps moving left" -o longer.mp4 [--seconds 2]
 //!   vidmesh detect video.mp4
 //!   vidmesh models
 //!   vidmesh serve all | gateway | text-encoder | denoiser | decoder | classifier [CONFIG.toml]
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use vidmesh_cli::local;
-use vidmesh_cli::mesh::{Job, Mesh, Progress};
+use vidmesh_cli::mesh::{Conditioning, Job, Mesh, Mode, Progress};
 use vidmesh_runtime::{Stage, StageConfig, StartError};
 
 #[derive(Parser)]
@@ -65,6 +67,41 @@ enum Command {
         /// (with CFG, one step = 2 DiT runs), decode.
         #[arg(long)]
         timings: bool,
+        /// Image→video: this PNG, JPEG or WebP image is the first frame (scaled to cover the size, centre-cropped).
+        #[arg(long, conflicts_with = "video")]
+        image: Option<PathBuf>,
+        /// Video→video: this H.264 MP4 re-made with the prompt (its length, unless --frames/--seconds ask less).
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// With --video: how much of the denoising re-runs, in (0, 1] (default: the bundle's).
+        #[arg(long, requires = "video")]
+        strength: Option<f32>,
+    },
+    /// Continue a video: its last frames are pinned at the start of a new generation whose other frames are
+    /// appended; the output is the whole, stitched video.
+    Extend {
+        /// The H.264 MP4 to continue.
+        video: PathBuf,
+        /// What the continuation shows.
+        prompt: String,
+        /// Output MP4.
+        #[arg(short, long, default_value = "extended.mp4")]
+        output: PathBuf,
+        /// Length of the new segment in seconds (default: the bundle's default frame count).
+        #[arg(long, conflicts_with = "frames")]
+        seconds: Option<f64>,
+        /// Length of the new segment in frames.
+        #[arg(long)]
+        frames: Option<u32>,
+        /// Denoising steps (default: the bundle's).
+        #[arg(long, default_value_t = 0)]
+        steps: u32,
+        /// Noise seed (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Do not watermark the output.
+        #[arg(long)]
+        no_watermark: bool,
     },
     /// Was this video made by vidmesh? Watermark (this machine's key), C2PA and passive evidence.
     Detect {
@@ -94,46 +131,92 @@ fn random_seed() -> u64 {
 }
 
 async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -> Result<()> {
-    let Command::Generate {
-        prompt,
-        output,
-        seconds,
-        frames,
-        no_watermark,
-        size,
-        steps,
-        seed,
-        guidance,
-        negative_prompt,
-        timings,
-    } = cmd
-    else {
-        unreachable!()
-    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (prompt, output, seconds, frames, no_watermark, size, steps, seed, guidance, negative_prompt, timings, cond) =
+        match cmd {
+            Command::Generate {
+                prompt,
+                output,
+                seconds,
+                frames,
+                no_watermark,
+                size,
+                steps,
+                seed,
+                guidance,
+                negative_prompt,
+                timings,
+                image,
+                video,
+                strength,
+            } => {
+                let cond = match (image, video) {
+                    (Some(p), _) => Some(Conditioning { mode: Mode::ImageToVideo, media: read(&p)?, strength: 0.0 }),
+                    (None, Some(p)) => {
+                        Some(Conditioning { mode: Mode::Edit, media: read(&p)?, strength: strength.unwrap_or(0.0) })
+                    }
+                    (None, None) => None,
+                };
+                (
+                    prompt,
+                    output,
+                    seconds,
+                    frames,
+                    no_watermark,
+                    size,
+                    steps,
+                    seed,
+                    guidance,
+                    negative_prompt,
+                    timings,
+                    cond,
+                )
+            }
+            Command::Extend { video, prompt, output, seconds, frames, steps, seed, no_watermark } => {
+                let cond = Some(Conditioning { mode: Mode::Extend, media: read(&video)?, strength: 0.0 });
+                (prompt, output, seconds, frames, no_watermark, None, steps, seed, None, String::new(), false, cond)
+            }
+            _ => unreachable!(),
+        };
     let env = local::with_onnxruntime(env)?;
     let key = if no_watermark { String::new() } else { local::watermark_key(&env)? };
     let store = tempfile::tempdir()?;
     let t0 = Instant::now();
     let mesh = Mesh::load(&bundle, store.path(), &key, &env).await?;
     let loaded = Instant::now();
-    let v = &mesh.manifest().video;
-    let (width, height) = match size {
-        None => (v.default_width, v.default_height),
-        Some(s) => {
+    let m = mesh.manifest();
+    let v = &m.video;
+    let reference =
+        cond.as_ref().map(|c| vidmesh_video::media::probe(&c.media)).transpose().context("the reference")?;
+    let (width, height) = match (size, reference) {
+        // A reference of a size the model makes sets it.
+        (None, Some(r)) if m.check_size(r.height, r.width).is_ok() => (r.width, r.height),
+        (None, _) => (v.default_width, v.default_height),
+        (Some(s), _) => {
             let (w, h) = s.split_once('x').context("--size must be WIDTHxHEIGHT, e.g. 64x64")?;
             (w.parse().context("--size width")?, h.parse().context("--size height")?)
         }
     };
     let fps = v.default_fps;
+    let mode = cond.as_ref().map(|c| c.mode);
     let frames = match (frames, seconds) {
         (Some(f), _) => f,
+        (None, None) if mode == Some(Mode::Edit) => 0,
         (None, None) => v.default_frames,
-        (None, Some(s)) if s > 0.0 && s.is_finite() => (s * f64::from(fps)).round() as u32,
-        (None, Some(s)) => bail!("--seconds {s} must be positive"),
+        (None, Some(s)) if mode == Some(Mode::Extend) => {
+            let f = s * f64::from(fps);
+            if !(f.is_finite() && f > 0.0 && f.fract() == 0.0) {
+                bail!("--seconds {s} is not a whole number of frames at {fps} fps");
+            }
+            f as u32
+        }
+        (None, Some(s)) => m.frames_for_seconds(s, fps).map_err(anyhow::Error::msg)?,
     };
     let seed = seed.unwrap_or_else(random_seed);
     let job = Job { prompt, negative_prompt, seed, frames, height, width, fps, steps, guidance };
-    mesh.check(&job)?;
+    if cond.is_none() {
+        mesh.check(&job)?;
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")?.progress_chars("=> "));
     let mut steps_at = Vec::new(); // when each denoising step finished
@@ -154,7 +237,7 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
     };
     let as_frames = output.to_string_lossy().ends_with('/') || output.is_dir();
     if as_frames {
-        let latents = mesh.latents(&job, &mut show).await?;
+        let latents = mesh.conditioned_latents(&job, cond.as_ref(), &mut show).await?;
         let frames = mesh.decode_frames(&latents, job.seed, "cli", &mut show).await?;
         bar.finish_and_clear();
         if timings {
@@ -177,7 +260,7 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         );
         return Ok(());
     }
-    let stored = mesh.generate(&job, "cli", &mut show).await?;
+    let stored = mesh.generate(&job, cond.as_ref(), "cli", &mut show).await?;
     bar.finish_and_clear();
     if timings {
         print_timings(t0, loaded, &steps_at, "decode (VAE + watermark + MP4)");
@@ -346,7 +429,7 @@ async fn main() -> Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let bundle = cli.bundle.unwrap_or_else(local::default_bundle);
     match cli.command {
-        cmd @ Command::Generate { .. } => generate(bundle, cmd, env).await,
+        cmd @ (Command::Generate { .. } | Command::Extend { .. }) => generate(bundle, cmd, env).await,
         Command::Detect { file } => detect(bundle, file, env).await,
         Command::Models => models(bundle),
         Command::Serve { service, config } => serve(bundle, &service, config, env).await,

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use vidmesh_decoder::engine::{Decoder, Generation, Stored};
 use vidmesh_denoiser::engine::scheduler::Kind;
 use vidmesh_denoiser::engine::{Denoiser, Event, Request, TextStates};
-use vidmesh_model::{Ask, Limits, Manifest, Onnx, OnnxConfig, Plan};
+use vidmesh_model::{Ask, Limits, Manifest, Mode as ModelMode, Onnx, OnnxConfig, Plan};
 use vidmesh_runtime::TensorF32;
 use vidmesh_text_encoder::engine::Encoder;
 use vidmesh_video::Video;
@@ -38,6 +38,28 @@ pub struct Job {
     pub steps: u32,
     /// Guidance scale (None = the bundle's default).
     pub guidance: Option<f32>,
+}
+
+/// How a generation is conditioned besides its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The reference image is the first frame (keyframes).
+    ImageToVideo,
+    /// The reference video re-made with the prompt at a strength (SDEdit).
+    Edit,
+    /// The reference video continued (keyframes); the result is the stitched whole.
+    Extend,
+}
+
+/// A reference image or video and what to do with it.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// What to do.
+    pub mode: Mode,
+    /// The media: PNG, JPEG or WebP image, or H.264 MP4.
+    pub media: Vec<u8>,
+    /// Edits: strength in (0, 1] (0 = the bundle's default).
+    pub strength: f32,
 }
 
 /// Where a generation is.
@@ -130,8 +152,25 @@ impl Mesh {
     }
 
     /// Text → clean latents ([C, T', h, w], scaled).
-    pub async fn latents(&self, job: &Job, mut progress: impl FnMut(Progress)) -> Result<TensorF32> {
-        let plan = self.plan(job)?;
+    pub async fn latents(&self, job: &Job, progress: impl FnMut(Progress)) -> Result<TensorF32> {
+        self.conditioned_latents(job, None, progress).await
+    }
+
+    /// Text and a reference → clean latents ([C, T', h, w], scaled) as the gateway's pipeline makes them: `job`'s
+    /// frames are, for an edit, the output's (0 = the longest within the source), for an extension, the new
+    /// segment's (the result is the stitched whole).
+    pub async fn conditioned_latents(
+        &self,
+        job: &Job,
+        cond: Option<&Conditioning>,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<TensorF32> {
+        let mut job = job.clone();
+        let (keyframes, init, source) = match cond {
+            None => (None, None, None),
+            Some(c) => self.reference(&mut job, c).await?,
+        };
+        let plan = self.plan(&job)?;
         let enc = self.encoder.encode(&[job.prompt.clone(), job.negative_prompt.clone()], false).await?;
         let guidance = plan.guidance;
         let text = |i: usize| TextStates {
@@ -139,7 +178,7 @@ impl Mesh {
             real_tokens: enc[i].0.ids.len(),
             pooled: enc[i].0.pooled.clone().unwrap_or_default(),
         };
-        let req = Request {
+        let mut req = Request {
             latent_shape: plan.latent_shape,
             prompt: text(0),
             negative: self.manifest().takes_negative().then(|| text(1)),
@@ -150,21 +189,96 @@ impl Mesh {
             kind: Kind::parse(&plan.scheduler).context("the bundle's scheduler kind")?,
             guidance_rescale: plan.guidance_rescale,
             fps: plan.fps,
-            init: None,
+            init,
+            keyframes: None,
             preview_every: 0,
             deadline: None,
         };
+        let context = keyframes.as_ref().map_or(0, |(_, p): &(TensorF32, Vec<usize>)| p.len());
+        if let Some((k, positions)) = keyframes {
+            let [c, t, h, w] = req.latent_shape;
+            let mut clean = vec![0.0; c * t * h * w];
+            let plane = h * w;
+            for ch in 0..c {
+                for (j, &f) in positions.iter().enumerate() {
+                    let src = (ch * positions.len() + j) * plane;
+                    clean[(ch * t + f) * plane..(ch * t + f + 1) * plane].copy_from_slice(&k.data[src..src + plane]);
+                }
+            }
+            req.keyframes = Some((clean, positions));
+        }
         let shape = req.latent_shape;
         let mut events = self.denoiser.submit(req)?;
         while let Some(ev) = events.recv().await {
             match ev {
                 Event::Progress { step, total, eta, .. } => progress(Progress::Denoising { step, total, eta }),
-                Event::Done { latents, .. } => return Ok(TensorF32 { shape: shape.to_vec(), data: latents }),
+                Event::Done { latents, .. } => {
+                    let out = TensorF32 { shape: shape.to_vec(), data: latents };
+                    return Ok(match &source {
+                        Some(src) => src.concat_frames(&out.frames(context, shape[1])),
+                        None => out,
+                    });
+                }
                 Event::Failed(e) => bail!("denoising failed: {e}"),
                 Event::Preview { .. } => {}
             }
         }
         bail!("the denoiser stopped without a result")
+    }
+
+    /// Encodes `c`'s reference and adapts `job` (an edit's or extension's frames): (keyframes, init, an extension's
+    /// source latents).
+    #[allow(clippy::type_complexity)]
+    async fn reference(
+        &self,
+        job: &mut Job,
+        c: &Conditioning,
+    ) -> Result<(Option<(TensorF32, Vec<usize>)>, Option<(Vec<f32>, f32)>, Option<TensorF32>)> {
+        let m = self.manifest();
+        let probe = vidmesh_video::media::probe(&c.media).context("the reference")?;
+        let image = probe.kind == vidmesh_video::media::MediaKind::Image;
+        let (what, needs) = match c.mode {
+            Mode::ImageToVideo => ("image-to-video", ModelMode::Keyframes),
+            Mode::Edit => ("video edits", ModelMode::Sdedit),
+            Mode::Extend => ("video extensions", ModelMode::Keyframes),
+        };
+        m.check_mode(needs, what).map_err(anyhow::Error::msg)?;
+        if c.mode != Mode::ImageToVideo && image {
+            bail!("{what} take a video as the reference, not an image");
+        }
+        m.check_reference_size(probe.width, probe.height, job.width, job.height).map_err(anyhow::Error::msg)?;
+        let tc = m.vae.temporal_compression;
+        let (frames, still) = match c.mode {
+            Mode::ImageToVideo => (tc, true),
+            Mode::Edit => {
+                job.frames = m.edit_frames(probe.frames, job.frames).map_err(anyhow::Error::msg)?;
+                (job.frames as usize, false)
+            }
+            Mode::Extend => ((probe.frames as usize / tc) * tc, false),
+        };
+        let ask = vidmesh_decoder::engine::encode::Ask {
+            width: job.width as usize,
+            height: job.height as usize,
+            frames,
+            still,
+        };
+        let (latents, _) = self.decoder.encode(c.media.clone().into(), ask, |_| {}).await?;
+        Ok(match c.mode {
+            Mode::ImageToVideo => (Some((latents, vec![0])), None, None),
+            Mode::Edit => {
+                let strength = if c.strength == 0.0 { m.conditioning.default_strength } else { c.strength };
+                if !(strength > 0.0 && strength <= 1.0) {
+                    bail!("--strength {strength} must be in (0, 1]");
+                }
+                (None, Some((latents.data, strength)), None)
+            }
+            Mode::Extend => {
+                let ext = m.extension(probe.frames, job.frames).map_err(anyhow::Error::msg)?;
+                job.frames = ext.window;
+                let (t, ctx) = (latents.shape[1], (ext.context as usize) / tc);
+                (Some((latents.frames(t - ctx, t), (0..ctx).collect())), None, Some(latents))
+            }
+        })
     }
 
     /// Latents → 8-bit frames, watermarked for `job_id` when this mesh marks (no codec: lossless); `seed` is the
@@ -205,8 +319,14 @@ impl Mesh {
     }
 
     /// Text → watermarked MP4 + thumbnail in storage under `prefix`.
-    pub async fn generate(&self, job: &Job, prefix: &str, mut progress: impl FnMut(Progress)) -> Result<Stored> {
-        let latents = self.latents(job, &mut progress).await?;
+    pub async fn generate(
+        &self,
+        job: &Job,
+        cond: Option<&Conditioning>,
+        prefix: &str,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Stored> {
+        let latents = self.conditioned_latents(job, cond, &mut progress).await?;
         let parameters = serde_json::json!({
             "seed": job.seed, "frames": job.frames, "height": job.height, "width": job.width, "fps": job.fps,
             "steps": job.steps, "guidance": job.guidance,

@@ -1,5 +1,6 @@
 //! The `vidmesh` binary as a user runs it: generate an MP4 from a prompt with the bundled model, detect it, list
-//! the model, and refuse a bad size with a message that lists the good ones.
+//! the model, and refuse a bad size with a message that lists the good ones; image→video, video→video and
+//! extension from files.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::Path;
@@ -59,7 +60,7 @@ fn longer_and_wider_videos_and_bad_sizes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("64x64"), "the error lists the supported sizes");
     let out = vidmesh(dir.path(), KEY, &["generate", "x", "-o", v, "--seconds", "3"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("24 frames is not supported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use one of 1s, 2s, 4s"), "a duration is never rounded");
 
     let out = vidmesh(dir.path(), KEY, &["models"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("vidmesh-tiny 0.3.0"));
@@ -128,4 +129,32 @@ fn png_frames_of_an_exported_bundle_match_diffusers() {
     let out = vidmesh(dir.path(), KEY, &bad);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 + a multiple of 4"));
+}
+
+/// `generate --image`, `generate --video --strength` and `extend`: each makes the frames its mode promises, and a
+/// reference that is not media is refused by name.
+#[test]
+fn image_to_video_edit_and_extend_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).display().to_string();
+    let frames = |p: &str| vidmesh_video::decode_mp4(&std::fs::read(p).unwrap()).unwrap().frames.len();
+    let rgb: Vec<u8> = (0..48 * 48).flat_map(|i| if (i % 48) < 24 { [220, 40, 40] } else { [12, 12, 12] }).collect();
+    std::fs::write(path("first.png"), vidmesh_video::png_frame(48, 48, &rgb).unwrap()).unwrap();
+    let prompt = "a small red square moving right slowly on a black background";
+    let steps = ["--steps", "3", "--seed", "5"];
+    let run = |args: &[&str]| vidmesh(dir.path(), KEY, &[args, &steps[..]].concat());
+
+    assert!(run(&["generate", prompt, "-o", &path("i2v.mp4"), "--image", &path("first.png")]).status.success());
+    assert_eq!(frames(&path("i2v.mp4")), 16);
+    let edit = ["generate", "a blue square", "-o", &path("edit.mp4"), "--video", &path("i2v.mp4"), "--strength", "0.5"];
+    assert!(run(&edit).status.success());
+    assert_eq!(frames(&path("edit.mp4")), 16, "an edit keeps its source's length");
+    let out = run(&["extend", &path("i2v.mp4"), prompt, "-o", &path("long.mp4"), "--seconds", "2"]);
+    assert!(out.status.success());
+    assert_eq!(frames(&path("long.mp4")), 32, "the stitched whole: 16 + 16");
+
+    std::fs::write(path("junk.png"), b"not an image").unwrap();
+    let out = run(&["generate", prompt, "-o", &path("x.mp4"), "--image", &path("junk.png")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither an image"));
 }

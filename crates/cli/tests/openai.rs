@@ -1,6 +1,9 @@
 //! The official `openai` Python SDK (tests/openai/requirements.txt) against the gateway's HTTP API, with the five
 //! services as processes: create_and_poll, download_content (MP4 checked by ffprobe, thumbnail, spritesheet),
-//! list, delete, and the SDK's typed errors for a bad key and a refused size (tests/openai/sdk_check.py).
+//! list, delete, and the SDK's typed errors for a bad key and a refused size (tests/openai/sdk_check.py); and
+//! conditioning (tests/openai/sdk_conditioning.py): image→video from an upload and a data URL, edits by id and by
+//! upload, an extension, a remix and the typed refusals, against a gateway configured as `vidmesh serve all` is
+//! (no tenants: any bearer key is the anonymous tenant).
 //! The interpreter comes from VIDMESH_OPENAI_PYTHON (test.sh makes a venv with the SDK and sets it).
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -42,4 +45,34 @@ async fn the_official_openai_sdk_works_unmodified() {
 fn vidmesh_storage_digest(key: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Conditioned generation through the SDK, against a gateway with no tenants (no `[admission]`, as `vidmesh serve
+/// all` runs): an arbitrary API key is accepted as the anonymous tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_conditions_videos_with_any_key_in_development_mode() {
+    let python = std::env::var("VIDMESH_OPENAI_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "set VIDMESH_OPENAI_PYTHON to a python with `pip install -r tests/openai/requirements.txt` (test.sh does)"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let stages = Stages::start(dir.path(), &root, None).await;
+    let store = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let config = stages.gateway_toml(&root, &store, None, 10);
+    assert!(!config.contains("[admission"), "{config}");
+    let gw = Proc::start("gateway", dir.path(), &config).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/openai/sdk_conditioning.py");
+    let base = format!("http://{}/v1", gw.http.unwrap());
+    let out_dir = dir.path().join("sdk-conditioning");
+    let args = [script.display().to_string(), base, "sk-anything".to_string(), out_dir.display().to_string()];
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sdk_conditioning.py failed:\n{stdout}");
+    assert!(stdout.contains("openai SDK conditioning ok"), "{stdout}");
 }

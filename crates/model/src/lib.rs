@@ -6,6 +6,7 @@
 //! loads libonnxruntime once per process and never falls back to the CPU silently when CUDA was asked for.
 
 mod bundle;
+pub mod conditioning;
 mod error;
 mod fetch;
 mod manifest;
@@ -16,6 +17,7 @@ mod plan;
 mod validate;
 
 pub use bundle::{Bundle, ModelConfig};
+pub use conditioning::{ConditioningSpec, Extension, Mode};
 pub use error::ModelError;
 pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{

@@ -196,6 +196,9 @@ pub struct Manifest {
     /// Passive detector of this model's outputs (used by the classifier; optional).
     #[serde(default)]
     pub passive: Option<PassiveSpec>,
+    /// Image and video conditioning the model supports (none when absent).
+    #[serde(default)]
+    pub conditioning: crate::conditioning::ConditioningSpec,
 }
 
 /// `[passive]`: a frame classifier trained on this model's outputs against real footage

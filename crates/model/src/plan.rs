@@ -142,15 +142,31 @@ impl Manifest {
         frames.into_iter().take(2).map(|f| (f, h, w)).collect()
     }
 
-    /// The supported frame count nearest to `seconds` at `fps` (ties: the shorter).
-    pub fn nearest_frames(&self, seconds: f64, fps: u32) -> u32 {
-        let want = seconds * f64::from(fps);
-        self.video
-            .frames
-            .values()
-            .into_iter()
-            .min_by(|a, b| (f64::from(*a) - want).abs().total_cmp(&(f64::from(*b) - want).abs()))
-            .unwrap_or(self.video.default_frames)
+    /// The durations the bundle makes at `fps`, as a person reads them ("1s, 2s, 4s"; a range's ends and step).
+    pub fn durations_text(&self, fps: u32) -> String {
+        let secs = |f: u32| format!("{}s", f64::from(f) / f64::from(fps));
+        let values = self.video.frames.values();
+        if values.len() <= 12 {
+            return values.into_iter().map(secs).collect::<Vec<_>>().join(", ");
+        }
+        let (lo, hi) = (values[0], values[values.len() - 1]);
+        format!("{} to {} in steps of {}", secs(lo), secs(hi), secs(values[1] - values[0]))
+    }
+
+    /// The frame count of exactly `seconds` at `fps`; refused (with the durations the bundle makes) when that is not
+    /// a whole frame count the bundle makes.
+    pub fn frames_for_seconds(&self, seconds: f64, fps: u32) -> Result<u32, String> {
+        let frames = seconds * f64::from(fps);
+        let whole = frames.round();
+        let ok = seconds.is_finite() && seconds > 0.0 && (frames - whole).abs() < 1e-6 && whole <= f64::from(u32::MAX);
+        if ok && self.video.frames.contains(whole as u32) {
+            return Ok(whole as u32);
+        }
+        Err(format!(
+            "seconds {seconds} is not a duration {} makes at {fps} fps; use one of {}",
+            self.model.name,
+            self.durations_text(fps)
+        ))
     }
 }
 

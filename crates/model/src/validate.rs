@@ -44,6 +44,7 @@ impl Manifest {
             return Err(format!("noise.rng {:?} is unknown", self.noise.rng));
         }
         self.validate_text_encoder()?;
+        self.validate_conditioning()?;
         for (key, dit) in self.dits() {
             if !["flow_velocity", "epsilon", "v"].contains(&dit.prediction.as_str()) {
                 return Err(format!("{key}.prediction {:?} is not flow_velocity, epsilon or v", dit.prediction));

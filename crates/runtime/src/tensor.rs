@@ -71,6 +71,26 @@ fn dtype_name(d: i32) -> String {
 }
 
 impl TensorF32 {
+    /// Frames `t0..t1` of a [C, T, h, w] latent video (axis 1).
+    pub fn frames(&self, t0: usize, t1: usize) -> Self {
+        let (c, t, plane) = (self.shape[0], self.shape[1], self.shape[2] * self.shape[3]);
+        let data =
+            (0..c).flat_map(|ch| self.data[(ch * t + t0) * plane..(ch * t + t1) * plane].iter().copied()).collect();
+        Self::new(vec![c, t1 - t0, self.shape[2], self.shape[3]], data)
+    }
+
+    /// This [C, T, h, w] latent video followed by `next`'s frames (same C, h, w).
+    pub fn concat_frames(&self, next: &Self) -> Self {
+        let (c, plane) = (self.shape[0], self.shape[2] * self.shape[3]);
+        let (ta, tb) = (self.shape[1], next.shape[1]);
+        let mut data = Vec::with_capacity(self.data.len() + next.data.len());
+        for ch in 0..c {
+            data.extend_from_slice(&self.data[ch * ta * plane..(ch + 1) * ta * plane]);
+            data.extend_from_slice(&next.data[ch * tb * plane..(ch + 1) * tb * plane]);
+        }
+        Self::new(vec![c, ta + tb, self.shape[2], self.shape[3]], data)
+    }
+
     /// A tensor; panics in debug builds if `data` does not fit `shape`.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());

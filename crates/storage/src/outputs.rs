@@ -12,11 +12,13 @@ pub enum JobFile {
     Thumbnail,
     /// PNG grid of evenly spaced frames.
     Spritesheet,
+    /// The uploaded reference image or video of a conditioned job, as uploaded (the gateway writes it).
+    Reference,
 }
 
 impl JobFile {
     /// Every file of a job.
-    pub const ALL: [JobFile; 3] = [JobFile::Video, JobFile::Thumbnail, JobFile::Spritesheet];
+    pub const ALL: [JobFile; 4] = [JobFile::Video, JobFile::Thumbnail, JobFile::Spritesheet, JobFile::Reference];
 
     /// Its name under the job's prefix.
     pub fn file_name(self) -> &'static str {
@@ -24,6 +26,7 @@ impl JobFile {
             JobFile::Video => "video.mp4",
             JobFile::Thumbnail => "thumbnail.png",
             JobFile::Spritesheet => "spritesheet.png",
+            JobFile::Reference => "reference",
         }
     }
 
@@ -32,6 +35,7 @@ impl JobFile {
         match self {
             JobFile::Video => "video/mp4",
             JobFile::Thumbnail | JobFile::Spritesheet => "image/png",
+            JobFile::Reference => "application/octet-stream",
         }
     }
 }
@@ -73,6 +77,14 @@ mod tests {
         let job = JobOutputs::of_job("video_1");
         assert_eq!(job, JobOutputs::at("jobs/video_1/"));
         let keys: Vec<String> = JobFile::ALL.iter().map(|f| job.key(*f)).collect();
-        assert_eq!(keys, ["jobs/video_1/video.mp4", "jobs/video_1/thumbnail.png", "jobs/video_1/spritesheet.png"]);
+        assert_eq!(
+            keys,
+            [
+                "jobs/video_1/video.mp4",
+                "jobs/video_1/thumbnail.png",
+                "jobs/video_1/spritesheet.png",
+                "jobs/video_1/reference"
+            ]
+        );
     }
 }

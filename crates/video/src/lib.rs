@@ -8,6 +8,7 @@
 
 mod decode;
 mod encode;
+pub mod media;
 mod quality;
 mod still;
 

@@ -26,6 +26,9 @@ pub enum Error {
     /// C2PA signing failed or is misconfigured.
     #[error(transparent)]
     Provenance(#[from] vidmesh_provenance::ProvenanceError),
+    /// The bundle cannot do what was asked (e.g. encode without a VAE encoder).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// ONNX Runtime failed during a run.
     #[error("inference: {0}")]
     Inference(String),
@@ -37,6 +40,8 @@ impl From<Error> for Status {
             Error::Refused(r) => r.status(),
             Error::InvalidArgument(_) | Error::Tensor(_) => Status::invalid_argument(e.to_string()),
             Error::Storage(vidmesh_storage::StorageError::InvalidKey(..)) => Status::invalid_argument(e.to_string()),
+            Error::Storage(vidmesh_storage::StorageError::NotFound(_)) => Status::not_found(e.to_string()),
+            Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
             Error::Model(_) | Error::Storage(_) | Error::Video(_) | Error::Provenance(_) | Error::Inference(_) => {
                 vidmesh_runtime::status::internal(&e)
             }

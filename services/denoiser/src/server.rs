@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt as _, stream};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
+use vidmesh_model::Mode;
 use vidmesh_proto::denoiser::v1::{
-    Accepted, Completed, DenoiseEvent, DenoiseRequest, Preview, Progress, denoise_event::Event as Ev,
+    Accepted, Completed, DenoiseEvent, DenoiseRequest, Keyframes, Preview, Progress, denoise_event::Event as Ev,
     denoiser_server::Denoiser as DenoiserRpc,
 };
 use vidmesh_runtime::tensor::DEFAULT_CHUNK_BYTES;
@@ -163,7 +164,15 @@ pub fn validate(
             if !(req.strength > 0.0 && req.strength <= 1.0) {
                 return Err(bad(format!("strength {} must be in (0, 1] with init_latents", req.strength)));
             }
+            m.check_mode(Mode::Sdedit, "init_latents (video-to-video)").map_err(bad)?;
             Some((t.data, req.strength))
+        }
+    };
+    let keyframes = match &req.keyframes {
+        None => None,
+        Some(k) => {
+            m.check_mode(Mode::Keyframes, "keyframes").map_err(bad)?;
+            Some(keyframes(k, latent_shape)?)
         }
     };
     if req.preview_every > steps {
@@ -181,9 +190,41 @@ pub fn validate(
         guidance_rescale: plan.guidance_rescale,
         fps: plan.fps,
         init,
+        keyframes,
         preview_every: req.preview_every,
         deadline,
     })
+}
+
+/// Keyframes [C, K, h, w] at K increasing positions, laid out in a [C, T', h, w] buffer for the engine.
+fn keyframes(k: &Keyframes, shape: [usize; 4]) -> Result<(Vec<f32>, Vec<usize>), Error> {
+    let t = TensorF32::from_proto("keyframes.latents", k.latents.as_ref())?;
+    let [c, frames, h, w] = shape;
+    let n = k.positions.len();
+    if t.shape != [c, n, h, w] {
+        return Err(bad(format!(
+            "keyframes.latents has shape {:?}; with {n} positions this request needs [{c}, {n}, {h}, {w}]",
+            t.shape
+        )));
+    }
+    if n == 0 || !k.positions.windows(2).all(|p| p[0] < p[1]) || k.positions[n - 1] as usize >= frames {
+        return Err(bad(format!(
+            "keyframes.positions {:?} must be 1 or more increasing latent frame indices below {frames}",
+            k.positions
+        )));
+    }
+    if t.data.iter().any(|x| !x.is_finite()) {
+        return Err(bad("keyframes.latents holds NaN or infinite values".into()));
+    }
+    let plane = h * w;
+    let mut clean = vec![0.0; c * frames * plane];
+    for ch in 0..c {
+        for (j, &f) in k.positions.iter().enumerate() {
+            let (src, dst) = ((ch * n + j) * plane, (ch * frames + f as usize) * plane);
+            clean[dst..dst + plane].copy_from_slice(&t.data[src..src + plane]);
+        }
+    }
+    Ok((clean, k.positions.iter().map(|&p| p as usize).collect()))
 }
 
 fn to_proto(ev: Event, shape: [usize; 4], model: &(String, String)) -> Vec<Result<DenoiseEvent, Status>> {

@@ -488,3 +488,34 @@ async fn io_binding_batches_concurrent_requests_each_equal_to_its_solo_run() {
         assert!(d <= 1e-5, "batched vs solo: {d}");
     }
 }
+
+/// Keyframes (RePaint-style): the pinned latent frames come out exactly as given, the others are generated (and
+/// differ from a run without pins); malformed keyframes are refused before any step.
+#[tokio::test]
+async fn keyframes_come_out_exactly_as_pinned() {
+    use vidmesh_proto::denoiser::v1::Keyframes;
+    let mut r = start(Config::default()).await;
+    let plain = run(&mut r.client, DenoiseRequest { steps: 6, ..case_request(0) }).await.latents.unwrap();
+    let [c, t, h, w] = [plain.shape[0], plain.shape[1], plain.shape[2], plain.shape[3]];
+    // Pin latent frames 0 and 2 to another seed's video.
+    let other = run(&mut r.client, DenoiseRequest { steps: 6, seed: 9, ..case_request(0) }).await.latents.unwrap();
+    let pins = other.frames(0, 1).concat_frames(&other.frames(2, 3));
+    let keyframes = Keyframes { latents: Some(pins.to_proto()), positions: vec![0, 2] };
+    let req = DenoiseRequest { steps: 6, keyframes: Some(keyframes.clone()), ..case_request(0) };
+    let pinned = run(&mut r.client, req).await.latents.unwrap();
+    assert_eq!(pinned.frames(0, 1), other.frames(0, 1));
+    assert_eq!(pinned.frames(2, 3), other.frames(2, 3));
+    assert_ne!(pinned.frames(1, 2), plain.frames(1, 2), "the free frames follow the pinned ones");
+    assert_eq!(pinned.shape, vec![c, t, h, w]);
+
+    let bad = |k: Keyframes| DenoiseRequest { steps: 6, keyframes: Some(k), ..case_request(0) };
+    for (req, why) in [
+        (bad(Keyframes { positions: vec![2, 0], ..keyframes.clone() }), "increasing"),
+        (bad(Keyframes { positions: vec![0, t as u32], ..keyframes.clone() }), "below"),
+        (bad(Keyframes { positions: vec![0], ..keyframes.clone() }), "keyframes.latents has shape"),
+    ] {
+        let err = r.client.denoise(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(why), "{}", err.message());
+    }
+}

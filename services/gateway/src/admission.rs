@@ -94,6 +94,19 @@ impl Admission {
                 })
                 .clone()
         });
+        if by_key.is_empty() {
+            match &anonymous {
+                Some(t) => tracing::warn!(
+                    tenant = %t.name,
+                    "no API keys are configured: the gateway runs WITHOUT AUTHENTICATION (every caller, with any \
+                     bearer key or none, is tenant {:?}); configure [[admission.tenants]] for production",
+                    t.name
+                ),
+                None => tracing::warn!(
+                    "no API keys and no admission.anonymous_tenant are configured: every call will be refused"
+                ),
+            }
+        }
         for c in &policy.categories {
             if c.name.is_empty() || c.terms.iter().all(|t| words(t).is_empty()) {
                 return bad(format!("policy category {:?} needs a name and at least one term", c.name));
@@ -112,6 +125,10 @@ impl Admission {
     /// The tenant of an `authorization` header value (`Bearer KEY`), or the anonymous tenant when there is none
     /// and one is configured.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Tenant, Error> {
+        // Without any keys (development), any bearer key is the anonymous tenant: SDKs insist on sending one.
+        if let (true, Some(anonymous)) = (self.by_key.is_empty(), &self.anonymous) {
+            return Ok(anonymous.clone());
+        }
         let Some(value) = authorization else {
             return self.anonymous.clone().ok_or_else(|| {
                 Error::Unauthenticated("an API key is required: send `authorization: Bearer <key>`".into())

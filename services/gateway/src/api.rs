@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use vidmesh_model::Manifest;
-use vidmesh_proto::gateway::v1::{GenerateRequest, Job, JobEvent, JobState};
+use vidmesh_proto::gateway::v1::conditioning::Reference;
+use vidmesh_proto::gateway::v1::{ConditioningMode, GenerateRequest, Job, JobEvent, JobState};
 use vidmesh_storage::{JobOutputs, Storage};
 
 use crate::admission::{Admission, Tenant};
@@ -63,23 +64,47 @@ impl Api {
         result
     }
 
-    async fn submit_inner(&self, tenant: &Tenant, req: GenerateRequest) -> Result<Job, Error> {
+    async fn submit_inner(&self, tenant: &Tenant, mut req: GenerateRequest) -> Result<Job, Error> {
         if self.shutdown.is_cancelled() {
             return Err(Error::Unavailable("the gateway is shutting down; retry on another replica".into()));
         }
-        let mut req = jobs::resolve(req, &self.manifest, &self.limits)?;
+        // Fields only the gateway sets.
+        req.remixed_from.clear();
+        if let Some(c) = req.conditioning.as_mut() {
+            c.stored_key.clear();
+            c.source_frames = 0;
+        }
+        self.admit(tenant, req).await
+    }
+
+    /// Resolves, checks and stores a job whose `remixed_from` the caller has set (or cleared).
+    async fn admit(&self, tenant: &Tenant, req: GenerateRequest) -> Result<Job, Error> {
+        let (reference, upload) = self.reference(tenant, &req).await?;
+        let mut req = jobs::resolve(req, &self.manifest, &self.limits, reference.as_ref())?;
         self.admission.policy(&req)?;
         req.priority = req.priority.min(tenant.max_priority);
         self.admission.rate(tenant)?;
+        let id = jobs::new_id();
+        // An upload is stored with the job (a re-run after a crash reads it again), after every check passed.
+        let stored = match (upload, req.conditioning.as_mut()) {
+            (Some(bytes), Some(c)) => {
+                let key = JobOutputs::of_job(&id).key(Variant::Reference);
+                self.storage.put(&key, bytes, Variant::Reference.content_type()).await?;
+                c.reference = None;
+                c.stored_key.clone_from(&key);
+                Some(key)
+            }
+            _ => None,
+        };
         let job = Job {
-            id: jobs::new_id(),
+            id,
             state: JobState::Queued as i32,
             request: Some(req),
             created_at: Some(jobs::timestamp(SystemTime::now())),
             ..Default::default()
         };
         let traceparent = vidmesh_runtime::telemetry::traceparent();
-        let (job, created) = self
+        let submitted = self
             .store
             .submit(
                 &tenant.name,
@@ -89,9 +114,107 @@ impl Api {
                 tenant.max_active_jobs,
                 self.admission.retry_after,
             )
-            .await?;
+            .await;
+        let (job, created) = match submitted {
+            Ok((job, true)) => (job, true),
+            other => {
+                // Refused, or an idempotent repeat of an earlier job: the upload is not this job's.
+                if let Some(key) = &stored
+                    && let Err(e) = self.storage.delete(key).await
+                {
+                    tracing::warn!("could not delete the unused reference {key}: {e}");
+                }
+                other?
+            }
+        };
         tracing::info!(job_id = %job.id, created, tenant = %tenant.name, "submitted");
         Ok(job)
+    }
+
+    /// A conditioned request's reference: an upload probed (its bytes returned to be stored), or a completed job
+    /// of the tenant's. Nothing is stored or computed here.
+    async fn reference(
+        &self,
+        tenant: &Tenant,
+        req: &GenerateRequest,
+    ) -> Result<(Option<jobs::Reference>, Option<Bytes>), Error> {
+        let Some(c) = &req.conditioning else { return Ok((None, None)) };
+        let bad = |m: String| Error::InvalidArgument(m);
+        match &c.reference {
+            Some(Reference::Data(data)) => {
+                if data.len() > self.limits.max_reference_bytes {
+                    return Err(bad(format!(
+                        "the reference is {} bytes; at most {} are accepted (limits.max_reference_bytes)",
+                        data.len(),
+                        self.limits.max_reference_bytes
+                    )));
+                }
+                let p = vidmesh_video::media::probe(data).map_err(|e| bad(format!("the reference: {e}")))?;
+                let image = p.kind == vidmesh_video::media::MediaKind::Image;
+                let r = jobs::Reference { image, width: p.width, height: p.height, frames: p.frames };
+                Ok((Some(r), Some(Bytes::from(data.clone()))))
+            }
+            Some(Reference::VideoId(id)) => {
+                let source = self.get(tenant, id).await.map_err(|e| match e {
+                    Error::NotFound(_) => Error::NotFound(format!("the reference video {id:?} was not found")),
+                    e => e,
+                })?;
+                let result = source.result.filter(|_| source.state == JobState::Completed as i32).ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "video {id} has not completed; only a finished video is a reference"
+                    ))
+                })?;
+                // Image→video from a job takes its video's first frame.
+                let still = c.mode == ConditioningMode::ImageToVideo as i32;
+                let frames = if still { 1 } else { result.frames };
+                Ok((Some(jobs::Reference { image: still, width: result.width, height: result.height, frames }), None))
+            }
+            None => Err(bad("conditioning has no reference: send the media's bytes or a video_id".into())),
+        }
+    }
+
+    /// A new job with `id`'s parameters (seed, size, frames, conditioning) and `prompt`.
+    pub async fn remix(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        prompt: String,
+        idempotency_key: String,
+    ) -> Result<Job, Error> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::Unavailable("the gateway is shutting down; retry on another replica".into()));
+        }
+        let source = self.get(tenant, id).await?;
+        if source.state != JobState::Completed as i32 {
+            return Err(Error::FailedPrecondition(format!(
+                "video {id} has not completed; only a finished video can be remixed"
+            )));
+        }
+        let mut req = source.request.unwrap_or_default();
+        req.prompt = prompt;
+        req.idempotency_key = idempotency_key;
+        req.remixed_from = id.to_string();
+        if let Some(c) = req.conditioning.as_mut() {
+            // The source's stored upload becomes this job's upload; a video_id reference stays as it is.
+            if !c.stored_key.is_empty() {
+                let data = self.storage.get(&c.stored_key).await.map_err(|e| match e {
+                    vidmesh_storage::StorageError::NotFound(_) => {
+                        Error::NotFound(format!("the reference of video {id} is no longer stored"))
+                    }
+                    e => Error::Storage(e),
+                })?;
+                c.reference = Some(Reference::Data(data.to_vec()));
+                c.stored_key.clear();
+            }
+            if c.mode == ConditioningMode::Extend as i32 {
+                // The request's frames are the new segment; seconds were the stitched total.
+                req.seconds = 0.0;
+            }
+        }
+        let result = self.admit(tenant, req).await;
+        let outcome = if result.is_ok() { "accepted" } else { "refused" };
+        self.metrics.submissions.with_label_values(&["remix", outcome]).inc();
+        result
     }
 
     /// The tenant's job.

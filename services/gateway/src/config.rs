@@ -68,7 +68,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], ports::GATEWAY_HTTP)), max_body_bytes: 1 << 20 }
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], ports::GATEWAY_HTTP)), max_body_bytes: 40 << 20 }
     }
 }
 
@@ -272,11 +272,14 @@ pub struct LimitsConfig {
     pub max_steps: u32,
     /// Largest guidance scale.
     pub max_guidance: f32,
+    /// Largest reference image or video a conditioned request may upload, in bytes (HTTP bodies are also bound by
+    /// `http.max_body_bytes`).
+    pub max_reference_bytes: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_prompt_bytes: 2000, max_steps: 200, max_guidance: 20.0 }
+        Self { max_prompt_bytes: 2000, max_steps: 200, max_guidance: 20.0, max_reference_bytes: 32 << 20 }
     }
 }
 
@@ -423,6 +426,7 @@ impl Validate for LimitsConfig {
         checks
             .at_least(format_args!("{prefix}max_prompt_bytes"), self.max_prompt_bytes, 1)
             .at_least(format_args!("{prefix}max_steps"), self.max_steps, 1)
+            .at_least(format_args!("{prefix}max_reference_bytes"), self.max_reference_bytes, 1)
             .require(
                 guidance.is_finite() && guidance > 0.0,
                 format_args!("{prefix}max_guidance"),

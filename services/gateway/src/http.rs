@@ -14,11 +14,16 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Reque
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
+use serde_json::Map;
 use serde_json::{Value, json};
-use vidmesh_proto::gateway::v1::{GenerateRequest, Job, JobEvent, JobState, job_event::Event};
+use vidmesh_proto::gateway::v1::conditioning::Reference;
+use vidmesh_proto::gateway::v1::{
+    Conditioning, ConditioningMode, GenerateRequest, Job, JobEvent, JobState, job_event::Event,
+};
 
 use crate::admission::Tenant;
 use crate::api::{Api, Variant};
@@ -58,6 +63,9 @@ pub fn router(api: Arc<Api>, max_body: usize) -> Router {
     Router::new()
         .route("/v1/videos", get(list).post(create))
         .route("/v1/videos/{id}", get(retrieve).delete(delete))
+        .route("/v1/videos/edits", post(edit))
+        .route("/v1/videos/extensions", post(extend))
+        .route("/v1/videos/{id}/remix", post(remix))
         .route("/v1/videos/{id}/content", get(content))
         .route("/v1/videos/{id}/events", get(events))
         .route("/v1/models", get(models))
@@ -129,7 +137,7 @@ pub fn video_object(job: &Job, retention_secs: u64) -> Value {
         "expires_at": job.created_at.filter(|_| retention_secs > 0).map(|t| t.seconds + retention_secs as i64),
         "error": error,
         "prompt": req.prompt,
-        "remixed_from_video_id": Value::Null,
+        "remixed_from_video_id": (!req.remixed_from.is_empty()).then(|| req.remixed_from.clone()),
         "seconds": format!("{}", req.seconds),
         "size": format!("{}x{}", req.width, req.height),
         "num_frames": req.num_frames,
@@ -151,76 +159,128 @@ fn polled(job: &Job, retention_secs: u64) -> Response {
     resp
 }
 
-/// The create body's fields, from JSON or a multipart form (the SDK sends forms).
-async fn create_fields(req: Request) -> Result<serde_json::Map<String, Value>> {
-    let bad = |m: String| ApiError(Error::InvalidArgument(m));
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    if ct.starts_with("multipart/form-data") {
-        let mut form = Multipart::from_request(req, &()).await.map_err(|e| bad(format!("multipart body: {e}")))?;
-        let mut fields = serde_json::Map::new();
-        while let Some(field) = form.next_field().await.map_err(|e| bad(format!("multipart body: {e}")))? {
-            let name = field.name().unwrap_or_default().to_string();
-            if field.file_name().is_some() {
-                return Err(bad(format!("{name}: file inputs (image or video conditioning) are not supported yet")));
+/// A request body's fields, from JSON or a multipart form (the SDK sends forms): text fields (a form's
+/// `name[key]` fields nested as JSON objects, as the SDK sends `input_reference[image_url]`), and file parts.
+struct Fields {
+    values: Map<String, Value>,
+    files: HashMap<String, Bytes>,
+}
+
+fn bad(m: String) -> ApiError {
+    ApiError(Error::InvalidArgument(m))
+}
+
+impl Fields {
+    async fn read(req: Request) -> Result<Self> {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let mut values = Map::new();
+        let mut files = HashMap::new();
+        if ct.starts_with("multipart/form-data") {
+            let mut form = Multipart::from_request(req, &()).await.map_err(|e| bad(format!("multipart body: {e}")))?;
+            while let Some(field) = form.next_field().await.map_err(|e| bad(format!("multipart body: {e}")))? {
+                let name = field.name().unwrap_or_default().to_string();
+                if field.file_name().is_some() {
+                    let data = field.bytes().await.map_err(|e| bad(format!("multipart file {name}: {e}")))?;
+                    files.insert(name, data);
+                    continue;
+                }
+                let text = field.text().await.map_err(|e| bad(format!("multipart field {name}: {e}")))?;
+                match name.split_once('[').and_then(|(outer, rest)| Some((outer, rest.strip_suffix(']')?))) {
+                    Some((outer, inner)) => {
+                        let entry = values.entry(outer.to_string()).or_insert_with(|| json!({}));
+                        match entry.as_object_mut() {
+                            Some(o) => o.insert(inner.to_string(), Value::String(text)),
+                            None => return Err(bad(format!("{outer} is given both as a value and as {name}"))),
+                        };
+                    }
+                    None => {
+                        values.insert(name, Value::String(text));
+                    }
+                }
             }
-            let text = field.text().await.map_err(|e| bad(format!("multipart field {name}: {e}")))?;
-            fields.insert(name, Value::String(text));
+            return Ok(Self { values, files });
         }
-        return Ok(fields);
+        // The Bytes extractor enforces the router's body limit (http.max_body_bytes).
+        let body = Bytes::from_request(req, &()).await.map_err(|e| bad(format!("body: {}", e.body_text())))?;
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => values = m,
+            Ok(_) => return Err(bad("the body must be a JSON object".into())),
+            Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
+        }
+        Ok(Self { values, files })
     }
-    // The Bytes extractor enforces the router's body limit (http.max_body_bytes).
-    let body = axum::body::Bytes::from_request(req, &()).await.map_err(|e| bad(format!("body: {}", e.body_text())))?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(bad("the body must be a JSON object".into())),
-        Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
+
+    /// Refuses any field not in `known` (nothing is ignored silently).
+    fn only(&self, known: &[&str]) -> Result<()> {
+        for name in self.values.keys().chain(self.files.keys()) {
+            if !known.contains(&name.as_str()) {
+                return Err(bad(format!(
+                    "unknown field {name:?}; this endpoint accepts {} (docs/api.md)",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
 /// A number from a JSON number or a numeric string (forms carry strings).
-fn number(fields: &serde_json::Map<String, Value>, name: &str) -> Result<Option<f64>> {
+fn number(fields: &Map<String, Value>, name: &str) -> Result<Option<f64>> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError(Error::InvalidArgument(format!("{name} must be a number, not {s:?}")))),
-        Some(v) => Err(ApiError(Error::InvalidArgument(format!("{name} must be a number, not {v}")))),
+        Some(Value::String(s)) => {
+            s.trim().parse().map(Some).map_err(|_| bad(format!("{name} must be a number, not {s:?}")))
+        }
+        Some(v) => Err(bad(format!("{name} must be a number, not {v}"))),
     }
 }
 
-fn whole<T: TryFrom<u64>>(fields: &serde_json::Map<String, Value>, name: &str) -> Result<Option<T>> {
+fn whole<T: TryFrom<u64>>(fields: &Map<String, Value>, name: &str) -> Result<Option<T>> {
     let Some(x) = number(fields, name)? else { return Ok(None) };
     if x < 0.0 || x.fract() != 0.0 || x > 1e15 {
-        return Err(ApiError(Error::InvalidArgument(format!("{name} must be a whole number ≥ 0, not {x}"))));
+        return Err(bad(format!("{name} must be a whole number ≥ 0, not {x}")));
     }
-    T::try_from(x as u64).map(Some).map_err(|_| ApiError(Error::InvalidArgument(format!("{name} {x} is too large"))))
+    T::try_from(x as u64).map(Some).map_err(|_| bad(format!("{name} {x} is too large")))
 }
 
-fn text(fields: &serde_json::Map<String, Value>, name: &str) -> Result<String> {
+fn text(fields: &Map<String, Value>, name: &str) -> Result<String> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(v) => Err(ApiError(Error::InvalidArgument(format!("{name} must be a string, not {v}")))),
+        Some(v) => Err(bad(format!("{name} must be a string, not {v}"))),
     }
 }
 
-/// The OpenAI create body (with vidmesh's extensions) as a [`GenerateRequest`].
-fn generate_request(f: &serde_json::Map<String, Value>) -> Result<GenerateRequest> {
+/// Fields every creating endpoint takes: the OpenAI ones and vidmesh's extensions.
+const COMMON: &[&str] = &[
+    "prompt",
+    "model",
+    "seconds",
+    "size",
+    "num_frames",
+    "fps",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    "negative_prompt",
+    "scheduler",
+    "priority",
+    "idempotency_key",
+    "preview_every",
+];
+
+/// The common fields (see [`COMMON`]) as a [`GenerateRequest`].
+fn generate_request(f: &Map<String, Value>) -> Result<GenerateRequest> {
     let (mut width, mut height) = (0, 0);
     let size = text(f, "size")?;
     if !size.is_empty() {
         let parsed = size.split_once('x').and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
-        (width, height) = parsed.ok_or_else(|| {
-            ApiError(Error::InvalidArgument(format!("size must be WIDTHxHEIGHT (e.g. 64x64), not {size:?}")))
-        })?;
+        (width, height) = parsed.ok_or_else(|| bad(format!("size must be WIDTHxHEIGHT (e.g. 64x64), not {size:?}")))?;
     }
-    let model = text(f, "model")?;
     Ok(GenerateRequest {
-        model,
+        model: text(f, "model")?,
         prompt: text(f, "prompt")?,
         negative_prompt: text(f, "negative_prompt")?,
         num_frames: whole(f, "num_frames")?.unwrap_or(0),
@@ -232,21 +292,119 @@ fn generate_request(f: &serde_json::Map<String, Value>) -> Result<GenerateReques
         guidance_scale: number(f, "guidance_scale")?.map(|g| g as f32),
         seed: whole(f, "seed")?,
         scheduler: text(f, "scheduler")?,
-        preview_every: 0,
+        preview_every: whole(f, "preview_every")?.unwrap_or(0),
         priority: number(f, "priority")?.map_or(0, |p| p.clamp(-1e6, 1e6) as i32),
         idempotency_key: text(f, "idempotency_key")?,
+        ..Default::default()
     })
 }
 
+/// A reference given as a file part, or as an object naming a previous job (`{"id"}`, `{"file_id"}`) or carrying an
+/// image (`{"image_url"}`: a base64 data URL).
+fn reference(fields: &Fields, name: &str, keys: &[&str]) -> Result<Option<Reference>> {
+    if let Some(data) = fields.files.get(name) {
+        return Ok(Some(Reference::Data(data.to_vec())));
+    }
+    let Some(v) = fields.values.get(name) else { return Ok(None) };
+    let Value::Object(o) = v else {
+        return Err(bad(format!("{name} must be a file upload or an object with {}", keys.join(" or "))));
+    };
+    if let Some(k) = o.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(bad(format!("unknown field {name}.{k}; {name} takes {}", keys.join(" or "))));
+    }
+    let get = |k: &str| text(o, k).map_err(|e| bad(format!("{name}.{}", e.0)));
+    let (id, file_id, url) = (get("id")?, get("file_id")?, get("image_url")?);
+    match (id.is_empty(), file_id.is_empty(), url.is_empty()) {
+        (false, true, true) => Ok(Some(Reference::VideoId(id))),
+        (true, false, true) => Ok(Some(Reference::VideoId(file_id))),
+        (true, true, false) => {
+            Ok(Some(Reference::Data(data_url(&url).map_err(|m| bad(format!("{name}.image_url: {m}")))?)))
+        }
+        _ => Err(bad(format!("{name} takes exactly one of {}", keys.join(", ")))),
+    }
+}
+
+/// The bytes of a `data:<type>;base64,<data>` URL.
+fn data_url(url: &str) -> std::result::Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Err("only data URLs (data:image/png;base64,…) are accepted: the gateway does not fetch remote URLs; \
+                    upload the file instead"
+            .into());
+    };
+    let (meta, data) = rest.split_once(',').ok_or("a data URL needs a comma before its data")?;
+    if !meta.ends_with(";base64") {
+        return Err("the data URL must be base64 (data:image/png;base64,…)".into());
+    }
+    base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| format!("invalid base64: {e}"))
+}
+
+/// Submits `request` for `headers`' tenant, the `Idempotency-Key` header filling in the body's key.
+async fn submit(api: &Api, tenant: &Tenant, headers: &HeaderMap, mut request: GenerateRequest) -> Result<Response> {
+    if request.idempotency_key.is_empty() {
+        request.idempotency_key =
+            headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_default();
+    }
+    let job = api.submit(tenant, request, "http").await?;
+    Ok(polled(&job, api.retention_secs))
+}
+
+fn conditioning(mode: ConditioningMode, reference: Option<Reference>, strength: f32) -> Conditioning {
+    Conditioning { mode: mode as i32, reference, strength, ..Default::default() }
+}
+
+/// `POST /v1/videos`: text→video, or image→video with `input_reference`.
 async fn create(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
     let tenant = tenant(&api, req.headers())?;
-    let idempotency = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let fields = create_fields(req).await?;
-    let mut request = generate_request(&fields)?;
-    if request.idempotency_key.is_empty() {
-        request.idempotency_key = idempotency.unwrap_or_default();
+    let headers = req.headers().clone();
+    let fields = Fields::read(req).await?;
+    fields.only(&[COMMON, &["input_reference"]].concat())?;
+    let mut request = generate_request(&fields.values)?;
+    if let Some(r) = reference(&fields, "input_reference", &["image_url", "file_id"])? {
+        request.conditioning = Some(conditioning(ConditioningMode::ImageToVideo, Some(r), 0.0));
     }
-    let job = api.submit(&tenant, request, "http").await?;
+    submit(&api, &tenant, &headers, request).await
+}
+
+/// `POST /v1/videos/edits`: the video re-made with the prompt at `strength`.
+async fn edit(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
+    let tenant = tenant(&api, req.headers())?;
+    let headers = req.headers().clone();
+    let fields = Fields::read(req).await?;
+    fields.only(&[COMMON, &["video", "strength"]].concat())?;
+    let mut request = generate_request(&fields.values)?;
+    let r = reference(&fields, "video", &["id"])?
+        .ok_or_else(|| bad("video is required: upload a file or send {\"id\": …}".into()))?;
+    let strength = number(&fields.values, "strength")?.unwrap_or(0.0) as f32;
+    request.conditioning = Some(conditioning(ConditioningMode::Edit, Some(r), strength));
+    submit(&api, &tenant, &headers, request).await
+}
+
+/// `POST /v1/videos/extensions`: the video continued by `seconds`; the result is the stitched whole.
+async fn extend(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
+    let tenant = tenant(&api, req.headers())?;
+    let headers = req.headers().clone();
+    let fields = Fields::read(req).await?;
+    fields.only(&[COMMON, &["video"]].concat())?;
+    let mut request = generate_request(&fields.values)?;
+    let r = reference(&fields, "video", &["id"])?
+        .ok_or_else(|| bad("video is required: upload a file or send {\"id\": …}".into()))?;
+    request.conditioning = Some(conditioning(ConditioningMode::Extend, Some(r), 0.0));
+    submit(&api, &tenant, &headers, request).await
+}
+
+/// `POST /v1/videos/{id}/remix`: the finished job's parameters with a new prompt.
+async fn remix(State(api): State<Arc<Api>>, Path(id): Path<String>, req: Request) -> Result<Response> {
+    let tenant = tenant(&api, req.headers())?;
+    let headers = req.headers().clone();
+    let fields = Fields::read(req).await?;
+    fields.only(&["prompt", "idempotency_key"])?;
+    let prompt = text(&fields.values, "prompt")?;
+    let key = match text(&fields.values, "idempotency_key")? {
+        k if k.is_empty() => headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+        k => k,
+    };
+    let job = api.remix(&tenant, &id, prompt, key).await?;
     Ok(polled(&job, api.retention_secs))
 }
 
@@ -360,6 +518,11 @@ fn event_json(ev: &JobEvent) -> Value {
     });
     let extra = match &ev.event {
         Some(Event::Queued(q)) => json!({"position": q.position}),
+        Some(Event::Denoising(d)) if !d.preview_png.is_empty() => {
+            use base64::Engine as _;
+            let png = base64::engine::general_purpose::STANDARD.encode(&d.preview_png);
+            json!({"step": d.step, "total": d.total, "preview_png": png})
+        }
         Some(Event::Denoising(d)) => json!({"step": d.step, "total": d.total}),
         Some(Event::Decoding(d)) => json!({"frames_done": d.frames_done, "frames_total": d.frames_total}),
         Some(Event::Completed(r)) => json!({
@@ -384,6 +547,7 @@ async fn models(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<
     Ok(Json(json!({
         "object": "list",
         "data": [{"id": m.model.name, "object": "model", "created": created, "owned_by": "vidmesh",
-                  "version": m.model.version, "description": m.model.description}],
+                  "version": m.model.version, "description": m.model.description,
+                  "conditioning": m.conditioning_modes()}],
     })))
 }

@@ -8,7 +8,10 @@ use std::time::SystemTime;
 
 use prost_types::Timestamp;
 use vidmesh_model::Manifest;
-use vidmesh_proto::gateway::v1::{GenerateRequest, Job, JobError, JobEvent, JobState, job_event::Event};
+use vidmesh_model::Mode as ModelMode;
+use vidmesh_proto::gateway::v1::{
+    Conditioning, ConditioningMode as Mode, GenerateRequest, Job, JobError, JobEvent, JobState, job_event::Event,
+};
 
 use crate::Error;
 use crate::config::LimitsConfig;
@@ -43,8 +46,63 @@ fn random_seed() -> u64 {
     (uuid::Uuid::new_v4().as_u128() as u64) >> 11
 }
 
-/// Checks `req` against the model and the limits and fills in every default (seed included).
-pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) -> Result<GenerateRequest, Error> {
+/// A conditioned request's reference as the gateway found it (an upload's probe, or a previous job's video).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reference {
+    /// Whether it is an image.
+    pub image: bool,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames (1 for an image).
+    pub frames: u32,
+}
+
+/// The frames a conditioned request makes (an extension: its new segment), after checking the mode and the
+/// reference against the bundle.
+fn conditioned(m: &Manifest, c: &Conditioning, r: &Reference, req: &GenerateRequest, asked: u32) -> Result<u32, Error> {
+    let bad = |msg: String| Error::InvalidArgument(msg);
+    let mode = Mode::try_from(c.mode).unwrap_or(Mode::Unspecified);
+    let what = match mode {
+        Mode::ImageToVideo => "image-to-video",
+        Mode::Edit => "video edits",
+        Mode::Extend => "video extensions",
+        Mode::Unspecified => return Err(bad("conditioning.mode is required (IMAGE_TO_VIDEO, EDIT or EXTEND)".into())),
+    };
+    let needs = if mode == Mode::Edit { ModelMode::Sdedit } else { ModelMode::Keyframes };
+    m.check_mode(needs, what).map_err(bad)?;
+    if mode != Mode::ImageToVideo && r.image {
+        return Err(bad(format!("{what} take a video as the reference, not an image")));
+    }
+    m.check_reference_size(r.width, r.height, req.width, req.height).map_err(bad)?;
+    if c.strength != 0.0 && (mode != Mode::Edit || !(c.strength > 0.0 && c.strength <= 1.0)) {
+        return Err(bad(format!("strength {} applies to edits only, in (0, 1]", c.strength)));
+    }
+    match mode {
+        Mode::Edit => m.edit_frames(r.frames, asked).map_err(bad),
+        Mode::Extend => {
+            if asked == 0 {
+                return Err(bad("an extension needs the length of the new segment (seconds or num_frames)".into()));
+            }
+            Ok(m.extension(r.frames, asked).map_err(bad)?.new_frames)
+        }
+        _ => {
+            let frames = if asked == 0 { m.video.default_frames } else { asked };
+            m.check_frames(frames).map_err(|e| bad(format!("num_frames: {e}")))?;
+            Ok(frames)
+        }
+    }
+}
+
+/// Checks `req` against the model and the limits and fills in every default (seed included); `reference` describes
+/// a conditioned request's reference.
+pub fn resolve(
+    mut req: GenerateRequest,
+    m: &Manifest,
+    limits: &LimitsConfig,
+    reference: Option<&Reference>,
+) -> Result<GenerateRequest, Error> {
     let bad = |msg: String| Err(Error::InvalidArgument(msg));
     if req.model.is_empty() {
         req.model.clone_from(&m.model.name);
@@ -67,8 +125,15 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
         ));
     }
     let v = &m.video;
+    if let (Some(c), Some(r)) = (req.conditioning.as_mut(), reference) {
+        c.source_frames = r.frames;
+    }
     if (req.width, req.height) == (0, 0) {
-        (req.width, req.height) = (v.default_width, v.default_height);
+        // A reference of a size the model makes sets it; otherwise the model's default.
+        (req.width, req.height) = match reference {
+            Some(r) if m.check_size(r.height, r.width).is_ok() => (r.width, r.height),
+            _ => (v.default_width, v.default_height),
+        };
     }
     if req.fps == 0 {
         req.fps = v.default_fps;
@@ -76,22 +141,55 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
     m.check_size(req.height, req.width).map_err(Error::InvalidArgument)?;
     m.check_fps(req.fps).map_err(Error::InvalidArgument)?;
     let fps = f64::from(req.fps);
-    if req.num_frames != 0 {
-        m.check_frames(req.num_frames).map_err(|e| Error::InvalidArgument(format!("num_frames: {e}")))?;
+    // The frames asked for (0 = none): exactly `seconds × fps`, never rounded to something else.
+    let asked = if req.num_frames != 0 {
+        req.num_frames
     } else if req.seconds != 0.0 {
-        let longest = v.frames.max();
-        if !req.seconds.is_finite() || req.seconds < 0.0 || req.seconds * fps > 2.0 * f64::from(longest) {
-            let durations =
-                v.frames.values().iter().map(|f| format!("{}s", f64::from(*f) / fps)).collect::<Vec<_>>().join(", ");
-            return bad(format!("seconds {} is not supported; use one of {durations}", req.seconds));
+        let exact = req.seconds * fps;
+        if req.conditioning.as_ref().is_some_and(|c| c.mode == Mode::Extend as i32) {
+            // An extension's segment is checked by the extension rule below.
+            if !(exact.is_finite() && exact > 0.0 && exact.fract() == 0.0 && exact <= f64::from(u32::MAX)) {
+                return bad(format!("seconds {} is not a whole number of frames at {} fps", req.seconds, req.fps));
+            }
+            exact as u32
+        } else {
+            m.frames_for_seconds(req.seconds, req.fps).map_err(Error::InvalidArgument)?
         }
-        req.num_frames = m.nearest_frames(req.seconds, req.fps);
     } else {
-        req.num_frames = v.default_frames;
+        0
+    };
+    req.num_frames = match (&req.conditioning, reference) {
+        (None, _) => {
+            let frames = if asked == 0 { v.default_frames } else { asked };
+            m.check_frames(frames).map_err(|e| Error::InvalidArgument(format!("num_frames: {e}")))?;
+            frames
+        }
+        (Some(c), Some(r)) => conditioned(m, c, r, &req, asked)?,
+        (Some(_), None) => return bad("conditioning has no reference: send data or a video_id".into()),
+    };
+    let total = match &req.conditioning {
+        // The source cut to whole latent frames, then the new segment.
+        Some(c) if c.mode == Mode::Extend as i32 => {
+            m.extension(c.source_frames, req.num_frames).map_err(Error::InvalidArgument)?.total
+        }
+        _ => req.num_frames,
+    };
+    req.seconds = f64::from(total) / fps;
+    if let Some(c) = req.conditioning.as_mut()
+        && c.mode == Mode::Edit as i32
+        && c.strength == 0.0
+    {
+        c.strength = m.conditioning.default_strength;
     }
-    req.seconds = f64::from(req.num_frames) / fps;
+    // The DiT's frames: an extension's whole window.
+    let dit_frames = match &req.conditioning {
+        Some(c) if c.mode == Mode::Extend as i32 => {
+            m.extension(c.source_frames, req.num_frames).map_err(Error::InvalidArgument)?.window
+        }
+        _ => req.num_frames,
+    };
     let ask = vidmesh_model::Ask {
-        frames: req.num_frames,
+        frames: dit_frames,
         height: req.height,
         width: req.width,
         fps: req.fps,
@@ -109,6 +207,9 @@ pub fn resolve(mut req: GenerateRequest, m: &Manifest, limits: &LimitsConfig) ->
     .map_err(Error::InvalidArgument)?;
     if plan.guidance < 0.0 {
         return bad(format!("guidance_scale {} must be between 0 and {}", plan.guidance, limits.max_guidance));
+    }
+    if req.preview_every > plan.steps {
+        return bad(format!("preview_every {} is more than the job's {} steps", req.preview_every, plan.steps));
     }
     req.num_inference_steps = plan.steps;
     req.guidance_scale = Some(plan.guidance);
@@ -178,13 +279,18 @@ mod tests {
     fn defaults_are_filled_and_seconds_round_to_a_supported_count() {
         let m = manifest();
         let l = LimitsConfig::default();
-        let r = resolve(req("a red circle"), &m, &l).unwrap();
+        let r = resolve(req("a red circle"), &m, &l, None).unwrap();
         assert_eq!((r.width, r.height, r.num_frames, r.fps), (64, 64, 16, 8));
         assert_eq!(r.num_inference_steps, m.scheduler.steps);
         assert!(r.seed.is_some() && r.guidance_scale == Some(m.scheduler.guidance));
-        let r = resolve(GenerateRequest { seconds: 3.4, ..req("x") }, &m, &l).unwrap();
+        let r = resolve(GenerateRequest { seconds: 4.0, ..req("x") }, &m, &l, None).unwrap();
         assert_eq!((r.num_frames, r.seconds), (32, 4.0));
-        let r = resolve(GenerateRequest { seed: Some(7), width: 96, height: 64, ..req("x") }, &m, &l).unwrap();
+        // A duration the model does not make is refused with the ones it makes, never rounded.
+        for s in [3.4, 3.0, 8.0] {
+            let e = resolve(GenerateRequest { seconds: s, ..req("x") }, &m, &l, None).unwrap_err().to_string();
+            assert!(e.contains("use one of 1s, 2s, 4s"), "{e}");
+        }
+        let r = resolve(GenerateRequest { seed: Some(7), width: 96, height: 64, ..req("x") }, &m, &l, None).unwrap();
         assert_eq!((r.seed, r.width), (Some(7), 96));
     }
 
@@ -192,7 +298,7 @@ mod tests {
     fn what_the_model_cannot_do_is_refused_with_the_choices() {
         let m = manifest();
         let l = LimitsConfig::default();
-        let err = |r: GenerateRequest| resolve(r, &m, &l).unwrap_err().to_string();
+        let err = |r: GenerateRequest| resolve(r, &m, &l, None).unwrap_err().to_string();
         assert!(err(req(" ")).contains("prompt is required"));
         assert!(err(GenerateRequest { width: 4096, height: 4096, ..req("x") }).contains("64x64, 96x64"));
         assert!(err(GenerateRequest { num_frames: 17, ..req("x") }).contains("[8, 16, 32]"));
@@ -204,7 +310,7 @@ mod tests {
         let e = err(GenerateRequest { scheduler: "ddim".into(), ..req("x") });
         assert!(e.contains("cannot sample") && e.contains("flow_match_euler"), "{e}");
         assert!(err(GenerateRequest { scheduler: "euler_a".into(), ..req("x") }).contains("flow_match_dpmpp_2m"));
-        let r = resolve(GenerateRequest { scheduler: "flow_match_dpmpp_2m".into(), ..req("x") }, &m, &l).unwrap();
+        let r = resolve(GenerateRequest { scheduler: "flow_match_dpmpp_2m".into(), ..req("x") }, &m, &l, None).unwrap();
         assert_eq!(r.scheduler, "flow_match_dpmpp_2m");
     }
 
@@ -226,8 +332,9 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/hunyuan-tiny");
         let m = vidmesh_model::Bundle::manifest_only(&dir).unwrap().manifest;
         let l = LimitsConfig::default();
-        resolve(req("a cat"), &m, &l).unwrap();
-        let err = resolve(GenerateRequest { negative_prompt: "blurry".into(), ..req("a cat") }, &m, &l).unwrap_err();
+        resolve(req("a cat"), &m, &l, None).unwrap();
+        let err =
+            resolve(GenerateRequest { negative_prompt: "blurry".into(), ..req("a cat") }, &m, &l, None).unwrap_err();
         assert!(err.to_string().contains("takes no negative prompt"), "{err}");
     }
 }

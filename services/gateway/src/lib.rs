@@ -70,6 +70,7 @@ impl Stage for Gateway {
             metrics: metrics.clone(),
             progress: pipeline::Progress::default(),
             negative: bundle.manifest.takes_negative(),
+            manifest: bundle.manifest.clone(),
         });
         let api = Arc::new(api::Api {
             store,
@@ -93,8 +94,10 @@ impl Stage for Gateway {
             retention: (config.store.retention_secs > 0).then(|| Duration::from_secs(config.store.retention_secs)),
         });
         tracing::info!(owner = %runner.owner, "gateway replica starting");
-        let mut started = Started::new(Routes::new(GatewayServer::new(server::Service(api.clone()))))
-            .task(tokio::spawn(runner.run(ctx.shutdown.clone())));
+        // A Submit may carry a reference upload of up to limits.max_reference_bytes.
+        let grpc = GatewayServer::new(server::Service(api.clone()))
+            .max_decoding_message_size(config.limits.max_reference_bytes.saturating_add(1 << 20));
+        let mut started = Started::new(Routes::new(grpc)).task(tokio::spawn(runner.run(ctx.shutdown.clone())));
         if let Some(listener) = ctx.take_listener(HTTP_LISTEN) {
             let router = http::router(api, config.http.max_body_bytes);
             let token = ctx.shutdown.clone();

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use vidmesh_proto::gateway::v1::gateway_server::Gateway as GatewayRpc;
 use vidmesh_proto::gateway::v1::{
     CancelJobRequest, GenerateRequest, GetJobRequest, Job, JobEvent, ListJobsRequest, ListJobsResponse,
-    ListModelsRequest, ListModelsResponse, Model, WatchJobRequest,
+    ListModelsRequest, ListModelsResponse, Model, RemixRequest, WatchJobRequest,
 };
 
 use crate::admission::Tenant;
@@ -47,6 +47,7 @@ pub fn models(m: &vidmesh_model::Manifest) -> ListModelsResponse {
             fps: m.video.fps.values(),
             default_steps: m.scheduler.steps,
             default_guidance: m.scheduler.guidance,
+            conditioning: m.conditioning_modes().into_iter().map(String::from).collect(),
         }],
     }
 }
@@ -60,6 +61,12 @@ impl GatewayRpc for Service {
         let tenant = self.tenant(&req)?;
         let job = self.0.submit(&tenant, req.into_inner(), "grpc").await?;
         Ok(Response::new(self.events(&tenant, &job.id, 0).await?))
+    }
+
+    async fn remix(&self, req: Request<RemixRequest>) -> Result<Response<Job>, Status> {
+        let tenant = self.tenant(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.0.remix(&tenant, &r.id, r.prompt, r.idempotency_key).await?))
     }
 
     async fn submit(&self, req: Request<GenerateRequest>) -> Result<Response<Job>, Status> {

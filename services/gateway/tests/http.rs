@@ -135,6 +135,7 @@ async fn refusals_are_clear_and_spend_nothing() {
     let stages = no_stages();
     let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
     config.stages.text_encoder.backoff_ms = 60_000;
+    config.http.max_body_bytes = 1 << 20;
     config.admission.anonymous_tenant = String::new();
     config.admission.tenants = vec![
         TenantConfig {

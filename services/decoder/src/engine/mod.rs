@@ -7,6 +7,7 @@
 //! memory depends on the chunk and the frame size, not on the video's length. Frames are quantised as the
 //! reference does: clamp to [-1, 1], then round((x + 1) · 127.5) half to even.
 
+pub mod encode;
 pub mod vae;
 pub mod windowed;
 
@@ -65,6 +66,7 @@ pub struct Stored {
 /// The loaded VAE decoder and where results go.
 pub struct Decoder {
     vae: vae::Vae,
+    encoder: Option<encode::VaeEncoder>,
     storage: Arc<dyn Storage>,
     /// The bundle's manifest.
     pub manifest: Manifest,
@@ -97,8 +99,9 @@ pub fn frames_u8(video: &[f32], t: usize, h: usize, w: usize) -> Vec<Vec<u8>> {
 impl Decoder {
     /// Opens the bundle's VAE decoder (sha256-checked) and the storage, and decodes one chunk to warm up.
     pub async fn load(config: &Config, onnx: &Onnx) -> Result<Self, Error> {
-        let bundle = config.model.open(&[Part::VaeDecoder])?;
+        let bundle = config.model.open(&[Part::VaeDecoder, Part::VaeEncoder])?;
         let vae = vae::Vae::load(&bundle, onnx)?;
+        let encoder = encode::VaeEncoder::load(&bundle, onnx)?;
         let watermark = if config.watermark.key_hex.is_empty() {
             tracing::warn!("watermark.key_hex is empty: videos will NOT be watermarked");
             None
@@ -129,6 +132,7 @@ impl Decoder {
             generator_id: config.watermark.generator_id,
             signer,
             vae,
+            encoder,
             storage: config.storage.open().await?,
             manifest: bundle.manifest,
             chunk: config.chunk_latent_frames,
@@ -163,6 +167,30 @@ impl Decoder {
             .await
             .map_err(|e| Error::Inference(e.to_string()))?
             .map_err(Error::Inference)
+    }
+
+    /// Encodes a reference image or video for conditioning ([`encode`]); `progress(frames_done)` after each run.
+    pub async fn encode(
+        &self,
+        media: Bytes,
+        ask: encode::Ask,
+        progress: impl FnMut(usize) + Send + 'static,
+    ) -> Result<(TensorF32, encode::Encoded), Error> {
+        let enc = self.encoder.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "{} has no VAE encoder: it cannot encode references",
+                self.manifest.model.name
+            ))
+        })?;
+        let chunk = self.chunk;
+        tokio::task::spawn_blocking(move || enc.encode(&media, ask, chunk, progress))
+            .await
+            .map_err(|e| Error::Inference(e.to_string()))?
+    }
+
+    /// An object of this decoder's storage (a previous job's video, an uploaded reference).
+    pub async fn read(&self, key: &str) -> Result<Bytes, Error> {
+        Ok(self.storage.get(key).await?)
     }
 
     /// The embedder for `job_id`'s payload, when this decoder watermarks (as [`Decoder::decode`] marks frames).

@@ -232,6 +232,9 @@ fn host_step(
         let step = job.clock.step;
         previews.push(want.then(|| job.schedule.x0(step, &job.x, &vel)));
         job.schedule.step(step, &mut job.x, &vel);
+        if let Some(pins) = &job.pins {
+            pins.apply(&job.schedule, step + 1, job.latent_shape, &mut job.x);
+        }
     }
     Ok(previews)
 }

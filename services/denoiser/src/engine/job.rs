@@ -88,6 +88,33 @@ pub struct Job {
     pub permit: tokio::sync::OwnedSemaphorePermit,
     /// Where the job is in its run.
     pub clock: Clock,
+    /// Pinned latent frames (keyframes conditioning); such jobs step on the host.
+    pub pins: Option<Pins>,
+}
+
+/// Latent frames pinned to clean values (RePaint-style): before every step they are set to the clean values noised
+/// to that step's level with the job's own noise, so after the last step they are exactly the clean values.
+pub struct Pins {
+    /// [C, T', h, w] with the pinned frames' clean values (others unused).
+    pub clean: Vec<f32>,
+    /// The job's initial noise, same layout.
+    pub noise: Vec<f32>,
+    /// Pinned latent frame indices.
+    pub frames: Vec<usize>,
+}
+
+impl Pins {
+    /// Sets the pinned frames of `x` ([C, T', h, w]) to their clean values at noise level `i` of `schedule`.
+    pub fn apply(&self, schedule: &Scheduler, i: usize, shape: [usize; 4], x: &mut [f32]) {
+        let [c, t, h, w] = shape;
+        let plane = h * w;
+        for ch in 0..c {
+            for &f in &self.frames {
+                let r = (ch * t + f) * plane..(ch * t + f + 1) * plane;
+                schedule.noise_into(i, &self.clean[r.clone()], &self.noise[r.clone()], &mut x[r]);
+            }
+        }
+    }
 }
 
 /// A job's position and timing; starts at admission.

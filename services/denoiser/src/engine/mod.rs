@@ -71,6 +71,8 @@ pub struct Request {
     pub fps: u32,
     /// Starting latents and strength in (0, 1].
     pub init: Option<(Vec<f32>, f32)>,
+    /// Clean latent frames to pin: [C, T', h, w] (only the listed frames are read) and the frame indices.
+    pub keyframes: Option<(Vec<f32>, Vec<usize>)>,
     /// Preview period (0 = none).
     pub preview_every: u32,
     /// Give up after this instant.
@@ -195,6 +197,7 @@ impl Denoiser {
                 guidance_rescale: 0.0,
                 fps: self.manifest.video.default_fps,
                 init: None,
+                keyframes: None,
                 preview_every: 0,
                 deadline: None,
             };
@@ -248,7 +251,8 @@ impl Denoiser {
         let run = req.steps_to_run() as usize;
         let noise = noise::gaussian(req.seed, n);
         let opts = scheduler::Options::for_request(&self.manifest, req.latent_shape, req.seed);
-        let (schedule, x) = match &req.init {
+        let pin_noise = req.keyframes.as_ref().map(|_| noise.clone());
+        let (schedule, mut x) = match &req.init {
             None => (Scheduler::with_options(req.kind, self.prediction, req.steps, req.shift, 0, &opts), noise),
             Some((init, _)) => {
                 let skip = req.steps as usize - run;
@@ -257,6 +261,10 @@ impl Denoiser {
                 (s, x)
             }
         };
+        let pins = req.keyframes.zip(pin_noise).map(|((clean, frames), noise)| job::Pins { clean, noise, frames });
+        if let Some(p) = &pins {
+            p.apply(&schedule, 0, req.latent_shape, &mut x);
+        }
         let (cond, cond_mask) = self.pad(&req.prompt);
         let guidance2 = self.manifest.dit2.as_ref().map_or(req.guidance, |d| d.guidance_scale);
         // Embedded guidance (the scale is a DiT input) and a scale of 1 run one row per step.
@@ -279,7 +287,7 @@ impl Denoiser {
             guidance_rescale: req.guidance_rescale,
             fps: req.fps as f32,
             // CFG rescale is not a linear update: such jobs step on the host.
-            device_loop: req.kind.device_loop() && req.guidance_rescale == 0.0,
+            device_loop: req.kind.device_loop() && req.guidance_rescale == 0.0 && pins.is_none(),
             schedule,
             x,
             prev: Vec::new(),
@@ -288,6 +296,7 @@ impl Denoiser {
             events,
             permit,
             clock: Clock::start(),
+            pins,
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(rx),

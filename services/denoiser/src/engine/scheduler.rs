@@ -497,15 +497,19 @@ impl Scheduler {
 
     /// Starting latents for a run from `init` (strength < 1), at step 0's noise level.
     pub fn noised(&self, init: &[f32], noise: &[f32]) -> Vec<f32> {
-        match self.prediction {
-            Prediction::FlowVelocity => {
-                let s = self.sigmas[0];
-                init.iter().zip(noise).map(|(x, n)| (1.0 - s) * x + s * n).collect()
-            }
-            _ => {
-                let (a, s) = self.alpha_sigma(self.sigmas[0]);
-                init.iter().zip(noise).map(|(x, n)| a * x + s * n).collect()
-            }
+        let mut out = vec![0.0; init.len()];
+        self.noise_into(0, init, noise, &mut out);
+        out
+    }
+
+    /// `clean` noised to the level before step `i` (`i = steps()`: the end, no noise) into `out`.
+    pub fn noise_into(&self, i: usize, clean: &[f32], noise: &[f32], out: &mut [f32]) {
+        let (a, s) = match self.prediction {
+            Prediction::FlowVelocity => (1.0 - self.sigmas[i], self.sigmas[i]),
+            _ => self.alpha_sigma(self.sigmas[i]),
+        };
+        for ((o, x), n) in out.iter_mut().zip(clean).zip(noise) {
+            *o = a * x + s * n;
         }
     }
 }

@@ -8,6 +8,7 @@
 //! the denoiser stops within one step; every stage call carries the job's remaining deadline; the outputs go under
 //! the job's [`JobOutputs`] prefix, so a re-run after a crash overwrites rather than duplicates.
 
+pub mod condition;
 pub mod progress;
 
 use std::sync::Arc;
@@ -91,6 +92,8 @@ pub struct Pipeline {
     pub progress: Progress,
     /// Whether the model takes a negative prompt (false: embedded or no guidance; none is encoded or sent).
     pub negative: bool,
+    /// The served bundle's manifest (conditioning's frame arithmetic).
+    pub manifest: vidmesh_model::Manifest,
 }
 
 /// Largest stage reply accepted: a preview carries the whole x0 estimate in one message, larger than gRPC's 4 MiB
@@ -113,9 +116,10 @@ impl Pipeline {
             deadline: Instant::now() + self.job_timeout,
         };
         let (prompt, negative) = self.encode(&run).await?;
-        let latents = self.denoise(&run, prompt, negative).await?;
+        let conditioned = self.condition(&run, &self.manifest).await?;
+        let latents = self.denoise(&run, prompt, negative, &conditioned).await?;
         let tail_start = Instant::now();
-        let video = self.decode(&run, latents, tail_start).await?;
+        let video = self.decode(&run, conditioned.output(latents), tail_start).await?;
         let (verdict, reasons) = self.classify(&run, &video, tail_start).await?;
         self.progress.finished(tail_start.elapsed());
         self.outputs(video, verdict, reasons).await
@@ -148,9 +152,15 @@ impl Pipeline {
     }
 
     /// 2. Denoise, one event per step (with the decoder's preview PNG where asked for).
-    async fn denoise(&self, run: &Run<'_>, prompt: Encoding, negative: Encoding) -> Result<TensorF32, Failure> {
+    async fn denoise(
+        &self,
+        run: &Run<'_>,
+        prompt: Encoding,
+        negative: Encoding,
+        conditioned: &condition::Conditioned,
+    ) -> Result<TensorF32, Failure> {
         let (t0, dn, req) = (Instant::now(), &self.stages.denoiser, &run.req);
-        let denoise = DenoiseRequest {
+        let mut denoise = DenoiseRequest {
             prompt_states: prompt.hidden_states,
             negative_states: negative.hidden_states, // None where the model takes no negative prompt
             seed: req.seed.unwrap_or_default(),
@@ -168,6 +178,7 @@ impl Pipeline {
             fps: req.fps,
             ..Default::default()
         };
+        conditioned.apply(&mut denoise);
         let mut stream = dn
             .call(run.deadline, &denoise, |svc, r| async move {
                 DenoiserClient::new(svc).max_decoding_message_size(MAX_MESSAGE).denoise(r).await
@@ -206,7 +217,9 @@ impl Pipeline {
     /// 3. Decode, watermark, sign, store.
     async fn decode(&self, run: &Run<'_>, latents: TensorF32, tail_start: Instant) -> Result<VideoRef, Failure> {
         let (dc, req) = (&self.stages.decoder, &run.req);
+        let mode = req.conditioning.as_ref().map(|c| c.mode().as_str_name());
         let parameters = serde_json::json!({
+            "conditioning": mode, "remixed_from": req.remixed_from,
             "seed": req.seed, "frames": req.num_frames, "width": req.width, "height": req.height, "fps": req.fps,
             "steps": req.num_inference_steps, "guidance": req.guidance_scale, "scheduler": req.scheduler,
         });
