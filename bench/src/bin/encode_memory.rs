@@ -7,11 +7,9 @@
 use anyhow::{Context as _, Result};
 use vidmesh_model::{Onnx, OnnxConfig};
 
-fn vm_hwm_kib() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
-    Ok(line.split_whitespace().nth(1).context("VmHWM value")?.parse()?)
-}
+#[path = "../rss.rs"]
+mod rss;
+use rss::vm_hwm_kib;
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -132,9 +132,13 @@ fn random_seed() -> u64 {
 
 async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -> Result<()> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let (prompt, output, seconds, frames, no_watermark, size, steps, seed, guidance, negative_prompt, timings, cond) =
-        match cmd {
-            Command::Generate {
+    // An extension is a generation conditioned on its video.
+    let (cmd, extend) = match cmd {
+        Command::Extend { video, prompt, output, seconds, frames, steps, seed, no_watermark } => {
+            let cond = Conditioning { mode: Mode::Extend, media: read(&video)?, strength: 0.0 };
+            let (size, guidance, negative_prompt, timings, image, video, strength) =
+                (None, None, String::new(), false, None, None, None);
+            let cmd = Command::Generate {
                 prompt,
                 output,
                 seconds,
@@ -149,35 +153,38 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
                 image,
                 video,
                 strength,
-            } => {
-                let cond = match (image, video) {
-                    (Some(p), _) => Some(Conditioning { mode: Mode::ImageToVideo, media: read(&p)?, strength: 0.0 }),
-                    (None, Some(p)) => {
-                        Some(Conditioning { mode: Mode::Edit, media: read(&p)?, strength: strength.unwrap_or(0.0) })
-                    }
-                    (None, None) => None,
-                };
-                (
-                    prompt,
-                    output,
-                    seconds,
-                    frames,
-                    no_watermark,
-                    size,
-                    steps,
-                    seed,
-                    guidance,
-                    negative_prompt,
-                    timings,
-                    cond,
-                )
-            }
-            Command::Extend { video, prompt, output, seconds, frames, steps, seed, no_watermark } => {
-                let cond = Some(Conditioning { mode: Mode::Extend, media: read(&video)?, strength: 0.0 });
-                (prompt, output, seconds, frames, no_watermark, None, steps, seed, None, String::new(), false, cond)
-            }
-            _ => unreachable!(),
-        };
+            };
+            (cmd, Some(cond))
+        }
+        cmd => (cmd, None),
+    };
+    let Command::Generate {
+        prompt,
+        output,
+        seconds,
+        frames,
+        no_watermark,
+        size,
+        steps,
+        seed,
+        guidance,
+        negative_prompt,
+        timings,
+        image,
+        video,
+        strength,
+    } = cmd
+    else {
+        unreachable!()
+    };
+    let cond = match (extend, image, video) {
+        (Some(c), _, _) => Some(c),
+        (None, Some(p), _) => Some(Conditioning { mode: Mode::ImageToVideo, media: read(&p)?, strength: 0.0 }),
+        (None, None, Some(p)) => {
+            Some(Conditioning { mode: Mode::Edit, media: read(&p)?, strength: strength.unwrap_or(0.0) })
+        }
+        (None, None, None) => None,
+    };
     let env = local::with_onnxruntime(env)?;
     let key = if no_watermark { String::new() } else { local::watermark_key(&env)? };
     let store = tempfile::tempdir()?;

@@ -11,8 +11,9 @@ mod common;
 
 use common::{Proc, Stages};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_openai_sdk_works_unmodified() {
+/// Runs `script` (in tests/openai) with the SDK's interpreter and `key` against a gateway (the four stages as
+/// processes, SQLite) whose config ends with `admission`; returns its stdout after checking it exited 0.
+async fn run_sdk(script: &str, key: &str, admission: &str) -> String {
     let python = std::env::var("VIDMESH_OPENAI_PYTHON").unwrap_or_else(|_| {
         panic!(
             "set VIDMESH_OPENAI_PYTHON to a python with `pip install -r tests/openai/requirements.txt` (test.sh does)"
@@ -22,23 +23,29 @@ async fn the_official_openai_sdk_works_unmodified() {
     let root = dir.path().join("data");
     let stages = Stages::start(dir.path(), &root, None).await;
     let store = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let key = "sk-vidmesh-test";
-    let digest = vidmesh_storage_digest(key);
-    let config = stages.gateway_toml(&root, &store, None, 10)
-        + &format!(
-            "[admission]\nanonymous_tenant = \"\"\n\n[[admission.tenants]]\nname = \"sdk\"\nkey_sha256 = [\"{digest}\"]\n"
-        );
+    let config = stages.gateway_toml(&root, &store, None, 10) + admission;
     let gw = Proc::start("gateway", dir.path(), &config).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/openai/sdk_check.py");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/openai").join(script);
     let base = format!("http://{}/v1", gw.http.unwrap());
-    let args = [script.display().to_string(), base, key.to_string(), dir.path().display().to_string()];
+    let args = [path.display().to_string(), base, key.to_string(), dir.path().display().to_string()];
     let out = tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output())
         .await
         .unwrap()
         .unwrap();
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "sdk_check.py failed:\n{stdout}");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{script} failed:\n{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_works_unmodified() {
+    let key = "sk-vidmesh-test";
+    let digest = vidmesh_storage_digest(key);
+    let admission = format!(
+        "[admission]\nanonymous_tenant = \"\"\n\n[[admission.tenants]]\nname = \"sdk\"\nkey_sha256 = [\"{digest}\"]\n"
+    );
+    let stdout = run_sdk("sdk_check.py", key, &admission).await;
     assert!(stdout.contains("ok: video_"), "{stdout}");
 }
 
@@ -51,28 +58,6 @@ fn vidmesh_storage_digest(key: &str) -> String {
 /// all` runs): an arbitrary API key is accepted as the anonymous tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_sdk_conditions_videos_with_any_key_in_development_mode() {
-    let python = std::env::var("VIDMESH_OPENAI_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "set VIDMESH_OPENAI_PYTHON to a python with `pip install -r tests/openai/requirements.txt` (test.sh does)"
-        )
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let stages = Stages::start(dir.path(), &root, None).await;
-    let store = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let config = stages.gateway_toml(&root, &store, None, 10);
-    assert!(!config.contains("[admission"), "{config}");
-    let gw = Proc::start("gateway", dir.path(), &config).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/openai/sdk_conditioning.py");
-    let base = format!("http://{}/v1", gw.http.unwrap());
-    let out_dir = dir.path().join("sdk-conditioning");
-    let args = [script.display().to_string(), base, "sk-anything".to_string(), out_dir.display().to_string()];
-    let out = tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output())
-        .await
-        .unwrap()
-        .unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "sdk_conditioning.py failed:\n{stdout}");
+    let stdout = run_sdk("sdk_conditioning.py", "sk-anything", "").await;
     assert!(stdout.contains("openai SDK conditioning ok"), "{stdout}");
 }

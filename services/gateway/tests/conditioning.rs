@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Gateway, gateway_config, no_stages, stages as start_stages};
+use common::{Gateway, gateway_config, no_stages, sqlite, stages as start_stages};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use vidmesh_gateway::config::TenantConfig;
@@ -16,10 +16,6 @@ use vidmesh_proto::gateway::v1::{
     Conditioning, ConditioningMode, GenerateRequest, JobState, ListJobsRequest, RemixRequest, WatchJobRequest,
     job_event::Event,
 };
-
-fn sqlite(dir: &std::path::Path) -> String {
-    format!("sqlite://{}", dir.join("jobs.db").display())
-}
 
 /// A `w`×`h` PNG: a red disc on black.
 fn png(w: usize, h: usize) -> Vec<u8> {
@@ -125,29 +121,12 @@ async fn bad_references_are_refused_with_nothing_stored() {
         .to_vec();
     let gw = Gateway::start(config).await;
     let http = reqwest::Client::new();
-    // Another tenant's job (queued: no stages run here).
-    let theirs: Value = http
-        .post(gw.url("/v1/videos"))
-        .bearer_auth("sk-other")
-        .json(&json!({"prompt": "a red circle"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let theirs = theirs["id"].as_str().unwrap().to_string();
-    let mine: Value = http
-        .post(gw.url("/v1/videos"))
-        .bearer_auth("sk-acme")
-        .json(&json!({"prompt": "a red circle"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mine = mine["id"].as_str().unwrap().to_string();
+    // Another tenant's job and one of ours, queued (no stages run here).
+    let create = |key: &'static str| {
+        let req = http.post(gw.url("/v1/videos")).bearer_auth(key).json(&json!({"prompt": "a red circle"}));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string() }
+    };
+    let (theirs, mine) = (create("sk-other").await, create("sk-acme").await);
 
     let file = |name: &str, bytes: Vec<u8>| reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
     let form = |f: &[(&str, &str)]| {

@@ -6,16 +6,12 @@
 
 mod common;
 
-use common::{Gateway, gateway_config, no_stages, stages as start_stages};
+use common::{Gateway, gateway_config, no_stages, sqlite, stages as start_stages};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tonic::Code;
 use vidmesh_gateway::config::{PolicyCategory, TenantConfig};
 use vidmesh_proto::gateway::v1::{GenerateRequest, ListJobsRequest};
-
-fn sqlite(dir: &std::path::Path) -> String {
-    format!("sqlite://{}", dir.join("jobs.db").display())
-}
 
 /// Reads an SSE stream to its end: (event name, data JSON) pairs.
 async fn sse(resp: reqwest::Response) -> Vec<(String, Value)> {

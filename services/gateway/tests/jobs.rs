@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, Stages, gateway_config, no_stages, stages as start_stages};
+use common::{Gateway, Stages, gateway_config, no_stages, sqlite, stages as start_stages};
 use tonic::Code;
 use vidmesh_proto::gateway::v1::{
     CancelJobRequest, GenerateRequest, GetJobRequest, JobEvent, JobState, ListJobsRequest, ListModelsRequest,
@@ -48,10 +48,6 @@ fn kinds(events: &[JobEvent]) -> Vec<&'static str> {
             Event::Cancelled(_) => "cancelled",
         })
         .collect()
-}
-
-fn sqlite(dir: &std::path::Path) -> String {
-    format!("sqlite://{}", dir.join("jobs.db").display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,6 +23,11 @@ pub fn no_stages() -> Stages {
     Stages { addrs: [nowhere; 4], denoiser_metrics: prometheus::Registry::new(), shutdown: CancellationToken::new() }
 }
 
+/// A SQLite job store under `dir`.
+pub fn sqlite(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("jobs.db").display())
+}
+
 /// A gateway config pointing at `stages`, storing under `root`, jobs in `store_url`.
 pub fn gateway_config(stages: &Stages, root: &Path, store_url: &str) -> vidmesh_gateway::Config {
     let mut c = vidmesh_gateway::Config::default();
