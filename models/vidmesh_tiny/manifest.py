@@ -74,7 +74,7 @@ def render(comps: dict, tokenizer_sha256: str, cfg, latent_shift: float, latent_
           "frames = [8, 16, 32]", "sizes = [[64, 64], [64, 96]]  # [height, width]", "fps = [8]", "",
           "[noise]", f'rng = "{NOISE_RNG}"', 'dtype = "float32"', 'layout = "per-sample [C, T, h, w] row-major"', "",
           "[conditioning]", "# Image→video and extension pin latent frames (keyframes); edits start part-way (sdedit).",
-          'modes = ["sdedit", "keyframes"]', "default_strength = 0.6", ""]
+          'modes = ["sdedit", "keyframes"]', "default_strength = 0.6", "keyframe_strength = 0.7", ""]
     return "\n".join(L)
 
 

@@ -29,34 +29,44 @@ struct Cli {
     command: Command,
 }
 
+/// What `generate` and `extend` both take.
+#[derive(clap::Args)]
+struct Make {
+    /// Output: an MP4 file, or (generate) a directory (a path ending in `/`, or an existing directory) that receives
+    /// lossless PNG frames `frame_0000.png`, … for comparing with another pipeline. Default: video.mp4
+    /// (generate), extended.mp4 (extend).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Duration in seconds (extend: of the new segment; default: the bundle's default frame count).
+    #[arg(long, conflicts_with = "frames")]
+    seconds: Option<f64>,
+    /// Exact frame count (e.g. 17 or 81 for 4k+1 models; extend: of the new segment); `vidmesh models` lists what
+    /// the bundle accepts.
+    #[arg(long)]
+    frames: Option<u32>,
+    /// Do not watermark the output (it is marked with this machine's key by default).
+    #[arg(long)]
+    no_watermark: bool,
+    /// Denoising steps (default: the bundle's).
+    #[arg(long, default_value_t = 0)]
+    steps: u32,
+    /// Noise seed (default: random, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Make a video from a prompt with the whole mesh in this process (watermarked with this machine's key).
     Generate {
         /// What the video shows.
         prompt: String,
-        /// Output: an MP4 file, or a directory (a path ending in `/`, or an existing directory) that receives
-        /// lossless PNG frames `frame_0000.png`, … for comparing with another pipeline.
-        #[arg(short, long, default_value = "video.mp4")]
-        output: PathBuf,
-        /// Duration in seconds (default: the bundle's default frame count).
-        #[arg(long, conflicts_with = "frames")]
-        seconds: Option<f64>,
-        /// Exact frame count (e.g. 17 or 81 for 4k+1 models); `vidmesh models` lists what the bundle accepts.
-        #[arg(long)]
-        frames: Option<u32>,
-        /// Do not watermark the output (it is marked with this machine's key by default).
-        #[arg(long)]
-        no_watermark: bool,
-        /// WIDTHxHEIGHT, e.g. 64x64 or 96x64 (default: the bundle's default).
+        #[command(flatten)]
+        make: Make,
+        /// WIDTHxHEIGHT, e.g. 64x64 or 96x64 (default: the bundle's default, or the reference's size when the
+        /// bundle makes it).
         #[arg(long)]
         size: Option<String>,
-        /// Denoising steps (default: the bundle's).
-        #[arg(long, default_value_t = 0)]
-        steps: u32,
-        /// Noise seed (default: random, printed).
-        #[arg(long)]
-        seed: Option<u64>,
         /// Classifier-free guidance scale (default: the bundle's).
         #[arg(long)]
         guidance: Option<f32>,
@@ -84,24 +94,8 @@ enum Command {
         video: PathBuf,
         /// What the continuation shows.
         prompt: String,
-        /// Output MP4.
-        #[arg(short, long, default_value = "extended.mp4")]
-        output: PathBuf,
-        /// Length of the new segment in seconds (default: the bundle's default frame count).
-        #[arg(long, conflicts_with = "frames")]
-        seconds: Option<f64>,
-        /// Length of the new segment in frames.
-        #[arg(long)]
-        frames: Option<u32>,
-        /// Denoising steps (default: the bundle's).
-        #[arg(long, default_value_t = 0)]
-        steps: u32,
-        /// Noise seed (default: random, printed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Do not watermark the output.
-        #[arg(long)]
-        no_watermark: bool,
+        #[command(flatten)]
+        make: Make,
     },
     /// Was this video made by vidmesh? Watermark (this machine's key), C2PA and passive evidence.
     Detect {
@@ -132,59 +126,25 @@ fn random_seed() -> u64 {
 
 async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -> Result<()> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    // An extension is a generation conditioned on its video.
-    let (cmd, extend) = match cmd {
-        Command::Extend { video, prompt, output, seconds, frames, steps, seed, no_watermark } => {
-            let cond = Conditioning { mode: Mode::Extend, media: read(&video)?, strength: 0.0 };
-            let (size, guidance, negative_prompt, timings, image, video, strength) =
-                (None, None, String::new(), false, None, None, None);
-            let cmd = Command::Generate {
-                prompt,
-                output,
-                seconds,
-                frames,
-                no_watermark,
-                size,
-                steps,
-                seed,
-                guidance,
-                negative_prompt,
-                timings,
-                image,
-                video,
-                strength,
+    let (prompt, make, size, guidance, negative_prompt, timings, cond, default_output) = match cmd {
+        Command::Generate { prompt, make, size, guidance, negative_prompt, timings, image, video, strength } => {
+            let cond = match (image, video) {
+                (Some(p), _) => Some(Conditioning { mode: Mode::ImageToVideo, media: read(&p)?, strength: 0.0 }),
+                (None, Some(p)) => {
+                    Some(Conditioning { mode: Mode::Edit, media: read(&p)?, strength: strength.unwrap_or(0.0) })
+                }
+                (None, None) => None,
             };
-            (cmd, Some(cond))
+            (prompt, make, size, guidance, negative_prompt, timings, cond, "video.mp4")
         }
-        cmd => (cmd, None),
-    };
-    let Command::Generate {
-        prompt,
-        output,
-        seconds,
-        frames,
-        no_watermark,
-        size,
-        steps,
-        seed,
-        guidance,
-        negative_prompt,
-        timings,
-        image,
-        video,
-        strength,
-    } = cmd
-    else {
-        unreachable!()
-    };
-    let cond = match (extend, image, video) {
-        (Some(c), _, _) => Some(c),
-        (None, Some(p), _) => Some(Conditioning { mode: Mode::ImageToVideo, media: read(&p)?, strength: 0.0 }),
-        (None, None, Some(p)) => {
-            Some(Conditioning { mode: Mode::Edit, media: read(&p)?, strength: strength.unwrap_or(0.0) })
+        Command::Extend { video, prompt, make } => {
+            let cond = Conditioning { mode: Mode::Extend, media: read(&video)?, strength: 0.0 };
+            (prompt, make, None, None, String::new(), false, Some(cond), "extended.mp4")
         }
-        (None, None, None) => None,
+        _ => unreachable!(),
     };
+    let Make { output, seconds, frames, no_watermark, steps, seed } = make;
+    let output = output.unwrap_or_else(|| PathBuf::from(default_output));
     let env = local::with_onnxruntime(env)?;
     let key = if no_watermark { String::new() } else { local::watermark_key(&env)? };
     let store = tempfile::tempdir()?;

@@ -205,6 +205,11 @@ impl Mesh {
                     clean[(ch * t + f) * plane..(ch * t + f + 1) * plane].copy_from_slice(&k.data[src..src + plane]);
                 }
             }
+            let strength = self.manifest().conditioning.keyframe_strength;
+            if strength < 1.0 && req.init.is_none() {
+                req.init =
+                    Some((vidmesh_denoiser::engine::job::spread(&clean, &positions, req.latent_shape), strength));
+            }
             req.keyframes = Some((clean, positions));
         }
         let shape = req.latent_shape;

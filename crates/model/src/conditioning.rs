@@ -40,6 +40,15 @@ pub struct ConditioningSpec {
     /// SDEdit strength when a request leaves it at 0, in (0, 1].
     #[serde(default = "default_strength")]
     pub default_strength: f32,
+    /// Keyframes: where in the schedule the free latent frames start from their nearest keyframe, in (0, 1]
+    /// (1: from pure noise). Below 1 the free frames begin where the pinned ones are, so the motion continues
+    /// from them.
+    #[serde(default = "one")]
+    pub keyframe_strength: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 fn default_strength() -> f32 {
@@ -48,7 +57,7 @@ fn default_strength() -> f32 {
 
 impl Default for ConditioningSpec {
     fn default() -> Self {
-        Self { modes: Vec::new(), default_strength: default_strength() }
+        Self { modes: Vec::new(), default_strength: default_strength(), keyframe_strength: one() }
     }
 }
 
@@ -135,6 +144,9 @@ impl Manifest {
         }
         if !(c.default_strength > 0.0 && c.default_strength <= 1.0) {
             return Err(format!("conditioning.default_strength {} must be in (0, 1]", c.default_strength));
+        }
+        if !(c.keyframe_strength > 0.0 && c.keyframe_strength <= 1.0) {
+            return Err(format!("conditioning.keyframe_strength {} must be in (0, 1]", c.keyframe_strength));
         }
         Ok(())
     }

@@ -210,3 +210,70 @@ async fn exports_its_load_and_outcomes() {
     assert_eq!(value("decoder_frames_total"), Some(16.0));
     assert_eq!(value("decoder_decode_seconds"), Some(1.0));
 }
+
+/// Encode: an image becomes one latent frame; a video its whole latent frames (a partial one cut), chunk by chunk
+/// identical to one run, and the same latents whether sent as bytes or read from storage; a video re-encoded from
+/// decoded latents comes back close to them; bad sources are INVALID_ARGUMENT / NOT_FOUND.
+#[tokio::test]
+async fn references_are_encoded_to_latents() {
+    use vidmesh_proto::decoder::v1::{EncodeRequest, encode_event, encode_request::Source};
+    async fn encode(client: &mut DecoderClient<Channel>, req: EncodeRequest) -> Result<TensorF32, tonic::Status> {
+        let mut stream = client.encode(req).await?.into_inner();
+        let mut asm = vidmesh_runtime::tensor::Assembler::new("latents");
+        let mut out = None;
+        while let Some(ev) = stream.message().await? {
+            if let Some(encode_event::Event::Latents(c)) = ev.event {
+                out = asm.push(c).unwrap().or(out);
+            }
+        }
+        Ok(out.unwrap())
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut client, _stop) = start(1, dir.path()).await;
+    let data = |b: Vec<u8>| EncodeRequest { source: Some(Source::Data(b)), ..Default::default() };
+
+    let rgb: Vec<u8> = (0..80 * 60 * 3).map(|i| (i % 251) as u8).collect();
+    let png = vidmesh_video::png_frame(80, 60, &rgb).unwrap();
+    assert_eq!(encode(&mut client, data(png)).await.unwrap().shape, vec![8, 1, 16, 16]);
+
+    // Decoded latents → MP4 in storage → encoded again, from storage and from bytes.
+    let latents = fixture(0, "latents_final");
+    let (_, stored) = decode(&mut client, req(&latents, "enc")).await.unwrap();
+    let path = path_of(&stored.video.unwrap().uri);
+    let key = path.strip_prefix(dir.path()).unwrap().display().to_string();
+    let from_key = encode(&mut client, EncodeRequest { source: Some(Source::Key(key.clone())), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(from_key.shape, latents.shape);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(encode(&mut client, data(bytes)).await.unwrap(), from_key);
+    let err = |a: &TensorF32, b: &TensorF32| {
+        a.data.iter().zip(&b.data).map(|(x, y)| (x - y).powi(2)).sum::<f32>()
+            / a.data.iter().map(|x| x * x).sum::<f32>()
+    };
+    assert!(err(&from_key, &latents) < 0.1, "relative error {}", err(&from_key, &latents));
+    let first = EncodeRequest { source: Some(Source::Key(key.clone())), frames: 8, ..Default::default() };
+    assert_eq!(encode(&mut client, first).await.unwrap(), from_key.frames(0, 2));
+
+    for (req, code, why) in [
+        (data(b"junk".to_vec()), Code::InvalidArgument, "neither an image"),
+        (data(vec![0, 0, 0, 24, b'f', b't', b'y', b'p', 0, 0, 0, 0]), Code::InvalidArgument, "MP4"),
+        (
+            EncodeRequest { source: Some(Source::Key("jobs/none/video.mp4".into())), ..Default::default() },
+            Code::NotFound,
+            "none",
+        ),
+        (
+            EncodeRequest { source: Some(Source::Key("../etc/passwd".into())), ..Default::default() },
+            Code::InvalidArgument,
+            "key",
+        ),
+        (EncodeRequest { frames: 6, ..data(b"junk".to_vec()) }, Code::InvalidArgument, "multiple of 4"),
+        (EncodeRequest { width: 640, height: 480, ..data(b"junk".to_vec()) }, Code::InvalidArgument, "64x64"),
+        (EncodeRequest::default(), Code::InvalidArgument, "source is empty"),
+    ] {
+        let e = encode(&mut client, req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{}", e.message());
+        assert!(e.message().contains(why), "{} should mention {why}", e.message());
+    }
+}

@@ -168,11 +168,18 @@ pub fn validate(
             Some((t.data, req.strength))
         }
     };
-    let keyframes = match &req.keyframes {
-        None => None,
+    let (keyframes, init) = match &req.keyframes {
+        None => (None, init),
         Some(k) => {
             m.check_mode(Mode::Keyframes, "keyframes").map_err(bad)?;
-            Some(keyframes(k, latent_shape)?)
+            let (clean, positions) = keyframes(k, latent_shape)?;
+            let init = match (k.strength, init) {
+                (s, None) if s > 0.0 && s < 1.0 => Some((engine::job::spread(&clean, &positions, latent_shape), s)),
+                (s, init) if s == 0.0 || s == 1.0 => init,
+                (s, None) => return Err(bad(format!("keyframes.strength {s} must be in [0, 1]"))),
+                (_, Some(_)) => return Err(bad("keyframes.strength and init_latents exclude each other".into())),
+            };
+            (Some((clean, positions)), init)
         }
     };
     if req.preview_every > steps {

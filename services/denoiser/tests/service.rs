@@ -500,19 +500,35 @@ async fn keyframes_come_out_exactly_as_pinned() {
     // Pin latent frames 0 and 2 to another seed's video.
     let other = run(&mut r.client, DenoiseRequest { steps: 6, seed: 9, ..case_request(0) }).await.latents.unwrap();
     let pins = other.frames(0, 1).concat_frames(&other.frames(2, 3));
-    let keyframes = Keyframes { latents: Some(pins.to_proto()), positions: vec![0, 2] };
+    let keyframes = Keyframes { latents: Some(pins.to_proto()), positions: vec![0, 2], strength: 0.0 };
     let req = DenoiseRequest { steps: 6, keyframes: Some(keyframes.clone()), ..case_request(0) };
     let pinned = run(&mut r.client, req).await.latents.unwrap();
     assert_eq!(pinned.frames(0, 1), other.frames(0, 1));
     assert_eq!(pinned.frames(2, 3), other.frames(2, 3));
     assert_ne!(pinned.frames(1, 2), plain.frames(1, 2), "the free frames follow the pinned ones");
     assert_eq!(pinned.shape, vec![c, t, h, w]);
+    // With a strength, the free frames start from their nearest keyframe part-way: fewer steps, pins still exact.
+    let started = Keyframes { strength: 0.5, ..keyframes.clone() };
+    let out = run(&mut r.client, DenoiseRequest { steps: 6, keyframes: Some(started), ..case_request(0) }).await;
+    assert!(matches!(out.events.first(), Some(Ev::Accepted(a)) if a.total_steps == 3));
+    let from_pins = out.latents.unwrap();
+    assert_eq!(from_pins.frames(2, 3), other.frames(2, 3));
+    assert_ne!(from_pins, pinned);
 
     let bad = |k: Keyframes| DenoiseRequest { steps: 6, keyframes: Some(k), ..case_request(0) };
     for (req, why) in [
         (bad(Keyframes { positions: vec![2, 0], ..keyframes.clone() }), "increasing"),
         (bad(Keyframes { positions: vec![0, t as u32], ..keyframes.clone() }), "below"),
         (bad(Keyframes { positions: vec![0], ..keyframes.clone() }), "keyframes.latents has shape"),
+        (bad(Keyframes { strength: 1.5, ..keyframes.clone() }), "keyframes.strength"),
+        (
+            DenoiseRequest {
+                init_latents: Some(plain.to_proto()),
+                strength: 0.5,
+                ..bad(Keyframes { strength: 0.5, ..keyframes.clone() })
+            },
+            "exclude each other",
+        ),
     ] {
         let err = r.client.denoise(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);

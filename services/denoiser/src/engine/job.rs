@@ -103,6 +103,22 @@ pub struct Pins {
     pub frames: Vec<usize>,
 }
 
+/// Each latent frame of `clean` ([C, T', h, w]) set to its nearest pinned frame: the last one at or before it,
+/// else the first after it.
+pub fn spread(clean: &[f32], positions: &[usize], shape: [usize; 4]) -> Vec<f32> {
+    let [c, t, h, w] = shape;
+    let plane = h * w;
+    let mut out = vec![0.0; clean.len()];
+    for f in 0..t {
+        let from = positions.iter().rev().find(|&&p| p <= f).or(positions.first()).copied().unwrap_or(f);
+        for ch in 0..c {
+            let (src, dst) = ((ch * t + from) * plane, (ch * t + f) * plane);
+            out[dst..dst + plane].copy_from_slice(&clean[src..src + plane]);
+        }
+    }
+    out
+}
+
 impl Pins {
     /// Sets the pinned frames of `x` ([C, T', h, w]) to their clean values at noise level `i` of `schedule`.
     pub fn apply(&self, schedule: &Scheduler, i: usize, shape: [usize; 4], x: &mut [f32]) {

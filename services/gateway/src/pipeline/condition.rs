@@ -23,8 +23,9 @@ use super::{Failure, MAX_MESSAGE, Pipeline, Run};
 pub enum Conditioned {
     /// Text only.
     None,
-    /// Pinned latent frames (image→video).
-    Keyframes(TensorF32, Vec<u32>),
+    /// Pinned latent frames (image→video), and where the free frames start from them (the bundle's
+    /// `keyframe_strength`).
+    Keyframes(TensorF32, Vec<u32>, f32),
     /// Init latents and strength (edit).
     Init(TensorF32, f32),
     /// An extension: the source's latents (all of them), and the window's pinned context.
@@ -35,6 +36,8 @@ pub enum Conditioned {
         context: usize,
         /// Frames the denoiser generates.
         window: u32,
+        /// Where the free frames start from the context (the bundle's `keyframe_strength`).
+        strength: f32,
     },
 }
 
@@ -43,18 +46,19 @@ impl Conditioned {
     pub fn apply(&self, req: &mut DenoiseRequest) {
         match self {
             Conditioned::None => {}
-            Conditioned::Keyframes(latents, positions) => {
-                req.keyframes = Some(Keyframes { latents: Some(latents.to_proto()), positions: positions.clone() });
+            Conditioned::Keyframes(latents, positions, strength) => {
+                let (latents, positions) = (Some(latents.to_proto()), positions.clone());
+                req.keyframes = Some(Keyframes { latents, positions, strength: *strength });
             }
             Conditioned::Init(latents, strength) => {
                 req.init_latents = Some(latents.to_proto());
                 req.strength = *strength;
             }
-            Conditioned::Extend { source, context, window } => {
+            Conditioned::Extend { source, context, window, strength } => {
                 let t = source.shape[1];
                 let pinned = source.frames(t - context, t);
                 let positions = (0..*context as u32).collect();
-                req.keyframes = Some(Keyframes { latents: Some(pinned.to_proto()), positions });
+                req.keyframes = Some(Keyframes { latents: Some(pinned.to_proto()), positions, strength: *strength });
                 req.frames = *window;
             }
         }
@@ -119,13 +123,16 @@ impl Pipeline {
         }
         let latents = latents.ok_or_else(|| dc.answer("the encode ended without latents", Code::Unavailable))?;
         Ok(match mode {
-            ConditioningMode::ImageToVideo => Conditioned::Keyframes(latents, vec![0]),
+            ConditioningMode::ImageToVideo => {
+                Conditioned::Keyframes(latents, vec![0], m.conditioning.keyframe_strength)
+            }
             ConditioningMode::Edit => Conditioned::Init(latents, c.strength),
             _ => {
                 let ext = m
                     .extension(c.source_frames, run.req.num_frames)
                     .map_err(|e| dc.answer(e, Code::FailedPrecondition))?;
-                Conditioned::Extend { source: latents, context: (ext.context / tc) as usize, window: ext.window }
+                let (context, window) = ((ext.context / tc) as usize, ext.window);
+                Conditioned::Extend { source: latents, context, window, strength: m.conditioning.keyframe_strength }
             }
         })
     }
