@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Packs the CUDA build of ONNX Runtime (onnxruntime-gpu 1.31.1: libonnxruntime + the CUDA provider, ~315 MB) into
-# xz parts (~195 MB; zstd is not on the device's package list, Python's lzma unpacks xz) small enough to travel
-# beside the working tree to the lent GPU machine, which has no network (../shared/gpu.md). Parts go to .cuda/part-NN (ignored by git). Slice them to fit each call beside the working
-# tree (`cat .cuda/part-* | dd ... of=.cuda/cK/p`), carry `.cuda/cK` in call K with
-# `scripts/device/cuda-check.sh append .cuda/cK`, and end with `scripts/device/cuda-check.sh run BENCH`.
-# The tree is ~46 MB, 45 of them the bundle and fixtures; untracking those for the calls (`git rm -r --cached
-# models/vidmesh-tiny models/fixtures` + .git/info/exclude, `git reset` after) and carrying only dit.onnx +
-# model.toml fits the ~195 MB of parts and the xz'd bench (~10 MB) in four calls. Not yet run on the device: the
-# session that wrote this had spent its device time on training (see the issue notes).
-#   scripts/device/pack-cuda.sh [PART_MIB]     # default 20 MiB parts
+# Packs what the CUDA benchmarks need on the lent GPU machine, which has no network (../shared/gpu.md), into
+# pieces that each fit one device call beside the working tree (64 MiB a call):
+#   .cuda/c0 … .cuda/c3/p   the CUDA build of ONNX Runtime (onnxruntime-gpu 1.31.1: libonnxruntime, the shared
+#                           and CUDA providers, ~315 MB) as a gzip -1 tar (~245 MB; fast here, Python unpacks it
+#                           there), in 55 MiB slices;
+#   .devbench/              the last slice (p), the release bench (vidmesh-bench.gz) and vidmesh-tiny's DiT
+#                           (bundle/: dit.onnx + model.toml, all the DiT benchmarks read).
+# The models/ folder (~85 MB) cannot travel with them: for the calls, untrack it
+# (`git rm -r -q --cached models && echo /models/ >> .git/info/exclude`), then `git reset -q` and drop the line.
+# Calls (each within 30 s of the last, so the machine stays warm; carry the one folder named):
+#   carry .cuda/cK:   scripts/device/cuda-check.sh append .cuda/cK          (K = 0 … 3)
+#   carry .devbench:  scripts/device/cuda-check.sh run
+# docs/benchmarks.md ("GPU") holds what this recipe measured.
+#   scripts/device/pack-cuda.sh                 # needs target/release/vidmesh-bench (cargo build --release -p vidmesh-bench)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-part="${1:-20}"
 lib="$(scripts/fetch-onnxruntime.sh --gpu)"
 dir="$(dirname "$lib")"
-rm -rf .cuda && mkdir -p .cuda
-grep -qx '/.cuda/' .git/info/exclude 2>/dev/null || echo '/.cuda/' >> .git/info/exclude
-tar -C "$dir" -cf - libonnxruntime.so.1.31.1 libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so | xz -T0 -6 | split -b "${part}M" -d -a 2 - .cuda/part-
-ls -l .cuda >&2
-echo "$(ls .cuda | wc -l) parts of ${part} MiB in .cuda/"
+rm -rf .cuda .devbench && mkdir -p .cuda .devbench/bundle
+for d in /.cuda/ /.devbench/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
+tar -C "$dir" -cf - libonnxruntime.so.1.31.1 libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so |
+  gzip -1 | split -b 55M -d -a 2 - .cuda/part-
+parts=(.cuda/part-*)
+for i in "${!parts[@]}"; do
+  if (( i + 1 < ${#parts[@]} )); then mkdir -p ".cuda/c$i" && mv "${parts[$i]}" ".cuda/c$i/p"; else mv "${parts[$i]}" .devbench/p; fi
+done
+gzip -1 -c target/release/vidmesh-bench > .devbench/vidmesh-bench.gz
+cp models/vidmesh-tiny/dit.onnx models/vidmesh-tiny/model.toml .devbench/bundle/
+du -sh .cuda/c* .devbench >&2
