@@ -191,29 +191,27 @@ async fn create(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
 
 /// `POST /v1/videos/edits`: the video re-made with the prompt at `strength`.
 async fn edit(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
-    let tenant = tenant(&api, req.headers())?;
-    let headers = req.headers().clone();
-    let fields = Fields::read(req).await?;
-    fields.only(&[COMMON, &["video", "strength"]].concat())?;
-    let mut request = generate_request(&fields.values)?;
-    let r = reference(&fields, "video", &["id"])?
-        .ok_or_else(|| bad("video is required: upload a file or send {\"id\": …}".into()))?;
-    let strength = number(&fields.values, "strength")?.unwrap_or(0.0) as f32;
-    request.conditioning = Some(conditioning(ConditioningMode::Edit, Some(r), strength));
-    submit(&api, &tenant, &headers, request).await
+    from_video(&api, req, ConditioningMode::Edit).await
 }
 
 /// `POST /v1/videos/extensions`: the video continued by `seconds`; the result is the stitched whole.
 async fn extend(State(api): State<Arc<Api>>, req: Request) -> Result<Response> {
-    let tenant = tenant(&api, req.headers())?;
+    from_video(&api, req, ConditioningMode::Extend).await
+}
+
+/// A job made from a `video` (an edit, which also takes `strength`, or an extension).
+async fn from_video(api: &Api, req: Request, mode: ConditioningMode) -> Result<Response> {
+    let tenant = tenant(api, req.headers())?;
     let headers = req.headers().clone();
     let fields = Fields::read(req).await?;
-    fields.only(&[COMMON, &["video"]].concat())?;
+    let own: &[&str] = if mode == ConditioningMode::Edit { &["video", "strength"] } else { &["video"] };
+    fields.only(&[COMMON, own].concat())?;
     let mut request = generate_request(&fields.values)?;
     let r = reference(&fields, "video", &["id"])?
         .ok_or_else(|| bad("video is required: upload a file or send {\"id\": …}".into()))?;
-    request.conditioning = Some(conditioning(ConditioningMode::Extend, Some(r), 0.0));
-    submit(&api, &tenant, &headers, request).await
+    let strength = number(&fields.values, "strength")?.unwrap_or(0.0) as f32;
+    request.conditioning = Some(conditioning(mode, Some(r), strength));
+    submit(api, &tenant, &headers, request).await
 }
 
 /// `POST /v1/videos/{id}/remix`: the finished job's parameters with a new prompt.
