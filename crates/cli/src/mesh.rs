@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use vidmesh_decoder::engine::{Decoder, Generation, Stored};
 use vidmesh_denoiser::engine::scheduler::Kind;
 use vidmesh_denoiser::engine::{Denoiser, Event, Request, TextStates};
-use vidmesh_model::{Ask, Limits, Manifest, Mode as ModelMode, Onnx, OnnxConfig, Plan};
+use vidmesh_model::{Ask, Limits, Manifest, Onnx, OnnxConfig, Plan, Task};
 use vidmesh_runtime::TensorF32;
 use vidmesh_text_encoder::engine::Encoder;
 use vidmesh_video::Video;
@@ -196,15 +196,7 @@ impl Mesh {
         };
         let context = keyframes.as_ref().map_or(0, |(_, p): &(TensorF32, Vec<usize>)| p.len());
         if let Some((k, positions)) = keyframes {
-            let [c, t, h, w] = req.latent_shape;
-            let mut clean = vec![0.0; c * t * h * w];
-            let plane = h * w;
-            for ch in 0..c {
-                for (j, &f) in positions.iter().enumerate() {
-                    let src = (ch * positions.len() + j) * plane;
-                    clean[(ch * t + f) * plane..(ch * t + f + 1) * plane].copy_from_slice(&k.data[src..src + plane]);
-                }
-            }
+            let clean = vidmesh_denoiser::engine::job::place(&k.data, &positions, req.latent_shape);
             let strength = self.manifest().conditioning.keyframe_strength;
             if strength < 1.0 && req.init.is_none() {
                 req.init =
@@ -242,16 +234,13 @@ impl Mesh {
         let m = self.manifest();
         let probe = vidmesh_video::media::probe(&c.media).context("the reference")?;
         let image = probe.kind == vidmesh_video::media::MediaKind::Image;
-        let (what, needs) = match c.mode {
-            Mode::ImageToVideo => ("image-to-video", ModelMode::Keyframes),
-            Mode::Edit => ("video edits", ModelMode::Sdedit),
-            Mode::Extend => ("video extensions", ModelMode::Keyframes),
+        let task = match c.mode {
+            Mode::ImageToVideo => Task::ImageToVideo,
+            Mode::Edit => Task::Edit,
+            Mode::Extend => Task::Extend,
         };
-        m.check_mode(needs, what).map_err(anyhow::Error::msg)?;
-        if c.mode != Mode::ImageToVideo && image {
-            bail!("{what} take a video as the reference, not an image");
-        }
-        m.check_reference_size(probe.width, probe.height, job.width, job.height).map_err(anyhow::Error::msg)?;
+        m.check_reference(task, image, (probe.width, probe.height), (job.width, job.height))
+            .map_err(anyhow::Error::msg)?;
         let tc = m.vae.temporal_compression;
         let (frames, still) = match c.mode {
             Mode::ImageToVideo => (tc, true),

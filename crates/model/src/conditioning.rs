@@ -31,6 +31,28 @@ impl Mode {
     }
 }
 
+/// What a conditioned request does with its reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// The reference image is the first frame (`keyframes`).
+    ImageToVideo,
+    /// The reference video re-made with the prompt (`sdedit`).
+    Edit,
+    /// The reference video continued (`keyframes`).
+    Extend,
+}
+
+impl Task {
+    /// The mode the task needs, and its name in messages.
+    pub fn needs(self) -> (Mode, &'static str) {
+        match self {
+            Task::ImageToVideo => (Mode::Keyframes, "image-to-video"),
+            Task::Edit => (Mode::Sdedit, "video edits"),
+            Task::Extend => (Mode::Keyframes, "video extensions"),
+        }
+    }
+}
+
 /// `[conditioning]`: what the bundle's model can be conditioned on besides text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConditioningSpec {
@@ -109,6 +131,17 @@ impl Manifest {
             mode.name(),
             modes.join(", ")
         ))
+    }
+
+    /// Refuses a reference the bundle cannot use for `task`: a mode it does not declare, an image where a video is
+    /// needed, a size resizing does not cover (`src` and `video` as (width, height)).
+    pub fn check_reference(&self, task: Task, image: bool, src: (u32, u32), video: (u32, u32)) -> Result<(), String> {
+        let (mode, what) = task.needs();
+        self.check_mode(mode, what)?;
+        if task != Task::ImageToVideo && image {
+            return Err(format!("{what} take a video as the reference, not an image"));
+        }
+        self.check_reference_size(src.0, src.1, video.0, video.1)
     }
 
     /// Refuses a reference of `src_w`×`src_h` that scaling and centre-cropping cannot turn into a `w`×`h` video.

@@ -17,7 +17,7 @@ mod plan;
 mod validate;
 
 pub use bundle::{Bundle, ModelConfig};
-pub use conditioning::{ConditioningSpec, Extension, Mode};
+pub use conditioning::{ConditioningSpec, Extension, Mode, Task};
 pub use error::ModelError;
 pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{

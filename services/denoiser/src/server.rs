@@ -223,15 +223,8 @@ fn keyframes(k: &Keyframes, shape: [usize; 4]) -> Result<(Vec<f32>, Vec<usize>),
     if t.data.iter().any(|x| !x.is_finite()) {
         return Err(bad("keyframes.latents holds NaN or infinite values".into()));
     }
-    let plane = h * w;
-    let mut clean = vec![0.0; c * frames * plane];
-    for ch in 0..c {
-        for (j, &f) in k.positions.iter().enumerate() {
-            let (src, dst) = ((ch * n + j) * plane, (ch * frames + f as usize) * plane);
-            clean[dst..dst + plane].copy_from_slice(&t.data[src..src + plane]);
-        }
-    }
-    Ok((clean, k.positions.iter().map(|&p| p as usize).collect()))
+    let positions: Vec<usize> = k.positions.iter().map(|&p| p as usize).collect();
+    Ok((engine::job::place(&t.data, &positions, shape), positions))
 }
 
 fn to_proto(ev: Event, shape: [usize; 4], model: &(String, String)) -> Vec<Result<DenoiseEvent, Status>> {

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use prost_types::Timestamp;
 use vidmesh_model::Manifest;
-use vidmesh_model::Mode as ModelMode;
+use vidmesh_model::Task;
 use vidmesh_proto::gateway::v1::{
     Conditioning, ConditioningMode as Mode, GenerateRequest, Job, JobError, JobEvent, JobState, job_event::Event,
 };
@@ -64,18 +64,13 @@ pub struct Reference {
 fn conditioned(m: &Manifest, c: &Conditioning, r: &Reference, req: &GenerateRequest, asked: u32) -> Result<u32, Error> {
     let bad = |msg: String| Error::InvalidArgument(msg);
     let mode = Mode::try_from(c.mode).unwrap_or(Mode::Unspecified);
-    let what = match mode {
-        Mode::ImageToVideo => "image-to-video",
-        Mode::Edit => "video edits",
-        Mode::Extend => "video extensions",
+    let task = match mode {
+        Mode::ImageToVideo => Task::ImageToVideo,
+        Mode::Edit => Task::Edit,
+        Mode::Extend => Task::Extend,
         Mode::Unspecified => return Err(bad("conditioning.mode is required (IMAGE_TO_VIDEO, EDIT or EXTEND)".into())),
     };
-    let needs = if mode == Mode::Edit { ModelMode::Sdedit } else { ModelMode::Keyframes };
-    m.check_mode(needs, what).map_err(bad)?;
-    if mode != Mode::ImageToVideo && r.image {
-        return Err(bad(format!("{what} take a video as the reference, not an image")));
-    }
-    m.check_reference_size(r.width, r.height, req.width, req.height).map_err(bad)?;
+    m.check_reference(task, r.image, (r.width, r.height), (req.width, req.height)).map_err(bad)?;
     if c.strength != 0.0 && (mode != Mode::Edit || !(c.strength > 0.0 && c.strength <= 1.0)) {
         return Err(bad(format!("strength {} applies to edits only, in (0, 1]", c.strength)));
     }

@@ -119,6 +119,21 @@ pub fn spread(clean: &[f32], positions: &[usize], shape: [usize; 4]) -> Vec<f32>
     out
 }
 
+/// Pinned frames `pinned` ([C, K, h, w], K = `positions.len()`) laid out at their positions in a [C, T', h, w]
+/// buffer of `shape` (the other frames zero).
+pub fn place(pinned: &[f32], positions: &[usize], shape: [usize; 4]) -> Vec<f32> {
+    let [c, t, h, w] = shape;
+    let (n, plane) = (positions.len(), h * w);
+    let mut clean = vec![0.0; c * t * plane];
+    for ch in 0..c {
+        for (j, &f) in positions.iter().enumerate() {
+            let (src, dst) = ((ch * n + j) * plane, (ch * t + f) * plane);
+            clean[dst..dst + plane].copy_from_slice(&pinned[src..src + plane]);
+        }
+    }
+    clean
+}
+
 impl Pins {
     /// Sets the pinned frames of `x` ([C, T', h, w]) to their clean values at noise level `i` of `schedule`.
     pub fn apply(&self, schedule: &Scheduler, i: usize, shape: [usize; 4], x: &mut [f32]) {
