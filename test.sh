@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
 # Every test of the repository. This is the README's test command; .ci/run calls it on a fresh machine.
-# Set-up (first run only, cached after): libonnxruntime from the onnxruntime wheel, Garage (a real S3 server, built
-# with cargo, ~7 min), Debian's ffmpeg (ffprobe checks the MP4 files), the official `openai` Python SDK in a venv
-# (the HTTP API is tested with it), and a running PostgreSQL on 127.0.0.1:5432 (the multi-replica gateway tests;
-# started here when the Debian cluster is installed but down; VIDMESH_TEST_POSTGRES names another server).
+# Set-up (first run only, cached after): FFmpeg's libraries and the ffmpeg command from Debian
+# (scripts/setup-system.sh: vidmesh decodes video through libavcodec; the tests make and attack videos with ffmpeg),
+# libonnxruntime from the onnxruntime wheel, Garage (a real S3 server, built with cargo, ~7 min), the official
+# `openai` Python SDK and c2pa's `c2pa-python` in a venv (the HTTP API and the C2PA manifests are checked with
+# them), and a running PostgreSQL on 127.0.0.1:5432 (the multi-replica gateway tests; started here when the
+# Debian cluster is installed but down; VIDMESH_TEST_POSTGRES names another server).
 # Then Rust: format, lints (warnings are errors), all tests against the real vidmesh-tiny bundle on ONNX Runtime;
 # Python: the model bundle's manifest, noise, world, fixtures and generate command (models/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
+scripts/setup-system.sh
 ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(scripts/fetch-onnxruntime.sh)}"
 GARAGE_BIN="${GARAGE_BIN:-$(scripts/install-garage.sh)}"
 export ORT_DYLIB_PATH GARAGE_BIN
-if ! command -v ffprobe >/dev/null; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  echo "installing ffmpeg (ffprobe) from Debian" >&2
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null; }
-fi
 venv=tests/openai/.venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/openai/requirements.txt

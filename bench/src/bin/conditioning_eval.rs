@@ -43,7 +43,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let env = vidmesh_cli::local::with_onnxruntime(std::env::vars().collect())?;
     let store = tempfile::tempdir()?;
-    let mesh = Mesh::load(Path::new(&bundle), store.path(), "", &env).await?;
+    let mesh = Mesh::load(Path::new(&bundle), store.path(), "", None, &env).await?;
     let m = mesh.manifest().clone();
     let base = cases.parent().unwrap_or(Path::new("."));
     let text = std::fs::read_to_string(&cases).with_context(|| format!("reading {}", cases.display()))?;

@@ -1,8 +1,9 @@
 //! Watermark evaluation on real vidmesh-tiny outputs (issue 4, item 6).
 //!
 //! Generates N videos in process (text-encoder → denoiser → VAE, the services' own engines), watermarks them with
-//! the decoder's embedder, encodes them with the decoder's MP4 writer, attacks every file with the ffmpeg CLI, and
-//! detects on the attacked positives, on negatives (the same videos unmarked, and ffmpeg's synthetic sources), and
+//! the decoder's embedder, encodes them with the decoder's MP4 writer, attacks every file with the ffmpeg CLI (the
+//! rows of [`natural::ATTACKS`]: H.264, H.265, VP9 and AV1 re-encodes, geometry, colour, timing, combined), decodes
+//! with vidmesh's FFmpeg decoder and detects on the attacked positives, on negatives (the same videos unmarked, and ffmpeg's synthetic sources), and
 //! under a key-shuffle null (random wrong keys against every suspect). Prints a Markdown report.
 //!
 //! Every marked video is given a payload (generator 7, a tag of its index); videos of at least
@@ -10,7 +11,8 @@
 //! scales the generated frames K× (bilinear) before marking, standing in for a bigger model's output.
 //!
 //! `cargo run --release -p vidmesh-bench --bin watermark_eval -- [--videos N] [--null-trials M] [--enlarge K]
-//! [--out FILE]` (needs ffmpeg/ffprobe on PATH and ORT_DYLIB_PATH from scripts/fetch-onnxruntime.sh).
+//! [--out FILE]` (needs ffmpeg on PATH and ORT_DYLIB_PATH from scripts/fetch-onnxruntime.sh). With `--natural
+//! --photos DIR`: natural-content clips at realistic sizes instead (module `natural`).
 //!
 //! For research on the embedding: `--dump DIR` writes the unmarked frames and stops; `--from DIR` reads them back
 //! instead of generating (the same videos, without the model: seconds instead of minutes); `--attacks 0,11` runs
@@ -23,28 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use vidmesh_cli::mesh::{Job, Mesh};
-use vidmesh_video::{EncodeOptions, Video, encode_mp4, luma_ssim};
-use vidmesh_watermark::{Embedder, Key, Params, Payload, Reference, Suspect};
+use vidmesh_video::{EncodeOptions, Video, encode_mp4, luma_psnr, luma_ssim};
+use vidmesh_watermark::{Budget, Embedder, Key, Params, Payload, Reference, Suspect};
 
-/// (name, ffmpeg video filter, CRF) — every attack is an H.264 re-encode by libx264.
-const ATTACKS: &[(&str, &str, u32)] = &[
-    ("none (our MP4)", "", 0),
-    ("re-encode CRF 23", "null", 23),
-    ("re-encode CRF 28", "null", 28),
-    ("re-encode CRF 35", "null", 35),
-    ("scale 0.5", "scale=trunc(iw/4)*2:trunc(ih/4)*2", 23),
-    ("crop 90%", "crop=trunc(iw*0.45)*2:trunc(ih*0.45)*2", 23),
-    ("crop 71%", "crop=trunc(iw*0.355)*2:trunc(ih*0.355)*2", 23),
-    ("brightness x1.2", "lutrgb=r=val*1.2:g=val*1.2:b=val*1.2", 23),
-    ("brightness x0.5", "lutrgb=r=val*0.5:g=val*0.5:b=val*0.5", 23),
-    ("fps x15/24", "fps=fps=source_fps*15/24", 23),
-    ("30% frames dropped", "select='lt(mod(n\\,10)\\,7)',setpts=N/FRAME_RATE/TB", 23),
-    (
-        "combined: CRF 28 + crop 90% + 0.5x + brightness 1.2",
-        "crop=trunc(iw*0.45)*2:trunc(ih*0.45)*2,scale=trunc(iw/4)*2:trunc(ih/4)*2,lutrgb=r=val*1.2:g=val*1.2:b=val*1.2",
-        28,
-    ),
-];
+#[path = "../natural.rs"]
+mod natural;
+
+use natural::{ATTACKS, median};
 
 const NEGATIVE_SOURCES: &[&str] = &["testsrc2", "mandelbrot", "life", "cellauto", "gradients", "smptehdbars"];
 const NEGATIVE_SIZES: &[&str] = &["64x64", "96x64", "128x128"];
@@ -75,44 +62,9 @@ fn ffmpeg(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn attack(input: &Path, output: &Path, filter: &str, crf: u32) -> Result<()> {
-    let crf = crf.to_string();
-    ffmpeg(&[
-        "-i",
-        &input.display().to_string(),
-        "-vf",
-        filter,
-        "-c:v",
-        "libx264",
-        "-crf",
-        &crf,
-        "-pix_fmt",
-        "yuv420p",
-        &output.display().to_string(),
-    ])
-}
-
-/// Reads any MP4 ffmpeg can decode (libx264's High profile included) as RGB frames.
+/// Reads a video file with vidmesh's own FFmpeg decoder (what the classifier uses).
 fn read_any(path: &Path) -> Result<Video> {
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,r_frame_rate"])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()?;
-    let text = String::from_utf8_lossy(&probe.stdout);
-    let f: Vec<&str> = text.trim().split(',').collect();
-    ensure!(f.len() == 3, "ffprobe {}: {text}", path.display());
-    let (w, h): (usize, usize) = (f[0].parse()?, f[1].parse()?);
-    let fps = f[2].split_once('/').map(|(a, b)| a.parse::<f64>().unwrap_or(8.0) / b.parse::<f64>().unwrap_or(1.0));
-    let raw = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()?;
-    ensure!(raw.status.success(), "ffmpeg decode {}", path.display());
-    let frames: Vec<Vec<u8>> = raw.stdout.chunks_exact(w * h * 3).map(<[u8]>::to_vec).collect();
-    ensure!(!frames.is_empty(), "{} has no frames", path.display());
-    Ok(Video { width: w, height: h, fps: fps.unwrap_or(8.0), frames })
+    Ok(vidmesh_video::decode_video(&std::fs::read(path)?)?)
 }
 
 /// `v` enlarged `k` times (bilinear).
@@ -145,14 +97,12 @@ fn read_dump(dir: &Path, i: usize) -> Result<Video> {
     Ok(Video { width: w, height: h, fps: field("fps")?, frames })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--natural") {
+        return natural::run(&args);
+    }
     let n: usize = arg(&args, "--videos", 40);
     let null_trials: usize = arg(&args, "--null-trials", 1_000_000);
     let scale_up: usize = arg(&args, "--enlarge", 1);
@@ -173,23 +123,21 @@ async fn main() -> Result<()> {
     // The model is loaded only to generate; `--from` reads the videos instead.
     let mesh = match &from {
         Some(_) => None,
-        None => Some(Mesh::load(&repo.join("models/vidmesh-tiny"), work.path(), "", &env).await?),
+        None => Some(Mesh::load(&repo.join("models/vidmesh-tiny"), work.path(), "", None, &env).await?),
     };
     let key = Key::derive(b"vidmesh watermark evaluation key");
     let embedder = Embedder::new(&key, Params::default());
     // The reference with payload decoding (the key-shuffle null uses `Suspect::reference`, without).
     let full_reference = Reference::new(&key);
     // Per attack: payloads decoded right, and decoded wrong (a CRC-passing wrong message).
-    let mut payload_right = vec![0usize; ATTACKS.len()];
-    let mut payload_wrong = vec![0usize; ATTACKS.len()];
     let mut carried = 0usize;
     let encode = EncodeOptions::default();
 
     // 1. Positives (marked, attacked) and our own unmarked outputs (negatives).
     let mut psnr = Vec::new();
+    let mut luma = Vec::new();
     let mut ssim = Vec::new();
-    let mut z: Vec<Vec<f64>> = vec![Vec::new(); ATTACKS.len()];
-    let mut p: Vec<Vec<f64>> = vec![Vec::new(); ATTACKS.len()];
+    let mut tally = natural::Tally::new();
     let mut suspects: Vec<Suspect> = Vec::new();
     let mut negatives: Vec<(String, Suspect)> = Vec::new();
     let mut detect_time = Vec::new();
@@ -240,6 +188,14 @@ async fn main() -> Result<()> {
             se += embedder.embed_frame(f, marked.width, marked.height, k, total);
         }
         psnr.push(vidmesh_watermark::psnr_of(se, marked.frames.len() * marked.width * marked.height * 3));
+        let luma_mse = clean
+            .frames
+            .iter()
+            .zip(&marked.frames)
+            .map(|(a, b)| 255.0f64.powi(2) / 10f64.powf(luma_psnr(a, b) / 10.0))
+            .sum::<f64>()
+            / clean.frames.len() as f64;
+        luma.push(vidmesh_video::psnr_from_mse(luma_mse));
         ssim.push(
             clean
                 .frames
@@ -253,34 +209,28 @@ async fn main() -> Result<()> {
         std::fs::write(&marked_path, encode_mp4(&marked, &encode)?)?;
         let unmarked_path = work.path().join(format!("unmarked{i}.mp4"));
         std::fs::write(&unmarked_path, encode_mp4(&clean, &encode)?)?;
-        negatives.push((format!("vidmesh-tiny unmarked #{i}"), Suspect::new(&read_any(&unmarked_path)?)));
-        for (a, (_, filter, crf)) in ATTACKS.iter().enumerate() {
+        negatives.push((
+            format!("vidmesh-tiny unmarked #{i}"),
+            Suspect::sampled(&read_any(&unmarked_path)?, &Budget::default()),
+        ));
+        for (a, attack) in ATTACKS.iter().enumerate() {
             if !selected.contains(&a) {
                 continue;
             }
-            let path = if *crf == 0 {
-                marked_path.clone()
-            } else {
-                let out = work.path().join(format!("attacked{i}-{a}.mp4"));
-                attack(&marked_path, &out, filter, *crf)?;
-                out
-            };
-            let video = read_any(&path)?;
+            let bytes = natural::attack(&marked_path, work.path(), &format!("attacked{i}-{a}"), attack)?;
+            let video = vidmesh_video::decode_video(&bytes)?;
             let start = Instant::now();
-            let suspect = Suspect::new(&video);
+            let suspect = Suspect::sampled(&video, &Budget::default());
             let d = suspect.detect(&full_reference);
             detect_time.push(start.elapsed());
-            match d.payload {
-                Some(p) if p == payload => payload_right[a] += 1,
-                Some(_) => payload_wrong[a] += 1,
-                None => {}
-            }
-            z[a].push(d.z);
-            p[a].push(d.p_value);
+            tally.record(a, &d, payload);
             suspects.push(suspect);
         }
-        let zs: Vec<String> =
-            selected.iter().map(|&a| &z[a]).map(|v| format!("{:.2}", v.last().copied().unwrap_or(f64::NAN))).collect();
+        let zs: Vec<String> = selected
+            .iter()
+            .map(|&a| &tally.z[a])
+            .map(|v| format!("{:.2}", v.last().copied().unwrap_or(f64::NAN)))
+            .collect();
         eprintln!("video {}/{n}: {:?}; z by attack: {}", i + 1, t0.elapsed(), zs.join(" "));
     }
     if dump.is_some() {
@@ -295,7 +245,7 @@ async fn main() -> Result<()> {
             let duration = if k % 2 == 0 { "2" } else { "4" };
             let out = path.display().to_string();
             ffmpeg(&["-f", "lavfi", "-i", &input, "-t", duration, "-c:v", "libx264", "-pix_fmt", "yuv420p", &out])?;
-            negatives.push((format!("ffmpeg {src} {size}"), Suspect::new(&read_any(&path)?)));
+            negatives.push((format!("ffmpeg {src} {size}"), Suspect::sampled(&read_any(&path)?, &Budget::default())));
         }
     }
 
@@ -348,31 +298,18 @@ async fn main() -> Result<()> {
         "## Measured: {n} vidmesh-tiny videos (64×64 and 64×96{}, 16 and 32 frames, 8 fps), ffmpeg attacks\n\n\
          Reproduce: `cargo run --release -p vidmesh-bench --bin watermark_eval -- --videos {n} --enlarge {scale_up} --null-trials \
          {null_trials}`.\n\n\
-         Watermark fidelity before encoding: PSNR min {:.2} / median {:.2} dB; luma SSIM min {:.4} / median {:.4}.\n\n\
-         Videos carrying a payload: {carried} of {n}.\n\n\
-         | attack | TPR at p ≤ 1e-3 | TPR at p ≤ 1e-6 | median z | min z | payload decoded (wrong) |\n\
-         |---|---|---|---|---|---|\n",
+         Watermark fidelity before encoding: PSNR min {:.2} / median {:.2} dB (luma: min {:.2} / median {:.2} dB); \
+         luma SSIM min {:.4} / median {:.4}.\n\n\
+         Videos carrying a payload: {carried} of {n}.\n\n{}",
         if scale_up > 1 { format!(" enlarged {scale_up}×") } else { String::new() },
         psnr.iter().copied().fold(f64::INFINITY, f64::min),
         median(psnr.clone()),
+        luma.iter().copied().fold(f64::INFINITY, f64::min),
+        median(luma.clone()),
         ssim.iter().copied().fold(f64::INFINITY, f64::min),
         median(ssim.clone()),
+        tally.table(&selected, n),
     );
-    for (a, (name, _, _)) in ATTACKS.iter().enumerate() {
-        if !selected.contains(&a) {
-            continue;
-        }
-        let tpr = |alpha: f64| p[a].iter().filter(|&&q| q <= alpha).count() as f64 / n as f64;
-        r.push_str(&format!(
-            "| {name} | {:.3} | {:.3} | {:.2} | {:.2} | {:.3} ({}) |\n",
-            tpr(1e-3),
-            tpr(1e-6),
-            median(z[a].clone()),
-            z[a].iter().copied().fold(f64::INFINITY, f64::min),
-            payload_right[a] as f64 / n as f64,
-            payload_wrong[a],
-        ));
-    }
     let neg_fp3 = negative_p.iter().filter(|x| x.2 <= 1e-3).count();
     let neg_fp6 = negative_p.iter().filter(|x| x.2 <= 1e-6).count();
     let worst = negative_p.iter().max_by(|a, b| a.1.total_cmp(&b.1)).context("no negatives")?;

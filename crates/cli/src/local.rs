@@ -1,8 +1,10 @@
-//! Local defaults for running on one machine: libonnxruntime, the bundled model, the watermark key.
+//! Local defaults for running on one machine: libonnxruntime, the bundled model, the watermark key and the C2PA
+//! signing chain.
 //!
 //! Invariants: nothing here mutates the process environment; the environment map handed to the engines gets
-//! `ORT_DYLIB_PATH` filled in when it was missing. The watermark key file is created once (mode 0600) and reused,
-//! so `vidmesh detect` recognises what `vidmesh generate` made on the same machine.
+//! `ORT_DYLIB_PATH` filled in when it was missing. The watermark key file and the signing chain are created once
+//! (private keys mode 0600) and reused, so `vidmesh detect` recognises and trusts what `vidmesh generate` made on
+//! the same machine; processes starting side by side agree on one of each.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -87,6 +89,64 @@ pub fn watermark_key(env: &HashMap<String, String>) -> Result<String> {
             .trim()
             .to_string()),
         Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+/// Where this machine's C2PA signing chain lives (see [`signing_chain`]).
+#[derive(Debug, Clone)]
+pub struct SigningFiles {
+    /// The leaf certificate (PEM).
+    pub chain: PathBuf,
+    /// The leaf's private key (PKCS#8 PEM, mode 0600).
+    pub key: PathBuf,
+    /// The local CA's certificate: the trust anchor for this machine's outputs.
+    pub anchor: PathBuf,
+}
+
+/// This machine's C2PA signing chain in `c2pa/` of the cache directory (chain.pem, key.pem, ca.pem), created on
+/// first use: a local CA and a leaf it issued, named after the host ([`vidmesh_provenance::Chain::issue`]).
+pub fn signing_chain(env: &HashMap<String, String>) -> Result<SigningFiles> {
+    let dir = cache_dir(env).join("c2pa");
+    let files =
+        |d: &Path| SigningFiles { chain: d.join("chain.pem"), key: d.join("key.pem"), anchor: d.join("ca.pem") };
+    if files(&dir).key.is_file() {
+        return Ok(files(&dir));
+    }
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let name = if host.is_empty() { "vidmesh local signer".to_string() } else { format!("vidmesh on {host}") };
+    let chain = vidmesh_provenance::Chain::issue(&name, "vidmesh (local, self-managed)")?;
+    // Written whole into a directory of this process's, then renamed into place: a directory rename either
+    // lands whole or finds the winner's chain there.
+    let parent = cache_dir(env);
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!("c2pa.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let f = files(&tmp);
+    std::fs::write(&f.chain, &chain.chain)?;
+    std::fs::write(&f.anchor, &chain.anchor)?;
+    write_private(&f.key, &chain.key).with_context(|| format!("writing {}", f.key.display()))?;
+    match std::fs::rename(&tmp, &dir) {
+        Ok(()) => eprintln!(
+            "created this machine's C2PA signing chain in {} (trust ca.pem to trust its videos)",
+            dir.display()
+        ),
+        Err(_) if files(&dir).key.is_file() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e).with_context(|| format!("moving the signing chain into {}", dir.display()));
+        }
+    }
+    Ok(files(&dir))
+}
+
+impl SigningFiles {
+    /// A C2PA signer over these files (checked by signing a probe video).
+    pub fn signer(&self) -> Result<vidmesh_provenance::Signer> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(vidmesh_provenance::Signer::new(&read(&self.chain)?, &read(&self.key)?, &read(&self.anchor)?)?)
     }
 }
 

@@ -4,6 +4,7 @@
 //!                    [--image first.png | --video source.mp4 [--strength 0.6]]
 //!   vidmesh extend video.mp4 "the circle keeps moving left" -o longer.mp4 [--seconds 2]
 //!   vidmesh detect video.mp4
+//!   vidmesh watermark any-video.mkv -o marked.mp4 [--tag 1234]
 //!   vidmesh models
 //!   vidmesh serve all | gateway | text-encoder | denoiser | decoder | classifier [CONFIG.toml]
 
@@ -80,7 +81,7 @@ enum Command {
         /// Image→video: this PNG, JPEG or WebP image is the first frame (scaled to cover the size, centre-cropped).
         #[arg(long, conflicts_with = "video")]
         image: Option<PathBuf>,
-        /// Video→video: this H.264 MP4 re-made with the prompt (its length, unless --frames/--seconds ask less).
+        /// Video→video: this video (MP4, MOV, MKV or WebM) re-made with the prompt (its length, unless --frames/--seconds ask less).
         #[arg(long)]
         video: Option<PathBuf>,
         /// With --video: how much of the denoising re-runs, in (0, 1] (default: the bundle's).
@@ -90,7 +91,7 @@ enum Command {
     /// Continue a video: its last frames are pinned at the start of a new generation whose other frames are
     /// appended; the output is the whole, stitched video.
     Extend {
-        /// The H.264 MP4 to continue.
+        /// The video to continue (MP4, MOV, MKV or WebM).
         video: PathBuf,
         /// What the continuation shows.
         prompt: String,
@@ -99,8 +100,23 @@ enum Command {
     },
     /// Was this video made by vidmesh? Watermark (this machine's key), C2PA and passive evidence.
     Detect {
-        /// The MP4 file.
+        /// The video file (MP4, MOV, MKV or WebM; H.264, H.265, VP9, AV1, …).
         file: PathBuf,
+    },
+    /// Mark any video with this machine's watermark key (the decoder's embedder, with a payload) and write it as
+    /// a C2PA-signed H.264 MP4 (same frames and frame rate; an odd width or height loses its last column/row).
+    Watermark {
+        /// The video to mark (MP4, MOV, MKV or WebM; H.264, H.265, VP9, AV1, …).
+        input: PathBuf,
+        /// Where the marked MP4 goes.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The payload's 16-bit tag (default: from the SHA-256 of the input file).
+        #[arg(long)]
+        tag: Option<u16>,
+        /// The payload's generator id, 0-255.
+        #[arg(long, default_value_t = 0)]
+        generator: u8,
     },
     /// The bundle's model: name, sizes, frame counts, defaults.
     Models,
@@ -147,9 +163,10 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
     let output = output.unwrap_or_else(|| PathBuf::from(default_output));
     let env = local::with_onnxruntime(env)?;
     let key = if no_watermark { String::new() } else { local::watermark_key(&env)? };
+    let signing = local::signing_chain(&env)?;
     let store = tempfile::tempdir()?;
     let t0 = Instant::now();
-    let mesh = Mesh::load(&bundle, store.path(), &key, &env).await?;
+    let mesh = Mesh::load(&bundle, store.path(), &key, Some(&signing), &env).await?;
     let loaded = Instant::now();
     let m = mesh.manifest();
     let v = &m.video;
@@ -264,10 +281,42 @@ fn print_timings(t0: Instant, loaded: Instant, steps_at: &[Instant], decode: &st
     println!("timings: total {:.1}s", secs(t0, now));
 }
 
+fn watermark(cmd: Command, env: &HashMap<String, String>) -> Result<()> {
+    let Command::Watermark { input, output, tag, generator } = cmd else { unreachable!() };
+    let source = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+    let key = vidmesh_watermark::Key::from_hex(&local::watermark_key(env)?)
+        .context("the watermark key must be 64 hex digits")?;
+    let signer = local::signing_chain(env)?.signer()?;
+    let payload =
+        vidmesh_watermark::Payload { generator, tag: tag.unwrap_or_else(|| vidmesh_cli::mark::default_tag(&source)) };
+    let t0 = Instant::now();
+    let (mp4, m) =
+        vidmesh_cli::mark::watermark(&source, &key, vidmesh_watermark::Params::default(), payload, Some(&signer))?;
+    std::fs::write(&output, &mp4).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "{}: {} frames {}x{} at {:.3} fps from {} ({}), watermark PSNR {:.1} dB (luma {:.1} dB), payload generator {} tag {:04x}, \
+         C2PA-signed ({:.1}s)",
+        output.display(),
+        m.frames,
+        m.width,
+        m.height,
+        m.fps,
+        input.display(),
+        m.codec,
+        m.psnr_db,
+        m.luma_psnr_db,
+        m.payload.generator,
+        m.payload.tag,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn detect(bundle: PathBuf, file: PathBuf, env: HashMap<String, String>) -> Result<()> {
     let env = local::with_onnxruntime(env)?;
     let mut config = vidmesh_classifier::Config::default();
     config.watermark.key_hex = local::watermark_key(&env)?;
+    config.c2pa.trust_anchors_path = local::signing_chain(&env)?.anchor.display().to_string();
     config.model.bundle = bundle.display().to_string();
     let store = tempfile::tempdir()?;
     config.storage.local_root = store.path().display().to_string();
@@ -398,6 +447,7 @@ async fn main() -> Result<()> {
     match cli.command {
         cmd @ (Command::Generate { .. } | Command::Extend { .. }) => generate(bundle, cmd, env).await,
         Command::Detect { file } => detect(bundle, file, env).await,
+        cmd @ Command::Watermark { .. } => tokio::task::block_in_place(|| watermark(cmd, &env)),
         Command::Models => models(bundle),
         Command::Serve { service, config } => serve(bundle, &service, config, env).await,
     }

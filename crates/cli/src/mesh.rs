@@ -56,7 +56,7 @@ pub enum Mode {
 pub struct Conditioning {
     /// What to do.
     pub mode: Mode,
-    /// The media: PNG, JPEG or WebP image, or H.264 MP4.
+    /// The media: PNG, JPEG or WebP image, or a video file (MP4, MOV, MKV or WebM; H.264, H.265, VP9, AV1).
     pub media: Vec<u8>,
     /// Edits: strength in (0, 1] (0 = the bundle's default).
     pub strength: f32,
@@ -92,11 +92,13 @@ pub struct Mesh {
 
 impl Mesh {
     /// Loads and warms the three engines from `bundle`; videos go to local storage under `storage_root`;
-    /// `watermark_key_hex` empty = no watermark. `env` must hold ORT_DYLIB_PATH (see [`crate::local`]).
+    /// `watermark_key_hex` empty = no watermark; `signing` = the C2PA chain MP4s are signed with (None = not
+    /// signed). `env` must hold ORT_DYLIB_PATH (see [`crate::local`]).
     pub async fn load(
         bundle: &Path,
         storage_root: &Path,
         watermark_key_hex: &str,
+        signing: Option<&crate::local::SigningFiles>,
         env: &HashMap<String, String>,
     ) -> Result<Self> {
         let onnx = Onnx::init(&OnnxConfig::default(), env).context("loading ONNX Runtime")?;
@@ -110,6 +112,11 @@ impl Mesh {
         dc.model.bundle = bundle;
         dc.storage.local_root = storage_root.display().to_string();
         dc.watermark.key_hex = watermark_key_hex.to_string();
+        if let Some(s) = signing {
+            let path = |p: &Path| p.display().to_string();
+            (dc.c2pa.cert_chain_path, dc.c2pa.private_key_path) = (path(&s.chain), path(&s.key));
+            dc.c2pa.trust_anchors_path = path(&s.anchor);
+        }
         let (encoder, denoiser) = tokio::task::block_in_place(|| {
             anyhow::Ok((Encoder::load(&te, &onnx, &registry)?, Denoiser::load(&dn, &onnx, &registry)?))
         })?;

@@ -31,7 +31,7 @@ fn generate_then_detect() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("16 frames 64x64 @ 8 fps, seed 42"), "{stdout}");
-    let decoded = vidmesh_video::decode_mp4(&std::fs::read(&video).unwrap()).unwrap();
+    let decoded = vidmesh_video::decode_video(&std::fs::read(&video).unwrap()).unwrap();
     assert_eq!((decoded.frames.len(), decoded.width, decoded.height), (16, 64, 64));
 
     let out = vidmesh(dir.path(), KEY, &["detect", v]);
@@ -52,7 +52,7 @@ fn longer_and_wider_videos_and_bad_sizes() {
     let v = video.to_str().unwrap();
     let args = ["generate", "a blue square moving up", "-o", v, "--seconds", "4", "--size", "96x64", "--steps", "4"];
     assert!(vidmesh(dir.path(), KEY, &args).status.success());
-    let decoded = vidmesh_video::decode_mp4(&std::fs::read(&video).unwrap()).unwrap();
+    let decoded = vidmesh_video::decode_video(&std::fs::read(&video).unwrap()).unwrap();
     assert_eq!((decoded.frames.len(), decoded.width, decoded.height), (32, 96, 64));
 
     let out = vidmesh(dir.path(), KEY, &["generate", "x", "-o", v, "--size", "640x480"]);
@@ -137,7 +137,7 @@ fn png_frames_of_an_exported_bundle_match_diffusers() {
 fn image_to_video_edit_and_extend_from_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = |n: &str| dir.path().join(n).display().to_string();
-    let frames = |p: &str| vidmesh_video::decode_mp4(&std::fs::read(p).unwrap()).unwrap().frames.len();
+    let frames = |p: &str| vidmesh_video::decode_video(&std::fs::read(p).unwrap()).unwrap().frames.len();
     let rgb: Vec<u8> = (0..48 * 48).flat_map(|i| if (i % 48) < 24 { [220, 40, 40] } else { [12, 12, 12] }).collect();
     std::fs::write(path("first.png"), vidmesh_video::png_frame(48, 48, &rgb).unwrap()).unwrap();
     let prompt = "a small red square moving right slowly on a black background";

@@ -4,11 +4,17 @@
 //! `c2pa.created` action with IPTC's `trainedAlgorithmicMedia` source type, and an `org.vidmesh.generation`
 //! assertion with the model, its bundle version, the generation parameters and the SHA-256 of the prompt (never the
 //! prompt itself). The signing certificate chain and key come from configuration; c2pa refuses self-signed leaves,
-//! so even development uses a CA (tests generate one).
+//! so a signer always needs a CA: [`Chain::issue`] makes a local one and a leaf it issued (what `vidmesh` creates
+//! on a machine's first use, and what tests use).
 //!
 //! [`verify_mp4`] reads it back against configured trust anchors: [`Provenance::Trusted`] (valid, chains to an
 //! anchor), [`Provenance::Valid`] (valid, unknown signer), [`Provenance::Invalid`] (tampered: hash or signature
-//! fails) or [`Provenance::Absent`] (no manifest, e.g. after a remux that drops it).
+//! fails) or [`Provenance::Absent`] (no manifest, e.g. after a remux that drops it). Valid manifests name their
+//! signer (the certificate's common name and organisation).
+
+mod chain;
+
+pub use chain::Chain;
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -53,9 +59,18 @@ pub enum Provenance {
     /// A manifest whose signature or hash binding fails; the reasons are C2PA status codes.
     Invalid(Vec<String>),
     /// Valid, but the signer does not chain to a configured trust anchor.
-    Valid(Option<Claim>),
+    Valid(Signed),
     /// Valid and signed by a certificate that chains to a configured trust anchor.
-    Trusted(Option<Claim>),
+    Trusted(Signed),
+}
+
+/// What a valid manifest says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Signed {
+    /// vidmesh's generation assertion, when the manifest carries one.
+    pub claim: Option<Claim>,
+    /// The signing certificate's subject: "common name (organisation)", as far as the certificate has them.
+    pub signer: Option<String>,
 }
 
 fn context(trust_anchors_pem: Option<&[u8]>) -> Result<Context, ProvenanceError> {
@@ -134,9 +149,19 @@ impl Signer {
     }
 }
 
+/// Whether `bytes` are an ISO BMFF file (MP4, MOV: the video containers a C2PA manifest is embedded in), by the
+/// type of the first box.
+fn is_bmff(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && matches!(&bytes[4..8], b"ftyp" | b"moov" | b"mdat" | b"wide" | b"free" | b"skip")
+}
+
 /// Reads and validates the C2PA manifest of `mp4` against `trust_anchors_pem` (empty: no anchors, so a valid
-/// manifest is at most [`Provenance::Valid`]).
+/// manifest is at most [`Provenance::Valid`]). Any other container (Matroska, WebM) has no place for an embedded
+/// manifest: [`Provenance::Absent`].
 pub fn verify_mp4(mp4: &[u8], trust_anchors_pem: &[u8]) -> Provenance {
+    if !is_bmff(mp4) {
+        return Provenance::Absent;
+    }
     let context = match context((!trust_anchors_pem.is_empty()).then_some(trust_anchors_pem)) {
         Ok(c) => c.into_shared(),
         Err(e) => return Provenance::Invalid(vec![e.to_string()]),
@@ -146,13 +171,19 @@ pub fn verify_mp4(mp4: &[u8], trust_anchors_pem: &[u8]) -> Provenance {
         Err(c2pa::Error::JumbfNotFound) | Err(c2pa::Error::ProvenanceMissing) => return Provenance::Absent,
         Err(e) => return Provenance::Invalid(vec![e.to_string()]),
     };
-    let claim = reader
-        .active_manifest()
+    let manifest = reader.active_manifest();
+    let claim = manifest
         .and_then(|m| m.find_assertion::<serde_json::Value>(ASSERTION).ok())
         .and_then(|v| serde_json::from_value(v).ok());
+    let signer = manifest.and_then(|m| m.signature_info()).and_then(|s| match (&s.common_name, &s.issuer) {
+        (Some(cn), Some(o)) => Some(format!("{cn} ({o})")),
+        (Some(name), None) | (None, Some(name)) => Some(name.clone()),
+        (None, None) => None,
+    });
+    let signed = Signed { claim, signer };
     match reader.validation_state() {
-        ValidationState::Trusted => Provenance::Trusted(claim),
-        ValidationState::Valid => Provenance::Valid(claim),
+        ValidationState::Trusted => Provenance::Trusted(signed),
+        ValidationState::Valid => Provenance::Valid(signed),
         _ => Provenance::Invalid(
             reader
                 .validation_status()

@@ -3,13 +3,13 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use vidmesh_provenance::{Claim, Provenance, Signer, verify_mp4};
-use vidmesh_video::{EncodeOptions, Video, decode_mp4, encode_mp4};
+use vidmesh_video::{EncodeOptions, Video, decode_video, encode_mp4};
 
 use rcgen::{CertificateParams, DnType, KeyPair};
-use vidmesh_testkit::DevPki as Pki;
+use vidmesh_provenance::Chain as Pki;
 
 fn dev_pki(name: &str) -> Pki {
-    Pki::new(name)
+    Pki::issue(&format!("{name} signer"), "vidmesh tests").unwrap()
 }
 
 fn mp4() -> Vec<u8> {
@@ -33,10 +33,13 @@ fn signed_mp4s_verify_and_tampering_shows() {
     let original = mp4();
     let signed = signer.sign_mp4(&original, "video.mp4", &claim()).unwrap();
     assert!(signed.len() > original.len());
-    assert_eq!(decode_mp4(&signed).unwrap().frames.len(), 8, "still a playable MP4");
+    assert_eq!(decode_video(&signed).unwrap().frames.len(), 8, "still a playable MP4");
 
     match verify_mp4(&signed, pki.anchor.as_bytes()) {
-        Provenance::Trusted(Some(c)) => assert_eq!(c, claim()),
+        Provenance::Trusted(s) => {
+            assert_eq!(s.claim, Some(claim()));
+            assert_eq!(s.signer.as_deref(), Some("vidmesh signer (vidmesh tests)"));
+        }
         other => panic!("expected trusted with the claim, got {other:?}"),
     }
     let other = dev_pki("someone else");
@@ -49,7 +52,7 @@ fn signed_mp4s_verify_and_tampering_shows() {
     assert!(matches!(verify_mp4(&tampered, pki.anchor.as_bytes()), Provenance::Invalid(_)));
 
     // A remux (decode + re-encode) drops the manifest.
-    let remuxed = encode_mp4(&decode_mp4(&signed).unwrap(), &EncodeOptions::default()).unwrap();
+    let remuxed = encode_mp4(&decode_video(&signed).unwrap(), &EncodeOptions::default()).unwrap();
     assert_eq!(verify_mp4(&remuxed, pki.anchor.as_bytes()), Provenance::Absent);
     assert_eq!(verify_mp4(&original, pki.anchor.as_bytes()), Provenance::Absent);
 }

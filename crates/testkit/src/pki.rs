@@ -1,11 +1,7 @@
-//! A development PKI for C2PA: a CA and a leaf with exactly the extensions c2pa requires of a signer (CA-issued —
-//! c2pa refuses self-signed leaves —, authority key identifier, EKU emailProtection, an organisation name).
+//! A development PKI for C2PA: [`vidmesh_provenance::Chain`] (a CA and a leaf it issued), written where service
+//! configs read it.
 
 use std::path::Path;
-
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
 
 /// PEM texts of a development signer.
 pub struct DevPki {
@@ -28,24 +24,10 @@ pub struct DevPkiFiles {
 }
 
 impl DevPki {
-    /// A fresh CA named `name` and a leaf it issued.
+    /// A fresh CA named after `name` and a leaf it issued ([`vidmesh_provenance::Chain::issue`]).
     pub fn new(name: &str) -> Self {
-        let ca_key = KeyPair::generate().expect("generate CA key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.distinguished_name.push(DnType::CommonName, format!("{name} development CA"));
-        ca.distinguished_name.push(DnType::OrganizationName, "vidmesh tests");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca_cert = ca.self_signed(&ca_key).expect("self-sign CA");
-        let leaf_key = KeyPair::generate().expect("generate leaf key");
-        let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
-        leaf.distinguished_name.push(DnType::CommonName, format!("{name} signer"));
-        leaf.distinguished_name.push(DnType::OrganizationName, "vidmesh tests");
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
-        leaf.use_authority_key_identifier_extension = true;
-        let leaf_cert = leaf.signed_by(&leaf_key, &Issuer::new(ca, ca_key)).expect("issue leaf");
-        Self { chain: leaf_cert.pem(), key: leaf_key.serialize_pem(), anchor: ca_cert.pem() }
+        let c = vidmesh_provenance::Chain::issue(&format!("{name} signer"), "vidmesh tests").expect("issue a chain");
+        Self { chain: c.chain, key: c.key, anchor: c.anchor }
     }
 
     /// Writes chain.pem, key.pem and anchors.pem into `dir`.

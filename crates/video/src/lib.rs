@@ -1,18 +1,20 @@
-//! Video files for vidmesh: RGB frames ⇄ MP4 (H.264 in yuv420p, `moov` before `mdat` so browsers start playing
-//! before the download ends), plus PNG/JPEG thumbnails and spritesheets. Pure Rust and bundled C (openh264); no
-//! ffmpeg at run time.
+//! Video files for vidmesh: RGB frames → MP4 (H.264 in yuv420p by openh264, `moov` before `mdat` so browsers
+//! start playing before the download ends), any common video file → RGB frames (FFmpeg's libavformat and
+//! libavcodec: H.264, H.265, VP9, AV1, … in MP4, MOV, MKV, WebM), plus PNG/JPEG thumbnails and spritesheets.
 //!
 //! Invariants: a [`Video`] always holds `frames.len() ≥ 1` frames of exactly `width × height × 3` bytes; encoding
 //! refuses odd or oversized dimensions and non-finite or non-positive fps before any work; decoding never panics
-//! on hostile bytes (truncated files, non-MP4 data, missing tracks) — it returns a [`VideoError`].
+//! on hostile bytes (truncated files, non-video data, missing streams) — it returns a [`VideoError`].
 
+mod avio;
 mod decode;
 mod encode;
 pub mod media;
 mod quality;
 mod still;
 
-pub use decode::{VideoInfo, decode_mp4, decode_mp4_each};
+pub use avio::CONTAINERS;
+pub use decode::{VideoInfo, decode_video, decode_video_each};
 pub use encode::{EncodeOptions, Mp4Writer, encode_mp4};
 pub use quality::{luma_psnr, luma_ssim, psnr, psnr_from_mse};
 pub use still::{png_frame, spritesheet, thumbnail_jpeg, thumbnail_png};
@@ -26,8 +28,8 @@ pub enum VideoError {
     /// The frames or options are not encodable.
     #[error("invalid video: {0}")]
     Invalid(String),
-    /// The bytes are not a readable H.264 MP4.
-    #[error("not a readable H.264 MP4: {0}")]
+    /// The bytes are not a readable video (or image, where one is accepted).
+    #[error("unreadable: {0}")]
     Unreadable(String),
     /// The codec failed.
     #[error("codec: {0}")]

@@ -1,8 +1,8 @@
-//! Reference media for conditioning: telling an image from a video by its bytes, reading an image, probing an MP4
-//! without decoding it, and fitting frames to a video's size.
+//! Reference media for conditioning: telling an image from a video by its bytes, reading an image, probing a
+//! video without decoding it, and fitting frames to a video's size.
 //!
-//! Invariants: [`probe`] reads every sample of the track (so a truncated file is refused) but decodes none, and
-//! reads an image's header only; [`fit`] scales a frame to cover the target and centre-crops it, so the output is
+//! Invariants: [`probe`] demuxes every packet of a video's stream (so a truncated file is refused) but decodes
+//! none, and reads an image's header only; [`fit`] scales a frame to cover the target and centre-crops it, so the output is
 //! always exactly `width × height × 3` bytes.
 
 use std::io::Cursor;
@@ -16,8 +16,8 @@ use crate::{MAX_DIMENSION, VideoError};
 pub enum MediaKind {
     /// PNG, JPEG or WebP.
     Image,
-    /// An MP4 (ISO BMFF) file.
-    Mp4,
+    /// A video file FFmpeg's libraries read (MP4, MOV, MKV or WebM; H.264, H.265, VP9, AV1, …).
+    Video,
 }
 
 /// What [`probe`] found.
@@ -29,7 +29,7 @@ pub struct Probe {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// Frames (1 for an image; the track's samples for a video).
+    /// Frames (1 for an image; the video stream's packets for a video).
     pub frames: u32,
 }
 
@@ -37,20 +37,21 @@ fn unreadable(e: impl std::fmt::Display) -> VideoError {
     VideoError::Unreadable(e.to_string())
 }
 
-/// The kind of `bytes`, from their signature.
+/// The kind of `bytes`: an image by its signature, otherwise a video when a container of
+/// [`crate::CONTAINERS`] opens them.
 pub fn sniff(bytes: &[u8]) -> Result<MediaKind, VideoError> {
     match image::guess_format(bytes) {
         Ok(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => return Ok(MediaKind::Image),
         Ok(f) => return Err(unreadable(format!("{f:?} images are not accepted; send PNG, JPEG or WebP"))),
         Err(_) => {}
     }
-    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        return Ok(MediaKind::Mp4);
+    match crate::avio::MemoryInput::open(bytes) {
+        Ok(_) => Ok(MediaKind::Video),
+        Err(e) => Err(unreadable(format!("the data is neither an image (PNG, JPEG, WebP) nor a video ({e})"))),
     }
-    Err(unreadable("the data is neither an image (PNG, JPEG, WebP) nor an MP4 video"))
 }
 
-/// The kind, size and frame count of `bytes`, without decoding pixels (an MP4's samples are all read, so a
+/// The kind, size and frame count of `bytes`, without decoding pixels (a video's packets are all read, so a
 /// truncated file is an error).
 pub fn probe(bytes: &[u8]) -> Result<Probe, VideoError> {
     match sniff(bytes)? {
@@ -62,26 +63,14 @@ pub fn probe(bytes: &[u8]) -> Result<Probe, VideoError> {
                 .map_err(|e| unreadable(format!("not a readable image: {e}")))?;
             Ok(Probe { kind: MediaKind::Image, width, height, frames: 1 })
         }
-        MediaKind::Mp4 => {
-            let mut reader = mp4::Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64)
-                .map_err(|e| unreadable(format!("the MP4 is truncated or damaged ({e})")))?;
-            let (id, width, height) = reader
-                .tracks()
-                .iter()
-                .find(|(_, t)| matches!(t.media_type(), Ok(mp4::MediaType::H264)))
-                .map(|(id, t)| (*id, u32::from(t.width()), u32::from(t.height())))
-                .ok_or_else(|| unreadable("no H.264 video track"))?;
-            let count = reader.sample_count(id).map_err(unreadable)?;
-            for i in 1..=count {
-                match reader.read_sample(id, i) {
-                    Ok(Some(s)) if !s.bytes.is_empty() => {}
-                    _ => return Err(unreadable(format!("sample {i} of {count} is missing: the file is truncated"))),
-                }
-            }
-            if count == 0 {
-                return Err(unreadable("the video track has no frames"));
-            }
-            Ok(Probe { kind: MediaKind::Mp4, width, height, frames: count })
+        MediaKind::Video => {
+            let info = crate::decode::count_packets(bytes)?;
+            Ok(Probe {
+                kind: MediaKind::Video,
+                width: info.width as u32,
+                height: info.height as u32,
+                frames: info.samples as u32,
+            })
         }
     }
 }

@@ -4,31 +4,15 @@
 use std::process::Command;
 
 use vidmesh_video::{
-    EncodeOptions, Video, VideoError, decode_mp4, encode_mp4, luma_psnr, psnr, spritesheet, thumbnail_jpeg,
+    EncodeOptions, Video, VideoError, decode_video, encode_mp4, luma_psnr, psnr, spritesheet, thumbnail_jpeg,
     thumbnail_png,
 };
 
+mod common;
+
 /// A coloured square moving over a gradient: smooth areas and sharp edges, like the bundled model's videos.
 fn synthetic(width: usize, height: usize, frames: usize, fps: f64) -> Video {
-    let frames = (0..frames)
-        .map(|t| {
-            let mut f = vec![0u8; width * height * 3];
-            for y in 0..height {
-                for x in 0..width {
-                    let i = (y * width + x) * 3;
-                    f[i] = (x * 255 / width) as u8;
-                    f[i + 1] = (y * 255 / height) as u8;
-                    f[i + 2] = 96;
-                    let (cx, cy) = (8 + 2 * t, height / 2);
-                    if x.abs_diff(cx) < 7 && y.abs_diff(cy) < 7 {
-                        f[i..i + 3].copy_from_slice(&[230, 40, 40]);
-                    }
-                }
-            }
-            f
-        })
-        .collect();
-    Video { width, height, fps, frames }
+    common::moving_square(width, height, frames, fps, 2, 7)
 }
 
 fn ffprobe(bytes: &[u8]) -> serde_json::Value {
@@ -76,7 +60,7 @@ fn ffprobe_accepts_the_mp4_and_frames_round_trip() {
         let (moov, mdat) = (order.iter().position(|b| b == "moov"), order.iter().position(|b| b == "mdat"));
         assert!(moov.unwrap() < mdat.unwrap(), "fast start: moov before mdat, got {order:?}");
 
-        let back = decode_mp4(&mp4).unwrap();
+        let back = decode_video(&mp4).unwrap();
         assert_eq!((back.width, back.height, back.frames.len()), (w, h, n));
         assert!((back.fps - 8.0).abs() < 1e-6, "fps {}", back.fps);
         let worst = |f: fn(&[u8], &[u8]) -> f64| {
@@ -96,7 +80,7 @@ fn higher_quantisers_give_smaller_files_and_lower_psnr() {
     let coarse = encode_mp4(&video, &EncodeOptions { qp: (40, 44), ..Default::default() }).unwrap();
     assert!(coarse.len() < fine.len());
     let q = |mp4: &[u8]| {
-        let back = decode_mp4(mp4).unwrap();
+        let back = decode_video(mp4).unwrap();
         video.frames.iter().zip(&back.frames).map(|(a, b)| luma_psnr(a, b)).sum::<f64>() / 16.0
     };
     let (qf, qc) = (q(&fine), q(&coarse));
@@ -113,7 +97,7 @@ fn bad_input_is_refused_with_a_reason() {
         ("not a video", b"this is a text file, not an MP4".repeat(20)),
         ("empty", vec![]),
     ] {
-        let err = decode_mp4(&bytes).unwrap_err();
+        let err = decode_video(&bytes).unwrap_err();
         assert!(matches!(err, VideoError::Unreadable(_)), "{what}: {err}");
     }
     let odd = Video { width: 63, ..synthetic(64, 64, 2, 8.0) };

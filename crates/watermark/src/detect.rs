@@ -234,6 +234,17 @@ pub struct Suspect {
 }
 
 impl Suspect {
+    /// Prepares the frames of `video` a detector with `budget` examines ([`crate::Budget`]).
+    pub fn sampled(video: &Video, budget: &crate::Budget) -> Self {
+        let n = video.frames.len();
+        let stride = budget.stride(video.width, video.height, n);
+        let mut acc = Accumulator::new(video.width, video.height, n);
+        for (i, f) in video.frames.iter().enumerate().step_by(stride) {
+            acc.push_at(i, f);
+        }
+        acc.finish()
+    }
+
     /// Prepares `video` (any size ≥ 1×1, any number of frames ≥ 1).
     pub fn new(video: &Video) -> Self {
         let mut acc = Accumulator::new(video.width, video.height, video.frames.len());

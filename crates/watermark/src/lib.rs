@@ -27,6 +27,7 @@
 //! a payload only takes its share of the energy); a video below `payload_min_samples` is marked exactly as
 //! without a payload.
 
+mod budget;
 mod detect;
 mod fft;
 mod key;
@@ -34,6 +35,7 @@ mod pattern;
 mod payload;
 mod residual;
 
+pub use budget::Budget;
 pub use detect::{Accumulator, Detection, HYPOTHESES, Reference, SCALES, Suspect, detect, normal_tail};
 pub use key::Key;
 pub use pattern::{Embedder, Params, embed, psnr_of};

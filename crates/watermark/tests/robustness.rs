@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use vidmesh_video::{EncodeOptions, Video, decode_mp4, encode_mp4};
+use vidmesh_video::{EncodeOptions, Video, decode_video, encode_mp4};
 use vidmesh_watermark::{Detection, Embedder, Key, Params, Payload, Suspect, detect, embed};
 
 fn reference_video(case: usize) -> Video {
@@ -37,7 +37,7 @@ fn reference_video(case: usize) -> Video {
 }
 
 fn reencode(v: &Video, qp: (u8, u8)) -> Video {
-    decode_mp4(&encode_mp4(v, &EncodeOptions { qp, ..Default::default() }).unwrap()).unwrap()
+    decode_video(&encode_mp4(v, &EncodeOptions { qp, ..Default::default() }).unwrap()).unwrap()
 }
 
 fn half(v: &Video) -> Video {

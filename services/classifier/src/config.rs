@@ -27,8 +27,11 @@ pub struct Config {
     /// Largest video accepted, in bytes (as request bytes or as a stored object).
     pub max_video_bytes: usize,
     /// Most frames the watermark detector examines per video, spread evenly over its length (every frame is still
-    /// decoded; this bounds the detection work).
+    /// decoded; this and `max_pixels` bound the detection work).
     pub max_frames: usize,
+    /// Most pixels (frames × width × height) the watermark detector examines per video: a large video is read in
+    /// fewer frames.
+    pub max_pixels: usize,
     /// Concurrent detections; more are refused with RESOURCE_EXHAUSTED.
     pub max_concurrent: usize,
 }
@@ -71,7 +74,8 @@ impl Default for Config {
             watermark: WatermarkConfig::default(),
             c2pa: C2paConfig::default(),
             max_video_bytes: 256 << 20,
-            max_frames: 32,
+            max_frames: vidmesh_watermark::Budget::default().max_frames,
+            max_pixels: vidmesh_watermark::Budget::default().max_pixels,
             max_concurrent: 4,
         }
     }
@@ -85,6 +89,7 @@ impl Validate for Config {
             .section(prefix, "watermark", &self.watermark)
             .at_least(format_args!("{prefix}max_video_bytes"), self.max_video_bytes, 1)
             .at_least(format_args!("{prefix}max_frames"), self.max_frames, 1)
+            .at_least(format_args!("{prefix}max_pixels"), self.max_pixels, 1)
             .at_least(format_args!("{prefix}max_concurrent"), self.max_concurrent, 1);
         checks.section(prefix, "storage", &self.storage);
     }

@@ -8,7 +8,7 @@ pub enum Error {
     /// Refused before any work: unknown model, at capacity, still loading, draining.
     #[error(transparent)]
     Refused(#[from] vidmesh_runtime::status::Refusal),
-    /// Bad request (including bytes that are not a readable H.264 MP4).
+    /// Bad request (including bytes that are not a readable video).
     #[error("{0}")]
     InvalidArgument(String),
     /// The URI names no stored object.

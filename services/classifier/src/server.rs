@@ -45,13 +45,15 @@ fn response(r: Report) -> DetectResponse {
             c2pa.failures = failures;
             None
         }
-        Provenance::Valid(claim) => {
+        Provenance::Valid(s) => {
             c2pa.state = C2paState::ValidUntrusted.into();
-            claim
+            c2pa.signer = s.signer.unwrap_or_default();
+            s.claim
         }
-        Provenance::Trusted(claim) => {
+        Provenance::Trusted(s) => {
             c2pa.state = C2paState::Trusted.into();
-            claim
+            c2pa.signer = s.signer.unwrap_or_default();
+            s.claim
         }
     };
     if let Some(c) = claim {
@@ -96,7 +98,7 @@ impl ClassifierRpc for Service {
     async fn detect(&self, request: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
         let c = self.0.drain.ready(&self.0.classifier)?.clone();
         let source = match request.into_inner().source {
-            None => return Err(Error::InvalidArgument("set video (MP4 bytes) or uri".into()).into()),
+            None => return Err(Error::InvalidArgument("set video (the file's bytes) or uri".into()).into()),
             Some(Source::Video(v)) => engine::Source::Video(bytes::Bytes::from(v)),
             Some(Source::Uri(uri)) => engine::Source::Uri(uri),
         };

@@ -151,13 +151,13 @@ async fn recognises_our_videos_and_reports_each_piece_of_evidence() {
     assert!(r.reasons.iter().any(|x| x.contains("changed after signing")), "{:?}", r.reasons);
     assert_ne!(r.verdict(), Verdict::NotDetected, "{:?}", r.reasons);
 
-    // A one-byte change the codec rejects (whether a given bit flip does depends on the coded content, so the
-    // byte is found with the video crate's decoder): the damaged sample is reported and skipped, not an error.
+    // A one-byte change the codec reports (whether a given bit flip does depends on the coded content, so the
+    // byte is found with the video crate's decoder): the damage is reported, not an error.
     let damaged = (100..1000)
         .find_map(|k| {
             let mut t = signed.clone();
             t[mdat + k] ^= 0x01;
-            let info = vidmesh_video::decode_mp4_each(&t, |_, _| Ok(std::ops::ControlFlow::Continue(()))).ok()?;
+            let info = vidmesh_video::decode_video_each(&t, |_, _| Ok(std::ops::ControlFlow::Continue(()))).ok()?;
             (info.damaged > 0).then_some(t)
         })
         .expect("some byte of the first frames makes the codec reject a sample");
@@ -166,8 +166,9 @@ async fn recognises_our_videos_and_reports_each_piece_of_evidence() {
     assert_eq!(c2pa_state(&r), C2paState::Invalid, "{r:?}");
 
     // Re-encoded (manifest stripped): absent-but-handled, and the watermark survives.
-    let r =
-        detect(&mut client, Source::Video(mp4(&vidmesh_video::decode_mp4(&signed).unwrap(), (26, 30)))).await.unwrap();
+    let r = detect(&mut client, Source::Video(mp4(&vidmesh_video::decode_video(&signed).unwrap(), (26, 30))))
+        .await
+        .unwrap();
     assert_eq!(c2pa_state(&r), C2paState::Absent);
     assert_eq!(r.verdict(), Verdict::Generated, "{:?}", r.reasons);
 
@@ -189,14 +190,12 @@ async fn bad_input_gets_a_clear_status_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let (mut client, shutdown, _) = start(dir.path(), "").await;
     let good = mp4(&marked(), (18, 24));
-    let mut huge = good.clone();
-    // avc1 sample entry: width and height sit 24 bytes after the box type.
-    let at = huge.windows(4).position(|w| w == b"avc1").unwrap() + 4 + 24;
-    huge[at..at + 4].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    // Wider than any video vidmesh reads (4096 per side), made by ffmpeg.
+    let huge = reencode(&good, &["-vf", "scale=4112:16", "-frames:v", "2", "-c:v", "libx264"], "huge.mp4");
     let cases: Vec<(Option<Source>, Code, &str)> = vec![
         (None, Code::InvalidArgument, "set video"),
         (Some(Source::Video(vec![])), Code::InvalidArgument, "empty"),
-        (Some(Source::Video(b"this is not a video at all".to_vec())), Code::InvalidArgument, "not a readable"),
+        (Some(Source::Video(b"this is not a video at all".to_vec())), Code::InvalidArgument, "not a video"),
         (Some(Source::Video(good[..good.len() / 2].to_vec())), Code::InvalidArgument, "video"),
         (Some(Source::Video(huge)), Code::InvalidArgument, "dimensions"),
         (Some(Source::Video(vec![0; (4 << 20) + 1])), Code::InvalidArgument, "at most"),
@@ -217,6 +216,49 @@ async fn bad_input_gets_a_clear_status_and_the_server_stays_up() {
     let r = detect(&mut client, Source::Video(good)).await.unwrap();
     assert_eq!(r.verdict(), Verdict::Generated);
     assert_eq!(c2pa_state(&r), C2paState::Absent);
+    shutdown.cancel();
+}
+
+/// ffmpeg re-encodes `mp4` with `args` into `out` (the extension picks the container).
+fn reencode(mp4: &[u8], args: &[&str], out: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.mp4"), dir.path().join(out));
+    std::fs::write(&input, mp4).unwrap();
+    let ok = std::process::Command::new("ffmpeg")
+        .env("SVT_LOG", "1")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&input)
+        .args(args)
+        .arg(&output)
+        .status()
+        .expect("ffmpeg (Debian's ffmpeg package) must be on PATH")
+        .success();
+    assert!(ok, "ffmpeg {args:?}");
+    std::fs::read(output).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_of_common_re_encodes_is_examined() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut client, shutdown, _) = start(dir.path(), "").await;
+    let key = Key(hex::decode(KEY_HEX).unwrap().try_into().unwrap());
+    let mut v = video_of(128);
+    embed(&key, &mut v, &Params::default());
+    let ours = mp4(&v, (12, 18));
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("libx264 defaults (High profile, B-frames)", &["-c:v", "libx264"], "x264.mp4"),
+        ("H.265 (libx265 defaults)", &["-c:v", "libx265", "-x265-params", "log-level=error"], "x265.mp4"),
+        ("VP9 in WebM", &["-c:v", "libvpx-vp9", "-crf", "32", "-b:v", "0"], "vp9.webm"),
+        ("AV1 (SVT-AV1 defaults) in MKV", &["-c:v", "libsvtav1"], "av1.mkv"),
+    ];
+    for (what, args, out) in cases {
+        let r = detect(&mut client, Source::Video(reencode(&ours, args, out))).await.unwrap();
+        let wm = r.watermark.as_ref().unwrap();
+        println!("{what}: {} frames, verdict {:?}, z {:.2}", r.frames, r.verdict(), wm.z);
+        assert_eq!((r.width, r.height, r.frames), (128, 128, 16), "{what}: every frame examined");
+        assert!(!r.reasons.iter().any(|x| x.contains("corrupt")), "{what}: {:?}", r.reasons);
+        assert_eq!(r.verdict(), Verdict::Generated, "{what}: {:?}", r.reasons);
+    }
     shutdown.cancel();
 }
 

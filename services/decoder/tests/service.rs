@@ -103,7 +103,7 @@ async fn latents_become_a_stored_mp4_matching_the_reference_frames() {
         let want = fixture(case, "video");
         let (t, h, w) = (want.shape[1], want.shape[2], want.shape[3]);
         let want = vidmesh_decoder::engine::frames_u8(&want.data, t, h, w);
-        let got = vidmesh_video::decode_mp4(&mp4).unwrap();
+        let got = vidmesh_video::decode_video(&mp4).unwrap();
         assert_eq!(got.frames.len(), frames);
         let worst =
             want.iter().zip(&got.frames).map(|(a, b)| vidmesh_video::luma_psnr(a, b)).fold(f64::INFINITY, f64::min);
@@ -177,7 +177,7 @@ async fn outputs_are_watermarked_and_c2pa_signed_when_configured() {
     assert!(v.watermark_psnr_db >= 42.0, "watermark PSNR {}", v.watermark_psnr_db);
     let mp4 = std::fs::read(path_of(&v.video.unwrap().uri)).unwrap();
     match vidmesh_provenance::verify_mp4(&mp4, &anchors_pem) {
-        vidmesh_provenance::Provenance::Trusted(Some(claim)) => {
+        vidmesh_provenance::Provenance::Trusted(vidmesh_provenance::Signed { claim: Some(claim), .. }) => {
             assert_eq!(
                 (claim.model.as_str(), claim.prompt_sha256.as_str()),
                 ("vidmesh-tiny", "ab".repeat(32).as_str())
@@ -186,11 +186,11 @@ async fn outputs_are_watermarked_and_c2pa_signed_when_configured() {
         }
         other => panic!("expected a trusted manifest, got {other:?}"),
     }
-    let frames = vidmesh_video::decode_mp4(&mp4).unwrap();
+    let frames = vidmesh_video::decode_video(&mp4).unwrap();
     let key = vidmesh_watermark::Key([0x11; 32]);
     let marked = vidmesh_watermark::detect(&key, &frames);
     let (_, plain) = decode(&mut start(2, &dir.path().join("plain")).await.0, req(&latents, "plain")).await.unwrap();
-    let plain = vidmesh_video::decode_mp4(&std::fs::read(path_of(&plain.video.unwrap().uri)).unwrap()).unwrap();
+    let plain = vidmesh_video::decode_video(&std::fs::read(path_of(&plain.video.unwrap().uri)).unwrap()).unwrap();
     let unmarked = vidmesh_watermark::detect(&key, &plain);
     assert!(marked.z > unmarked.z + 1.0, "marked {marked:?} vs unmarked {unmarked:?}");
 

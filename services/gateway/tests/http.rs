@@ -83,7 +83,7 @@ async fn the_openai_videos_api_creates_streams_downloads_lists_and_deletes() {
     assert_eq!(mp4.headers()["content-type"], "video/mp4");
     let mp4 = mp4.bytes().await.unwrap();
     assert_eq!(&mp4[4..8], b"ftyp");
-    let decoded = vidmesh_video::decode_mp4(&mp4).unwrap();
+    let decoded = vidmesh_video::decode_video(&mp4).unwrap();
     assert_eq!((decoded.width, decoded.height, decoded.frames.len()), (96, 64, 8));
     for variant in ["thumbnail", "spritesheet"] {
         let png = http.get(gw.url(&format!("/v1/videos/{id}/content?variant={variant}"))).send().await.unwrap();

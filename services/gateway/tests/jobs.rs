@@ -339,7 +339,7 @@ async fn an_exported_wan_bundle_is_served_end_to_end() {
     assert_eq!((result.width, result.height, result.frames, result.fps), (64, 48, 17, 16));
     assert!(events.iter().any(|e| matches!(&e.event, Some(Event::Denoising(d)) if !d.preview_png.is_empty())));
     let mp4 = std::fs::read(result.video.unwrap().uri.strip_prefix("file://").unwrap()).unwrap();
-    let decoded = vidmesh_video::decode_mp4(&mp4).unwrap();
+    let decoded = vidmesh_video::decode_video(&mp4).unwrap();
     assert_eq!((decoded.frames.len(), decoded.width, decoded.height), (17, 64, 48));
     assert_eq!(result.detection_verdict, "generated", "{:?}", result.detection_reasons);
     gw.stop().await;

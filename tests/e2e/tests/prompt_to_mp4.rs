@@ -73,7 +73,7 @@ async fn a_prompt_becomes_the_reference_video() {
     }
     let video = video.expect("a stored video");
     let mp4 = std::fs::read(video.video.unwrap().uri.strip_prefix("file://").unwrap()).unwrap();
-    let got = vidmesh_video::decode_mp4(&mp4).unwrap();
+    let got = vidmesh_video::decode_video(&mp4).unwrap();
 
     // The Python reference sampler's frames for the same prompt and seed.
     let bytes = std::fs::read(repo().join("models/fixtures/vidmesh-tiny/case0.safetensors")).unwrap();

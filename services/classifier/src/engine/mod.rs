@@ -1,8 +1,9 @@
-//! The classifier's hot path, free of gRPC: MP4 bytes → frames (streamed, one in memory at a time) → watermark
+//! The classifier's hot path, free of gRPC: video bytes (any codec and container FFmpeg's libraries read) →
+//! frames (streamed, one in memory at a time) → watermark
 //! detection and C2PA validation → one verdict.
 //!
-//! Invariants: a request never holds more than one decoded frame plus one luma plane; at most `max_frames` frames
-//! are examined; admission is bounded (excess is refused at once, before the source is read); hostile bytes yield
+//! Invariants: a request never holds more than one decoded frame plus one luma plane; the frames examined are
+//! those [`vidmesh_watermark::Budget`] picks (`max_frames`, `max_pixels`), the same rule the evaluation uses; admission is bounded (excess is refused at once, before the source is read); hostile bytes yield
 //! InvalidArgument, never a panic.
 
 pub mod passive;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use vidmesh_provenance::Provenance;
 use vidmesh_storage::Storage;
-use vidmesh_video::decode_mp4_each;
+use vidmesh_video::decode_video_each;
 use vidmesh_watermark::{Accumulator, Detection, Key, Reference};
 
 use crate::config::Config;
@@ -47,7 +48,7 @@ pub fn load_passive(
 /// Where the video to examine comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// MP4 bytes.
+    /// Video file bytes.
     Video(Bytes),
     /// A storage URI the classifier can read.
     Uri(String),
@@ -86,7 +87,7 @@ pub struct Classifier {
     storage: Arc<dyn Storage>,
     thresholds: Thresholds,
     max_video_bytes: usize,
-    max_frames: usize,
+    budget: vidmesh_watermark::Budget,
     permits: Arc<Semaphore>,
 }
 
@@ -111,7 +112,7 @@ impl Classifier {
             storage: config.storage.open().await?,
             thresholds: Thresholds { generated: w.p_generated, inconclusive: w.p_inconclusive },
             max_video_bytes: config.max_video_bytes,
-            max_frames: config.max_frames,
+            budget: vidmesh_watermark::Budget { max_frames: config.max_frames, max_pixels: config.max_pixels },
             permits: Arc::new(Semaphore::new(config.max_concurrent)),
         })
     }
@@ -158,7 +159,7 @@ impl Classifier {
     /// Checks the size of request bytes.
     pub fn check_size(&self, bytes: usize) -> Result<(), Error> {
         if bytes == 0 {
-            return Err(Error::InvalidArgument("video is empty; send MP4 bytes or a storage uri".into()));
+            return Err(Error::InvalidArgument("video is empty; send video file bytes or a storage uri".into()));
         }
         if bytes > self.max_video_bytes {
             return Err(Error::InvalidArgument(format!(
@@ -177,17 +178,17 @@ impl Classifier {
         Ok(bytes)
     }
 
-    /// Examines one MP4. Blocking (decode + FFTs + C2PA): call from a blocking thread.
+    /// Examines one video file. Blocking (decode + FFTs + C2PA): call from a blocking thread.
     pub fn examine(&self, mp4: &[u8]) -> Result<Report, Error> {
         let start = Instant::now();
         self.check_size(mp4.len())?;
         let mut acc: Option<Accumulator> = None;
         let mut sampled: Vec<Vec<f32>> = Vec::new();
-        let max_frames = self.max_frames;
-        let info = decode_mp4_each(mp4, |info, rgb| {
+        let budget = self.budget;
+        let info = decode_video_each(mp4, |info, rgb| {
             // Frames spread evenly over the whole video: the watermark's sign depends on relative time.
             let index = info.frames - 1;
-            let stride = info.samples.div_ceil(max_frames).max(1);
+            let stride = budget.stride(info.width, info.height, info.samples);
             if index % stride == 0 {
                 let a = acc.get_or_insert_with(|| Accumulator::new(info.width, info.height, info.samples));
                 a.push_at(index, rgb);
@@ -220,7 +221,8 @@ impl Classifier {
         let (verdict, mut reasons) = combine(&watermark, &c2pa, passive.as_ref().map(|p| &p.0), self.thresholds);
         if info.damaged > 0 {
             reasons.push(format!(
-                "{} sample(s) of the video stream are corrupt and were skipped; evidence comes from {} frame(s)",
+                "{} packet(s) or frame(s) of the video stream are corrupt (skipped, or decoded with concealed errors); \
+                 evidence comes from {} frame(s)",
                 info.damaged, info.frames
             ));
         }

@@ -6,7 +6,7 @@
 //! way (re-encoding strips it); an invalid one is reported but decides nothing on its own. "Not detected" never
 //! means "authentic".
 
-use vidmesh_provenance::Provenance;
+use vidmesh_provenance::{Provenance, Signed};
 use vidmesh_watermark::Detection;
 
 /// The combined verdict.
@@ -42,6 +42,11 @@ pub struct PassiveView {
     pub real_videos: u32,
 }
 
+/// " (name)" for a reason line, when the certificate names its signer.
+fn signer(s: &Signed) -> String {
+    s.signer.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+}
+
 /// Combines the watermark detection, the C2PA state and (when available) the passive detector.
 pub fn combine(
     watermark: &Detection,
@@ -71,16 +76,18 @@ pub fn combine(
         reasons.push(format!("watermark payload: generator {}, job tag {:04x}", payload.generator, payload.tag));
     }
     match c2pa {
-        Provenance::Trusted(claim) => {
+        Provenance::Trusted(s) => {
             verdict = Verdict::Generated;
-            let model = claim.as_ref().map(|c| format!(" (model {} {})", c.model, c.model_version)).unwrap_or_default();
-            reasons.push(format!("C2PA manifest is valid and signed by a trusted certificate{model}"));
+            let model =
+                s.claim.as_ref().map(|c| format!(" (model {} {})", c.model, c.model_version)).unwrap_or_default();
+            reasons.push(format!("C2PA manifest is valid and signed by a trusted certificate{}{model}", signer(s)));
         }
-        Provenance::Valid(_) => {
+        Provenance::Valid(s) => {
             if verdict == Verdict::NotDetected {
                 verdict = Verdict::Inconclusive;
             }
-            reasons.push("C2PA manifest is valid but its signer is not a configured trust anchor".into());
+            reasons
+                .push(format!("C2PA manifest is valid but its signer{} is not a configured trust anchor", signer(s)));
         }
         Provenance::Invalid(failures) => {
             if verdict == Verdict::NotDetected {
@@ -132,8 +139,8 @@ mod tests {
         assert_eq!(combine(&wm(1e-9), &absent, None, T).0, Verdict::Generated);
         assert_eq!(combine(&wm(1e-4), &absent, None, T).0, Verdict::Inconclusive);
         assert_eq!(combine(&wm(0.5), &absent, None, T).0, Verdict::NotDetected);
-        assert_eq!(combine(&wm(0.5), &Provenance::Trusted(None), None, T).0, Verdict::Generated);
-        assert_eq!(combine(&wm(0.5), &Provenance::Valid(None), None, T).0, Verdict::Inconclusive);
+        assert_eq!(combine(&wm(0.5), &Provenance::Trusted(Signed::default()), None, T).0, Verdict::Generated);
+        assert_eq!(combine(&wm(0.5), &Provenance::Valid(Signed::default()), None, T).0, Verdict::Inconclusive);
         assert_eq!(combine(&wm(0.5), &Provenance::Invalid(vec!["x".into()]), None, T).0, Verdict::Inconclusive);
         // Passive evidence alone, however strong, is never "generated".
         let strong = PassiveView { score: 50.0, threshold: 1.0, false_positives: 0, real_videos: 96 };

@@ -111,7 +111,7 @@ impl VaeEncoder {
                 }
                 (w, h, true)
             }
-            MediaKind::Mp4 => {
+            MediaKind::Video => {
                 let mut size = (0, 0);
                 let mut failure = None;
                 let visit = |info: &vidmesh_video::VideoInfo, rgb: &[u8]| {
@@ -139,7 +139,7 @@ impl VaeEncoder {
                         }
                     }
                 };
-                let decoded = vidmesh_video::decode_mp4_each(media_bytes, visit);
+                let decoded = vidmesh_video::decode_video_each(media_bytes, visit);
                 if let Some(e) = failure {
                     return Err(e);
                 }
