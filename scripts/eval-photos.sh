@@ -9,9 +9,9 @@ venv="${VIDMESH_CACHE:-$HOME/.cache/vidmesh}/skimage-venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "scikit-image==0.25.*" >&2
 data="$("$venv/bin/python" -c 'import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), "data"))')"
 mkdir -p "$dir"
-# Photographs and micrographs only (not the synthetic test patterns, text pages or silhouettes).
+# Photographs and micrographs of at least 256×256 (not the synthetic test patterns, text pages or silhouettes).
 for f in astronaut.png brick.png camera.png chelsea.png coffee.png coins.png grass.png gravel.png \
-         hubble_deep_field.jpg ihc.png microaneurysms.png moon.png motorcycle_left.png retina.jpg rocket.jpg; do
+         hubble_deep_field.jpg ihc.png moon.png motorcycle_left.png retina.jpg rocket.jpg; do
   cp "$data/$f" "$dir/"
 done
 echo "$dir"

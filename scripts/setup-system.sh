@@ -4,13 +4,17 @@
 # through them), pkg-config and libclang (the Rust bindings are generated at build time), and the ffmpeg command
 # (the tests make and attack videos with it). Uses sudo when not root. On macOS: `brew install ffmpeg pkg-config llvm`.
 set -euo pipefail
+packages=(libavformat-dev libavcodec-dev libswscale-dev libavutil-dev pkg-config libclang-dev ffmpeg)
+if ! command -v dpkg >/dev/null; then
+  pkg-config --exists libavformat libavcodec libswscale libavutil && command -v ffmpeg >/dev/null && exit 0
+  echo "install FFmpeg (libraries, headers and the ffmpeg command), pkg-config and libclang" >&2
+  exit 1
+fi
 need=()
-pkg-config --exists libavformat libavcodec libswscale libavutil 2>/dev/null || need+=(libavformat-dev libavcodec-dev libswscale-dev libavutil-dev pkg-config)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev clang)
-command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 [ ${#need[@]} -eq 0 ] && exit 0
-command -v apt-get >/dev/null || { echo "install FFmpeg's development libraries, pkg-config and libclang (missing: ${need[*]})" >&2; exit 1; }
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 echo "installing from the package archive: ${need[*]}" >&2
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null \

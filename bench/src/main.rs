@@ -257,7 +257,7 @@ async fn classifier_latency(env: &HashMap<String, String>, iters: usize, out: &m
             "| {w}x{h}, {frames} frames ({} decoded) | {} | {} | {} | {:.1} |\n",
             r.frames,
             vidmesh_watermark::Budget { max_frames: config.max_frames, max_pixels: config.max_pixels }
-                .frames(w, h, frames),
+                .examined(w, h, frames),
             ms(percentile(&t, 0.5)),
             ms(t[t.len() - 1]),
             r.watermark.z

@@ -216,6 +216,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let frames: usize = arg(args, "--frames", 48);
     let fps: u32 = arg(args, "--fps", 24);
     let null_trials: usize = arg(args, "--null-trials", 1_000_000);
+    // `--psnr-db X`: mark at this PSNR instead of the default (research on the strength).
+    let params = Params { psnr_db: arg(args, "--psnr-db", Params::default().psnr_db), ..Params::default() };
     let out_path: Option<String> = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned();
     let photos = photos(&photos_dir)?;
     let key = Key::derive(b"vidmesh watermark evaluation key");
@@ -247,7 +249,7 @@ pub fn run(args: &[String]) -> Result<()> {
             let payload = Payload { generator: 7, tag: Payload::tag_of(&format!("natural {size} {i}")) };
             let marked_path = dir.join("marked.mp4");
             if !negatives_only {
-                let (marked, m) = vidmesh_cli::mark::watermark(&source, &key, Params::default(), payload, None)?;
+                let (marked, m) = vidmesh_cli::mark::watermark(&source, &key, params, payload, None)?;
                 luma_psnr.push(m.luma_psnr_db);
                 std::fs::write(&marked_path, &marked)?;
             }

@@ -126,7 +126,9 @@ async fn main() -> Result<()> {
         None => Some(Mesh::load(&repo.join("models/vidmesh-tiny"), work.path(), "", None, &env).await?),
     };
     let key = Key::derive(b"vidmesh watermark evaluation key");
-    let embedder = Embedder::new(&key, Params::default());
+    // `--psnr-db X`: mark at this PSNR instead of the default (research on the strength).
+    let params = Params { psnr_db: arg(&args, "--psnr-db", Params::default().psnr_db), ..Params::default() };
+    let embedder = Embedder::new(&key, params);
     // The reference with payload decoding (the key-shuffle null uses `Suspect::reference`, without).
     let full_reference = Reference::new(&key);
     // Per attack: payloads decoded right, and decoded wrong (a CRC-passing wrong message).

@@ -23,7 +23,7 @@ pub struct EncodeOptions {
 impl Default for EncodeOptions {
     fn default() -> Self {
         // QP 12–18: the first generation keeps the invisible watermark's ±2-level pattern, so that a second,
-        // lossy re-encode by someone else starts from all of it (docs/detection.md: at QP 18–24 the combined
+        // lossy re-encode by someone else starts from all of it (docs/research/2026-11-24-watermark-robustness.md: at QP 18–24 the combined
         // attack's z was 14% lower); ≥ 44 dB luma PSNR on vidmesh-tiny-like content (tests/mp4.rs). About twice
         // the bytes of QP 18–24: 6.6 KB for 16 frames at 64×64.
         Self { qp: (12, 18), keyframe_interval: 32 }

@@ -33,6 +33,11 @@ impl Budget {
     pub fn stride(&self, width: usize, height: usize, total: usize) -> usize {
         total.div_ceil(self.frames(width, height, total)).max(1)
     }
+
+    /// How many frames that is: at most [`Budget::frames`].
+    pub fn examined(&self, width: usize, height: usize, total: usize) -> usize {
+        total.div_ceil(self.stride(width, height, total))
+    }
 }
 
 #[cfg(test)]
@@ -44,7 +49,8 @@ mod tests {
         let b = Budget::default();
         assert_eq!((b.frames(480, 270, 120), b.stride(480, 270, 120)), (120, 1));
         assert_eq!(b.frames(854, 480, 120), 39);
-        assert_eq!(b.stride(854, 480, 120), 4);
+        assert_eq!((b.stride(854, 480, 120), b.examined(854, 480, 120)), (4, 30));
+        assert_eq!(b.examined(480, 270, 120), 120);
         assert_eq!(b.frames(64, 64, 16), 16);
         assert_eq!(b.frames(64, 64, 1000), 128);
         assert_eq!(b.frames(4096, 4096, 10), 1, "at least one frame");

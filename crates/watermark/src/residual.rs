@@ -92,7 +92,7 @@ fn gated_rows<const WIDE: bool>(p: &[f32], w: usize, h: usize, j0: usize, out: &
 /// noise, narrow enough that a brightness ×0.5 still keeps the two sides of a ~28-level stripe or checker edge
 /// apart (at ±12, halved stripes leaked into the residual: the evaluation's striped and checkered videos fell to
 /// z 3–4). With `payload`, the same pass also returns the residual at ±12 ([`PAYLOAD_GATE`]), which the payload's
-/// 4–8 px band decodes better from (docs/detection.md, v3.1).
+/// 4–8 px band decodes better from (docs/research/2026-12-04-detection-before-realistic-sizes.md).
 pub(crate) fn residual(y: &[f32], w: usize, h: usize, payload: bool) -> (Vec<f64>, Option<Vec<f64>>) {
     let p = padded(y, w, h);
     let p = p.as_slice();

@@ -44,8 +44,8 @@ pub struct WatermarkConfig {
     /// 64 hex digits (a 256-bit key, from a Secret in production, e.g. `VIDMESH__WATERMARK__KEY_HEX`); empty = videos
     /// are not watermarked (a warning is logged at start-up).
     pub key_hex: String,
-    /// PSNR each watermarked frame is brought to, in dB (lower is stronger and more visible); 0 = the default
-    /// (42.2, so every video stays at or above 42 dB).
+    /// PSNR over R, G and B each watermarked frame is brought to, in dB (lower is stronger and more visible); 0 =
+    /// the default (43.3: 42.1 dB on luma, so every video stays at or above 42 dB Y-PSNR).
     pub psnr_db: f64,
     /// The generator id (0–255) the watermark's payload carries with each job's tag: which deployment or bundle
     /// made a video. Payloads are carried only by videos of at least 256×256 pixels × 16 frames.
