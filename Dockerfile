@@ -20,12 +20,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
-      -p vidmesh-gateway -p vidmesh-text-encoder -p vidmesh-denoiser -p vidmesh-decoder -p vidmesh-classifier \
-      -p vidmesh-cli --features vidmesh-cli/gateway \
- && mkdir -p /out \
- && cp target/release/vidmesh target/release/vidmesh-gateway target/release/vidmesh-text-encoder \
-       target/release/vidmesh-denoiser target/release/vidmesh-decoder target/release/vidmesh-classifier /out/
+    scripts/build-binaries.sh /out
 
 # ---- build-gpu: the same binaries against Ubuntu 24.04's FFmpeg 6.1, the libraries the CUDA image has ----
 FROM nvcr.io/nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 AS build-gpu
@@ -39,12 +34,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/root/.cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
-      -p vidmesh-gateway -p vidmesh-text-encoder -p vidmesh-denoiser -p vidmesh-decoder -p vidmesh-classifier \
-      -p vidmesh-cli --features vidmesh-cli/gateway \
- && mkdir -p /out \
- && cp target/release/vidmesh target/release/vidmesh-gateway target/release/vidmesh-text-encoder \
-       target/release/vidmesh-denoiser target/release/vidmesh-decoder target/release/vidmesh-classifier /out/
+    scripts/build-binaries.sh /out
 
 # ---- libonnxruntime out of the onnxruntime / onnxruntime-gpu wheel (our fetch script, pip only) ----
 FROM python:3.11-slim-bookworm AS ort-cpu
