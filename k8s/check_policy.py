@@ -1,6 +1,8 @@
 """The deployment policy, checked on rendered manifests (k8s/test.sh renders both overlays and passes them here).
 
-Every container: gRPC liveness and readiness probes on its gRPC port, CPU and memory requests and limits, and the
+Every container: liveness and readiness probes — gRPC on its gRPC port, or (a gRPC port under mutual TLS, which
+kubelet's gRPC probes cannot pass) HTTP GET /livez and /readyz on its metrics port —, CPU and memory requests and
+limits, and the
 restricted securityContext (non-root, read-only root filesystem, no privilege escalation, all capabilities
 dropped, RuntimeDefault seccomp on the pod). Every Deployment: a PodDisruptionBudget and an autoscaling/v2
 HorizontalPodAutoscaler on a per-pod metric, a grace period longer than the drain, topology spread. Networking: a
@@ -64,13 +66,17 @@ def check(path):
             if not re.fullmatch(r"\d+\.\d+\.\d+(-[a-z0-9.]+)?", tag):
                 fail(errors, cw, f"image {image!r} is not pinned to a version tag")
             grpc = next((p["containerPort"] for p in c.get("ports", []) if p.get("name") == "grpc"), None)
-            for probe in ("livenessProbe", "readinessProbe"):
+            for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
                 p = c.get(probe)
-                if not p or "grpc" not in p:
-                    fail(errors, cw, f"no gRPC {probe}")
+                if p and "httpGet" in p:
+                    # The metrics port's HTTP probes (a gRPC port under mutual TLS).
+                    if p["httpGet"].get("port") != "metrics" or p["httpGet"].get("path") != path:
+                        fail(errors, cw, f"HTTP {probe} must GET {path} on the metrics port")
+                elif not p or "grpc" not in p:
+                    fail(errors, cw, f"no gRPC or HTTP {probe}")
                 elif p["grpc"]["port"] != grpc:
                     fail(errors, cw, f"{probe} port {p['grpc']['port']} is not the gRPC port {grpc}")
-            if c.get("livenessProbe", {}).get("grpc", {}).get("service") != "liveness":
+            if "grpc" in c.get("livenessProbe", {}) and c["livenessProbe"]["grpc"].get("service") != "liveness":
                 fail(errors, cw, "livenessProbe must ask the 'liveness' health service (readiness follows warm-up)")
             if c.get("readinessProbe", {}).get("grpc", {}).get("service", "") != "":
                 fail(errors, cw, "readinessProbe must ask the overall health (service '')")

@@ -160,6 +160,10 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         _ => unreachable!(),
     };
     let Make { output, seconds, frames, no_watermark, steps, seed } = make;
+    vidmesh_model::check_prompt("the prompt", &prompt).map_err(anyhow::Error::msg)?;
+    if !negative_prompt.is_empty() {
+        vidmesh_model::check_text("--negative-prompt", &negative_prompt).map_err(anyhow::Error::msg)?;
+    }
     let output = output.unwrap_or_else(|| PathBuf::from(default_output));
     let env = local::with_onnxruntime(env)?;
     let key = if no_watermark { String::new() } else { local::watermark_key(&env)? };

@@ -157,4 +157,8 @@ fn image_to_video_edit_and_extend_from_files() {
     let out = run(&["generate", prompt, "-o", &path("x.mp4"), "--image", &path("junk.png")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither an image"));
+    // A prompt of only control characters is refused before anything loads, as the gateway refuses it.
+    let out = run(&["generate", "\u{1}\u{7}", "-o", &path("x.mp4")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the prompt"), "{}", String::from_utf8_lossy(&out.stderr));
 }

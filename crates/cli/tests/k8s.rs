@@ -1,10 +1,12 @@
-//! What the Kubernetes manifests set is exactly what the services read, for both overlays (rendered with
-//! `kubectl kustomize`): each Deployment's ConfigMap file and environment load into its service's config type
-//! (unknown keys fail: every config struct denies them); Secret-provided keys are present (a production config
-//! with one missing falls back to a dev default and fails here); ports, probes, Prometheus annotations and the
-//! drain agree with the config; files the config names are mounted; the gateway's stage endpoints are headless
-//! Services of the right ports; GPU Deployments ask for a GPU exactly when their config says CUDA. And the metric
-//! each HPA scales on is exported by that service, started here for real.
+//! What the Kubernetes manifests set is exactly what the services read, for every overlay (rendered with
+//! `kubectl kustomize`): each Deployment's config files (ConfigMaps, in the order its command names them) and
+//! environment load into its service's config type (unknown keys fail: every config struct denies them);
+//! Secret-provided keys are present (a production config with one missing falls back to a dev default and fails
+//! here); ports, probes, Prometheus annotations and the drain agree with the config; files the config names are
+//! mounted; the gateway's stage endpoints are headless Services of the right ports, `https://` exactly when the
+//! stages serve mutual TLS (whose certificates come from Secrets, and whose probes use the metrics port); GPU
+//! Deployments ask for a GPU exactly when their config says CUDA; the mtls overlay changes nothing but TLS. And the
+//! metric each HPA scales on is exported by that service, started here for real.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -15,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vidmesh_runtime::ServerConfig;
 use vidmesh_runtime::stage::Options;
+
+/// Every overlay under k8s/overlays.
+const OVERLAYS: [&str; 3] = ["cpu", "gpu", "mtls"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -38,7 +43,8 @@ struct Pod<'a> {
     where_: String,
     dep: &'a Value,
     container: &'a Value,
-    toml: String,
+    /// The config files, in the order the command names them (each over the ones before it).
+    tomls: Vec<String>,
     env: HashMap<String, String>,
 }
 
@@ -52,10 +58,20 @@ impl Pod<'_> {
     }
 
     fn load<T: vidmesh_runtime::StageConfig>(&self) -> T {
+        self.try_load().unwrap_or_else(|e| panic!("{}: {e}", self.where_))
+    }
+
+    fn try_load<T: vidmesh_runtime::StageConfig>(&self) -> Result<T, vidmesh_runtime::config::ConfigError> {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("config.toml");
-        std::fs::write(&file, &self.toml).unwrap();
-        vidmesh_runtime::config::load(Some(&file), &self.env).unwrap_or_else(|e| panic!("{}: {e}", self.where_))
+        let files: Vec<PathBuf> = (self.tomls.iter().enumerate())
+            .map(|(i, toml)| {
+                let file = dir.path().join(format!("config-{i}.toml"));
+                std::fs::write(&file, toml).unwrap();
+                file
+            })
+            .collect();
+        let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        vidmesh_runtime::config::load_files(&files, &self.env)
     }
 
     /// The mount a path lies under: (mountPath, read-only, volume).
@@ -83,12 +99,26 @@ impl Pod<'_> {
         assert_eq!(Some(server.metrics_listen.port()), self.port("metrics"), "{w}: metrics_listen vs containerPort");
         let annotations = &self.dep["spec"]["template"]["metadata"]["annotations"];
         assert_eq!(annotations["prometheus.io/port"], server.metrics_listen.port().to_string(), "{w}: scrape port");
-        for probe in ["readinessProbe", "livenessProbe"] {
-            assert_eq!(
-                self.container[probe]["grpc"]["port"].as_u64(),
-                Some(u64::from(server.listen.port())),
-                "{w}: {probe}"
-            );
+        let tls = &server.tls;
+        for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez")] {
+            if tls.enabled() {
+                // kubelet's gRPC probes present no client certificate: the metrics port answers them in HTTP.
+                let get = &self.container[probe]["httpGet"];
+                assert_eq!((get["port"].as_str(), get["path"].as_str()), (Some("metrics"), Some(path)), "{w}: {probe}");
+            } else {
+                assert_eq!(
+                    self.container[probe]["grpc"]["port"].as_u64(),
+                    Some(u64::from(server.listen.port())),
+                    "{w}: {probe}"
+                );
+            }
+        }
+        if tls.enabled() {
+            assert!(tls.require_client_cert && !tls.client_ca_file.is_empty(), "{w}: stages serve mutual TLS");
+            for (key, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file), ("ca", &tls.client_ca_file)]
+            {
+                self.assert_secret_file(key, path);
+            }
         }
         let grace = self.dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
         let pause = self.container["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap_or(0);
@@ -147,14 +177,19 @@ fn pods<'a>(docs: &'a [Value], overlay: &str) -> Vec<(String, Pod<'a>)> {
         .map(|dep| {
             let container = &dep["spec"]["template"]["spec"]["containers"][0];
             let binary = container["command"][0].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-            let config_volume = dep["spec"]["template"]["spec"]["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == "config")
-                .unwrap();
-            let cm = configmaps[config_volume["configMap"]["name"].as_str().unwrap()];
+            let volumes = dep["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+            let mounts = container["volumeMounts"].as_array().unwrap();
             assert_eq!(container["command"][1], "/etc/vidmesh/config.toml");
+            // Every argument is a config file: a ConfigMap key mounted at that path.
+            let tomls = container["command"].as_array().unwrap()[1..]
+                .iter()
+                .map(|file| {
+                    let mount = mounts.iter().find(|m| m["mountPath"] == *file).unwrap_or_else(|| panic!("{file}"));
+                    let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
+                    let cm = configmaps[volume["configMap"]["name"].as_str().unwrap()];
+                    cm["data"][mount["subPath"].as_str().unwrap()].as_str().unwrap().to_string()
+                })
+                .collect();
             let env = container["env"]
                 .as_array()
                 .unwrap()
@@ -172,15 +207,14 @@ fn pods<'a>(docs: &'a [Value], overlay: &str) -> Vec<(String, Pod<'a>)> {
                 })
                 .collect();
             let where_ = format!("{overlay}/{}", dep["metadata"]["name"].as_str().unwrap());
-            let toml = cm["data"]["config.toml"].as_str().unwrap().to_string();
-            (binary, Pod { where_, dep, container, toml, env })
+            (binary, Pod { where_, dep, container, tomls, env })
         })
         .collect()
 }
 
 #[test]
 fn what_the_manifests_set_is_what_the_services_read() {
-    for overlay in ["cpu", "gpu"] {
+    for overlay in OVERLAYS {
         let docs = render(overlay);
         let services: HashMap<&str, &Value> = docs
             .iter()
@@ -189,12 +223,15 @@ fn what_the_manifests_set_is_what_the_services_read() {
             .collect();
         let all = pods(&docs, overlay);
         assert_eq!(all.len(), 5, "{overlay}: five Deployments");
+        // Deployment → whether its gRPC port serves TLS; stage → whether the gateway dials it over TLS.
+        let (mut serves_tls, mut dials_tls) = (HashMap::new(), HashMap::new());
         for (binary, pod) in &all {
             let w = &pod.where_;
             match binary.as_str() {
                 "vidmesh-gateway" => {
                     let c: vidmesh_gateway::Config = pod.load();
                     pod.check_server(&c.server);
+                    serves_tls.insert(pod.dep["metadata"]["name"].as_str().unwrap(), c.server.tls.enabled());
                     pod.check_model(&c.model);
                     pod.check_storage(&c.storage);
                     assert_eq!(Some(c.http.listen.port()), pod.port("http"), "{w}: http.listen");
@@ -205,6 +242,14 @@ fn what_the_manifests_set_is_what_the_services_read() {
                     );
                     assert!(c.admission.anonymous_tenant.is_empty(), "{w}: production needs API keys");
                     pod.assert_secret_file("admission.tenants_file", &c.admission.tenants_file);
+                    let tls = &c.stages.tls;
+                    if tls.enabled() {
+                        assert!(!tls.cert_file.is_empty(), "{w}: the gateway presents a client certificate");
+                        for (key, path) in [("ca_file", &tls.ca_file), ("cert_file", &tls.cert_file)] {
+                            pod.assert_secret_file(key, path);
+                        }
+                        pod.assert_secret_file("key_file", &tls.key_file);
+                    }
                     for (stage, cfg) in [
                         ("text-encoder", &c.stages.text_encoder),
                         ("denoiser", &c.stages.denoiser),
@@ -212,6 +257,7 @@ fn what_the_manifests_set_is_what_the_services_read() {
                         ("classifier", &c.stages.classifier),
                     ] {
                         let uri: http::Uri = cfg.endpoints[0].parse().unwrap();
+                        dials_tls.insert(stage, uri.scheme_str() == Some("https"));
                         let svc = services.get(uri.host().unwrap()).unwrap_or_else(|| panic!("{w}: no Service {uri}"));
                         assert_eq!(
                             svc["spec"]["clusterIP"], "None",
@@ -236,6 +282,7 @@ fn what_the_manifests_set_is_what_the_services_read() {
                 "vidmesh-text-encoder" => {
                     let c: vidmesh_text_encoder::Config = pod.load();
                     pod.check_server(&c.server);
+                    serves_tls.insert(pod.dep["metadata"]["name"].as_str().unwrap(), c.server.tls.enabled());
                     pod.check_model(&c.model);
                     assert_eq!(
                         c.onnxruntime.execution_provider == vidmesh_model::ExecutionProvider::Cuda,
@@ -246,6 +293,7 @@ fn what_the_manifests_set_is_what_the_services_read() {
                 "vidmesh-denoiser" => {
                     let c: vidmesh_denoiser::Config = pod.load();
                     pod.check_server(&c.server);
+                    serves_tls.insert(pod.dep["metadata"]["name"].as_str().unwrap(), c.server.tls.enabled());
                     pod.check_model(&c.model);
                     assert_eq!(
                         c.onnxruntime.execution_provider == vidmesh_model::ExecutionProvider::Cuda,
@@ -257,6 +305,7 @@ fn what_the_manifests_set_is_what_the_services_read() {
                 "vidmesh-decoder" => {
                     let c: vidmesh_decoder::Config = pod.load();
                     pod.check_server(&c.server);
+                    serves_tls.insert(pod.dep["metadata"]["name"].as_str().unwrap(), c.server.tls.enabled());
                     pod.check_model(&c.model);
                     pod.check_storage(&c.storage);
                     assert_eq!(
@@ -274,6 +323,7 @@ fn what_the_manifests_set_is_what_the_services_read() {
                 "vidmesh-classifier" => {
                     let c: vidmesh_classifier::Config = pod.load();
                     pod.check_server(&c.server);
+                    serves_tls.insert(pod.dep["metadata"]["name"].as_str().unwrap(), c.server.tls.enabled());
                     pod.check_model(&c.model);
                     pod.check_storage(&c.storage);
                     assert_eq!(c.watermark.key_hex.len(), 64, "{w}: the watermark key comes from its Secret");
@@ -282,20 +332,55 @@ fn what_the_manifests_set_is_what_the_services_read() {
                 other => panic!("{w}: unknown binary {other}"),
             }
         }
+        for (stage, tls) in dials_tls {
+            assert_eq!(serves_tls.get(stage), Some(&tls), "{overlay}: the gateway dials {stage} with TLS = {tls}");
+        }
         // An unknown key anywhere is refused by the service's config type, so this test would fail on it.
         let (_, gw) = all.iter().find(|(b, _)| b == "vidmesh-gateway").unwrap();
-        let typo = Pod {
-            toml: format!("{}\n[http]\nlisten_adress = \"0.0.0.0:1\"\n", gw.toml),
-            env: gw.env.clone(),
-            where_: String::new(),
-            ..*gw
-        };
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("c.toml"), &typo.toml).unwrap();
-        assert!(
-            vidmesh_runtime::config::load::<vidmesh_gateway::Config>(Some(&dir.path().join("c.toml")), &typo.env)
-                .is_err()
-        );
+        let mut tomls = gw.tomls.clone();
+        tomls[0].push_str("\n[http]\nlisten_adress = \"0.0.0.0:1\"\n");
+        let typo = Pod { tomls, env: gw.env.clone(), where_: String::new(), ..*gw };
+        assert!(typo.try_load::<vidmesh_gateway::Config>().is_err());
+    }
+}
+
+/// The mtls overlay is the cpu overlay with TLS on: every service's config differs only in `server.tls`,
+/// `stages.tls` and the scheme of the gateway's stage endpoints.
+#[test]
+fn the_mtls_overlay_changes_nothing_but_tls() {
+    /// The config without its TLS settings, and whether it had any.
+    fn config(binary: &str, pod: &Pod) -> (Value, bool) {
+        let mut v = match binary {
+            "vidmesh-gateway" => serde_json::to_value(pod.load::<vidmesh_gateway::Config>()),
+            "vidmesh-text-encoder" => serde_json::to_value(pod.load::<vidmesh_text_encoder::Config>()),
+            "vidmesh-denoiser" => serde_json::to_value(pod.load::<vidmesh_denoiser::Config>()),
+            "vidmesh-decoder" => serde_json::to_value(pod.load::<vidmesh_decoder::Config>()),
+            "vidmesh-classifier" => serde_json::to_value(pod.load::<vidmesh_classifier::Config>()),
+            other => panic!("unknown binary {other}"),
+        }
+        .unwrap();
+        let tls = v["server"]["tls"]["cert_file"] != ""
+            || v["stages"]["tls"]["ca_file"].as_str().is_some_and(|f| !f.is_empty());
+        v["server"]["tls"] = Value::Null;
+        if let Some(stages) = v.get_mut("stages") {
+            stages["tls"] = Value::Null;
+            for stage in ["text_encoder", "denoiser", "decoder", "classifier"] {
+                for e in stages[stage]["endpoints"].as_array_mut().unwrap() {
+                    *e = Value::from(e.as_str().unwrap().replacen("https://", "http://", 1));
+                }
+            }
+        }
+        (v, tls)
+    }
+    let (cpu, mtls) = (render("cpu"), render("mtls"));
+    let cpu: HashMap<String, (Value, bool)> =
+        pods(&cpu, "cpu").iter().map(|(b, p)| (b.clone(), config(b, p))).collect();
+    let mtls = pods(&mtls, "mtls");
+    assert_eq!(mtls.len(), cpu.len());
+    for (binary, pod) in &mtls {
+        let (config, tls) = config(binary, pod);
+        assert!(tls && !cpu[binary].1, "{binary}: TLS in mtls only");
+        assert_eq!(config, cpu[binary].0, "{binary}: mtls differs from cpu beyond TLS");
     }
 }
 

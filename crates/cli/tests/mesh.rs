@@ -2,7 +2,6 @@
 //! - a prompt becomes an MP4 that ffprobe accepts and the classifier recognises, with monotonic, complete progress,
 //!   and one trace id spans all five services (an OTLP collector runs in the test); SIGTERM drains every process
 //!   within its grace period;
-//! - kill -9 of the gateway mid-job: the restarted gateway completes the job, no event lost;
 //! - two gateway processes on PostgreSQL: submit on one, watch and cancel on the other, the denoiser let go.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -12,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Proc, Stages};
+use common::{PgDb, Proc, Stages};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tokio::net::TcpListener;
@@ -20,7 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 use vidmesh_proto::gateway::v1::gateway_client::GatewayClient;
 use vidmesh_proto::gateway::v1::{
-    CancelJobRequest, GenerateRequest, GetJobRequest, JobEvent, JobState, WatchJobRequest, job_event::Event,
+    CancelJobRequest, GenerateRequest, JobEvent, JobState, WatchJobRequest, job_event::Event,
 };
 
 /// trace id (hex) → service names that exported spans in it.
@@ -152,54 +151,9 @@ async fn five_processes_make_a_recognised_video_in_one_trace_and_drain_on_sigter
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_killed_mid_job_completes_it_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let stages = Stages::start(dir.path(), &root, None).await;
-    let store = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let config = stages.gateway_toml(&root, &store, None, 10);
-    let gw = Proc::start("gateway", dir.path(), &config).await;
-    let job = client(&gw).await.submit(request("a green square moving up", 300)).await.unwrap().into_inner();
-    let mut watch =
-        client(&gw).await.watch(WatchJobRequest { id: job.id.clone(), after_sequence: 0 }).await.unwrap().into_inner();
-    let mut last = 0;
-    while let Some(ev) = watch.message().await.unwrap() {
-        last = ev.sequence;
-        if matches!(&ev.event, Some(Event::Denoising(d)) if d.step >= 2) {
-            break;
-        }
-    }
-    gw.kill9();
-
-    let gw = Proc::start("gateway", dir.path(), &config).await;
-    let rest = collect(
-        client(&gw)
-            .await
-            .watch(WatchJobRequest { id: job.id.clone(), after_sequence: last })
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
-    assert!(rest[0].sequence > last, "resumed after {last}");
-    assert!(matches!(rest.last().unwrap().event, Some(Event::Completed(_))), "{:?}", rest.last());
-    let done = client(&gw).await.get(GetJobRequest { id: job.id }).await.unwrap().into_inner();
-    assert_eq!(done.state, JobState::Completed as i32);
-    assert_eq!(done.last_sequence, rest.last().unwrap().sequence);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_postgres_submit_on_one_watch_and_cancel_on_the_other() {
-    let admin = std::env::var("VIDMESH_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-    let db = format!("vidmesh_e2e_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = std::process::Command::new("psql").args([admin.as_str(), "-qc", sql]).output().unwrap();
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    psql(&format!("CREATE DATABASE {db}"));
-    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    let db = PgDb::create("e2e");
+    let url = db.url.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
@@ -234,6 +188,5 @@ async fn two_gateways_on_postgres_submit_on_one_watch_and_cancel_on_the_other() 
 
     let events = collect(client(&front).await.generate(request("a black square", 3)).await.unwrap().into_inner()).await;
     assert!(matches!(events.last().unwrap().event, Some(Event::Completed(_))));
-    drop((runner, front));
-    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    drop((runner, front, db));
 }

@@ -14,6 +14,7 @@ pub mod noise;
 mod onnx;
 mod parts;
 mod plan;
+mod text;
 mod validate;
 
 pub use bundle::{Bundle, ModelConfig};
@@ -29,3 +30,4 @@ pub use manifest::{
 pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};
 pub use parts::{Part, sha256_file};
 pub use plan::{Ask, Limits, Plan};
+pub use text::{check_prompt, check_text};

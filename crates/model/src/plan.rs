@@ -188,8 +188,8 @@ impl Plan {
             return Err(format!("steps {steps} is above the limit {}", limits.max_steps));
         }
         let guidance = ask.guidance.unwrap_or(m.scheduler.guidance);
-        if !guidance.is_finite() || guidance.abs() > limits.max_guidance {
-            return Err(format!("guidance {guidance} must be finite and at most {} in magnitude", limits.max_guidance));
+        if !(0.0..=limits.max_guidance).contains(&guidance) {
+            return Err(format!("guidance {guidance} must be between 0 and {}", limits.max_guidance));
         }
         if m.dit.guidance == crate::manifest::GuidanceMode::None && guidance != 1.0 {
             return Err(format!("{} has no classifier-free guidance; guidance must be 1 (or unset)", m.model.name));

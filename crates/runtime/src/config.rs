@@ -1,5 +1,6 @@
-//! Layered configuration: a typed struct's `Default` → an optional TOML file → `VIDMESH__SECTION__KEY`
-//! environment variables (double underscore between levels, values parsed as TOML scalars where they can be).
+//! Layered configuration: a typed struct's `Default` → optional TOML files (each over the ones before it, so a
+//! deployment adds a file such as the TLS settings beside the main one) → `VIDMESH__SECTION__KEY` environment
+//! variables (double underscore between levels, values parsed as TOML scalars where they can be).
 //!
 //! The environment is passed in as a map rather than read behind the caller's back, so tests inject it without
 //! touching the process environment (`std::env::set_var` is banned by clippy.toml).
@@ -19,6 +20,13 @@ pub const ENV_PREFIX: &str = "VIDMESH";
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A problem found outside [`Validate`] (a file a key names, read at start-up); `message` names the key.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 /// A configuration that checks itself once loaded: ranges, non-empty lists, pairs that must agree.
 ///
@@ -89,6 +97,14 @@ where
     load_over(&[], file, env)
 }
 
+/// As [`load`] with every file of `files` in order, each over the ones before it.
+pub fn load_files<T>(files: &[&Path], env: &HashMap<String, String>) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned + Validate,
+{
+    load_layers(&[], files, env)
+}
+
 /// Loads `T` from its defaults and `vars` as its environment (`("VIDMESH__SECTION__KEY", "value")`), as a test of a
 /// config's rules does.
 pub fn load_vars<T>(vars: &[(&str, &str)]) -> Result<T, ConfigError>
@@ -109,6 +125,13 @@ pub fn load_over<T>(
 where
     T: Default + Serialize + DeserializeOwned + Validate,
 {
+    load_layers(defaults, file.as_slice(), env)
+}
+
+fn load_layers<T>(defaults: &[(&str, String)], files: &[&Path], env: &HashMap<String, String>) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned + Validate,
+{
     let own = config::Config::try_from(&T::default()).map_err(|e| ConfigError(e.to_string()))?;
     let mut overlay = config::Config::builder();
     for (key, value) in defaults {
@@ -116,7 +139,7 @@ where
     }
     let overlay = overlay.build().map_err(|e| ConfigError(e.to_string()))?;
     let mut builder = config::Config::builder().add_source(own).add_source(overlay);
-    if let Some(path) = file {
+    for &path in files {
         if !path.exists() {
             return Err(ConfigError(format!("config file {} does not exist", path.display())));
         }
@@ -152,6 +175,9 @@ pub struct ServerConfig {
     pub drain_grace_secs: u64,
     /// HTTP/2 keep-alive ping interval in seconds (0 = off), so idle connections through load balancers survive.
     pub keepalive_secs: u64,
+    /// TLS on the gRPC port (`[server.tls]`; mutual TLS unless turned off there). Off by default. The metrics port
+    /// stays plain HTTP, and serves `/livez` and `/readyz` for probes that cannot present a client certificate.
+    pub tls: crate::tls::ServerTls,
 }
 
 impl Default for ServerConfig {
@@ -168,6 +194,7 @@ impl Validate for ServerConfig {
             format_args!("{prefix}metrics_listen"),
             format_args!("must differ from {prefix}listen ({})", self.listen),
         );
+        checks.section(prefix, "tls", &self.tls);
     }
 }
 
@@ -185,6 +212,7 @@ impl ServerConfig {
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], ports.metrics)),
             drain_grace_secs: 30,
             keepalive_secs: 30,
+            tls: crate::tls::ServerTls::default(),
         }
     }
 
@@ -260,6 +288,20 @@ mod tests {
         assert_eq!(c.server.drain_grace_secs, 9, "environment overrides the file");
         assert!(c.telemetry.log_json);
         assert_eq!(c.server.listen, ServerConfig::default().listen);
+    }
+
+    #[test]
+    fn later_files_override_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (main, tls) = (dir.path().join("svc.toml"), dir.path().join("tls.toml"));
+        std::fs::write(&main, "max_batch = 4\n[server]\ndrain_grace_secs = 5\n").unwrap();
+        std::fs::write(&tls, "[server]\ndrain_grace_secs = 6\n[server.tls]\nrequire_client_cert = false\n").unwrap();
+        let c: Svc = load_files(&[&main, &tls], &HashMap::new()).unwrap();
+        assert_eq!((c.max_batch, c.server.drain_grace_secs), (4, 6));
+        assert!(!c.server.tls.require_client_cert);
+        let env = HashMap::from([("VIDMESH__SERVER__TLS__CERT_FILE".to_string(), "/tls/tls.crt".to_string())]);
+        let err = load_files::<Svc>(&[&main, &tls], &env).unwrap_err().to_string();
+        assert!(err.contains("server.tls.key_file: must be set with server.tls.cert_file"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! loaded and warmed ([`Health::serving`]); a drain flips it back so load balancers stop sending new work.
 //! The overall status (service name "") follows the service's. The service name [`LIVENESS`] is SERVING for as long
 //! as the process serves at all — loading and draining included — for liveness probes that must not restart a pod
-//! that is merely warming up or draining.
+//! that is merely warming up or draining. [`Health::is_serving`] is the same readiness for the metrics port's
+//! `/readyz`, which probes use when the gRPC port asks for client certificates (`[server.tls]`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -15,6 +19,7 @@ pub const LIVENESS: &str = "liveness";
 pub struct Health {
     reporter: HealthReporter,
     service: &'static str,
+    serving: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -24,13 +29,14 @@ impl Health {
         service: &'static str,
     ) -> (Self, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
         let (reporter, server) = tonic_health::server::health_reporter();
-        let health = Self { reporter, service };
+        let health = Self { reporter, service, serving: Arc::new(AtomicBool::new(false)) };
         health.reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
         health.set(ServingStatus::NotServing).await;
         (health, server)
     }
 
     async fn set(&self, status: ServingStatus) {
+        self.serving.store(status == ServingStatus::Serving, Ordering::Release);
         self.reporter.set_service_status(self.service, status).await;
         self.reporter.set_service_status("", status).await;
     }
@@ -44,6 +50,11 @@ impl Health {
     pub async fn not_serving(&self) {
         self.set(ServingStatus::NotServing).await;
     }
+
+    /// Whether the service reports SERVING (readiness).
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
 }
 
 /// Connects to `addr` and waits until `service` reports SERVING there; returns the channel for use. Fails (rather
@@ -52,8 +63,17 @@ pub async fn wait_serving(
     addr: std::net::SocketAddr,
     service: &str,
 ) -> Result<tonic::transport::Channel, crate::stage::BoxError> {
+    wait_serving_at(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?, service).await
+}
+
+/// As [`wait_serving`] through `endpoint` (e.g. `https://…` with a [`tonic::transport::ClientTlsConfig`]).
+pub async fn wait_serving_at(
+    endpoint: tonic::transport::Endpoint,
+    service: &str,
+) -> Result<tonic::transport::Channel, crate::stage::BoxError> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let addr = endpoint.uri().clone();
+    let channel = endpoint.connect().await?;
     let mut watch =
         HealthClient::new(channel.clone()).watch(HealthCheckRequest { service: service.into() }).await?.into_inner();
     while let Some(msg) = watch.message().await? {

@@ -1,5 +1,6 @@
 //! What every vidmesh service shares, written once: layered configuration, telemetry (tracing + OpenTelemetry with
-//! W3C trace context on every gRPC hop), grpc.health.v1, reflection, Prometheus metrics on their own port,
+//! W3C trace context on every gRPC hop), grpc.health.v1, reflection, TLS from PEM files (mutual by default:
+//! [`tls`]), Prometheus metrics and HTTP probes on their own port,
 //! graceful SIGTERM drain, the [`Stage`] shell every service is served through (one `serve`, one `main`), and
 //! tensor ⇄ proto conversion.
 //!
@@ -14,6 +15,7 @@ pub mod stage;
 pub mod status;
 pub mod telemetry;
 pub mod tensor;
+pub mod tls;
 
 pub use config::{ServerConfig, TelemetryConfig};
 pub use health::Health;

@@ -1,4 +1,6 @@
-//! Prometheus metrics on their own port: `GET /metrics` in the text exposition format, anything else 404.
+//! Prometheus metrics on their own port: `GET /metrics` in the text exposition format; with the stage's
+//! [`Health`], also `GET /livez` (200 while the process serves) and `GET /readyz` (200 while the service is SERVING,
+//! 503 while it loads or drains) for probes that cannot reach the gRPC port (mutual TLS); anything else 404.
 //! Every service defines its collectors the same way: a `Metrics` struct in its `metrics.rs` whose `register`
 //! creates each collector through [`Collectors`] (created and registered in one step), and the stage shell serves
 //! the registry.
@@ -17,6 +19,8 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::Health;
 
 /// Creates collectors and registers them in `registry` in one step.
 pub struct Collectors<'a>(pub &'a Registry);
@@ -80,6 +84,33 @@ fn render(registry: &Registry) -> Response<Full<Bytes>> {
 
 /// Serves `registry` on `listener` until `shutdown` fires.
 pub async fn serve(listener: TcpListener, registry: Registry, shutdown: CancellationToken) {
+    serve_with_health(listener, registry, None, shutdown).await;
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+/// The answer to `path`.
+fn respond(path: &str, registry: &Registry, health: Option<&Health>) -> Response<Full<Bytes>> {
+    match (path, health) {
+        ("/metrics", _) => render(registry),
+        ("/livez", Some(_)) => text(StatusCode::OK, "ok\n"),
+        ("/readyz", Some(h)) if h.is_serving() => text(StatusCode::OK, "SERVING\n"),
+        ("/readyz", Some(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics\n"),
+    }
+}
+
+/// Serves `registry` on `listener`, and the probes of `health` (see the module doc), until `shutdown` fires.
+pub async fn serve_with_health(
+    listener: TcpListener,
+    registry: Registry,
+    health: Option<Health>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -91,16 +122,10 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: Cancella
                 }
             },
         };
-        let registry = registry.clone();
+        let (registry, health) = (registry.clone(), health.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let resp = if req.uri().path() == "/metrics" {
-                    render(&registry)
-                } else {
-                    let mut r = Response::new(Full::new(Bytes::from_static(b"not found; try /metrics\n")));
-                    *r.status_mut() = StatusCode::NOT_FOUND;
-                    r
-                };
+                let resp = respond(req.uri().path(), &registry, health.as_ref());
                 async move { Ok::<_, Infallible>(resp) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await

@@ -1,5 +1,5 @@
 //! Server bootstrap: one tonic server per service with health, reflection (v1 and v1alpha), W3C trace context extraction, HTTP/2
-//! keep-alive, and a graceful drain on shutdown.
+//! keep-alive, TLS when configured (`[server.tls]`, see [`crate::tls`]), and a graceful drain on shutdown.
 //!
 //! Invariant: after `shutdown` fires, the health status is NOT_SERVING, connections get GOAWAY (no new calls),
 //! and `serve` returns when in-flight calls are done or the grace period ends, whichever comes first.
@@ -32,6 +32,7 @@ pub struct GrpcServer {
     health: Health,
     grace: Duration,
     keepalive: Option<Duration>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl GrpcServer {
@@ -42,7 +43,14 @@ impl GrpcServer {
             health,
             grace: config.drain_grace(),
             keepalive: (config.keepalive_secs > 0).then(|| Duration::from_secs(config.keepalive_secs)),
+            tls: None,
         }
+    }
+
+    /// Serves over TLS with `tls` (from [`crate::tls::ServerTls::load`]); `None` = plaintext.
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Serves on `listener` until `shutdown` fires, then drains (see the module invariant).
@@ -54,7 +62,11 @@ impl GrpcServer {
                 .register_encoded_file_descriptor_set(vidmesh_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let router = builder
             .trace_fn(crate::telemetry::server_span)
             .http2_keepalive_interval(self.keepalive)
             .add_routes(self.routes)

@@ -1,8 +1,9 @@
 //! A vidmesh stage, written once. A stage names itself and its config (whose defaults listen on its [`ports`]), and
 //! builds its gRPC routes and the work to do before it is ready ([`Stage::start`]); this module does the rest for
 //! every stage:
-//! config in layers (validated), telemetry, binding and announcing its addresses, health and reflection, metrics on
-//! their own port, the load on a blocking thread after an optional gate, background tasks, and the drain.
+//! config in layers (validated), telemetry, binding and announcing its addresses, health and reflection, TLS,
+//! metrics (and HTTP probes) on their own port, the load on a blocking thread after an optional gate, background
+//! tasks, and the drain.
 //!
 //! Invariants:
 //! - health is NOT_SERVING until the stage's load succeeded (a stage without a load is SERVING once started);
@@ -278,17 +279,19 @@ where
     // A config built in code (tests, embedding processes) holds to the same rules as one loaded from a file.
     config.validate()?;
     let server = config.server().clone();
+    let tls = server.tls.load("server.tls.")?;
     let stop = shutdown.child_token();
+    let (health, health_svc) = Health::new(S::SERVICE).await;
     if let Some(l) = opts.metrics_listener {
-        tokio::spawn(crate::metrics::serve(l, opts.registry.clone(), stop.clone()));
+        tokio::spawn(crate::metrics::serve_with_health(l, opts.registry.clone(), Some(health.clone()), stop.clone()));
     }
     let ctx = Context { env: opts.env, registry: opts.registry, shutdown: shutdown.clone(), listeners: opts.listeners };
     let started = S::start(config, ctx).await;
     let result = match started {
         Err(e) => Err(e),
         Ok(started) => {
-            let (health, health_svc) = Health::new(S::SERVICE).await;
-            let grpc = GrpcServer::new(started.routes.add_service(health_svc), health.clone(), &server);
+            let routes = started.routes.add_service(health_svc);
+            let grpc = GrpcServer::new(routes, health.clone(), &server).with_tls(tls);
             let result = match started.load {
                 None => {
                     health.serving().await;
@@ -319,14 +322,16 @@ where
     result
 }
 
-/// A stage's whole `main`: config from the file named by the first argument (if any) and `VIDMESH__…` variables,
+/// A stage's whole `main`: config from the files named by the arguments (none or more, each over the ones before
+/// it; `vidmesh-denoiser config.toml tls.toml`) and `VIDMESH__…` variables,
 /// telemetry, bind and announce, serve until SIGTERM/Ctrl-C, drain. A start-up error is printed and the process
 /// exits with status 1.
 pub fn main<S: Stage>() -> std::process::ExitCode {
     let run = async {
         let env: HashMap<String, String> = std::env::vars().collect();
-        let file = std::env::args().nth(1).map(PathBuf::from);
-        let config: S::Config = crate::config::load(file.as_deref(), &env)?;
+        let files: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+        let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+        let config: S::Config = crate::config::load_files(&files, &env)?;
         let telemetry = crate::telemetry::init(S::NAME, config.telemetry(), &env)?;
         let (listener, opts) = bind::<S>(&config, env).await?;
         let result = serve_with::<S, _>(config, listener, crate::shutdown::on_signals(), opts).await;

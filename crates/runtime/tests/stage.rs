@@ -1,6 +1,7 @@
 //! A new service through the shared stage shell: a toy "echo" stage (its whole code is the block marked below, 38
 //! lines) is configured in layers with its values validated, served on 127.0.0.1:0, health-checked while loading
-//! and once loaded, called, found by reflection in both versions, and drained.
+//! and once loaded (over gRPC, and over HTTP on the metrics port), called, found by reflection in both versions, and
+//! drained.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -116,6 +117,48 @@ async fn it_is_served_health_checked_reflected_and_drained() {
     shutdown.cancel();
     assert_eq!(watch.message().await.unwrap().unwrap().status, 2, "a drain flips health to NOT_SERVING first");
     drop((watch, health, channel));
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+}
+
+/// `GET path` on `addr`: the status line and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    reply
+}
+
+/// What Kubernetes probes use when the gRPC port wants client certificates: the metrics port's `/readyz` follows
+/// the service's health (503 while loading), `/livez` answers while the process serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_answers_http_probes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, probes) = (listener.local_addr().unwrap(), metrics.local_addr().unwrap());
+    let (open, gate) = oneshot::channel::<()>();
+    let opts = Options {
+        env: HashMap::new(),
+        registry: prometheus::Registry::new(),
+        metrics_listener: Some(metrics),
+        load_gate: async move {
+            let _ = gate.await;
+        },
+        listeners: HashMap::new(),
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve_with::<EchoStage, _>(EchoConfig::default(), listener, shutdown.clone(), opts));
+    let ready = get(probes, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.ends_with("NOT_SERVING\n"), "{ready}");
+    assert!(get(probes, "/livez").await.starts_with("HTTP/1.1 200"), "alive while loading");
+    open.send(()).unwrap();
+    vidmesh_runtime::health::wait_serving(addr, EchoStage::SERVICE).await.unwrap();
+    let ready = get(probes, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200") && ready.ends_with("SERVING\n"), "{ready}");
+    assert!(get(probes, "/metrics").await.starts_with("HTTP/1.1 200"));
+    assert!(get(probes, "/other").await.starts_with("HTTP/1.1 404"));
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
 }
 

@@ -1,11 +1,16 @@
 //! Test support: a real Garage S3 server (single node, fresh layout, one bucket and key) on free loopback ports.
 //! The binary comes from GARAGE_BIN, ~/.cache/vidmesh/garage/bin/garage (scripts/install-garage.sh) or PATH.
-//! Also: waiting for a served stage's health, and a development C2PA PKI ([`DevPki`]).
+//! Also: waiting for a served stage's health, a development C2PA PKI ([`DevPki`]), and a test CA for TLS between
+//! the services ([`TestCa`]).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::expect_used)]
 
 mod pki;
+mod raw;
+mod tls;
 
 pub use pki::{DevPki, DevPkiFiles};
+pub use raw::{Raw, RawCoder};
+pub use tls::{TestCa, TlsFiles};
 
 use std::path::PathBuf;
 use std::process::Stdio;

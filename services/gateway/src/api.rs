@@ -2,7 +2,8 @@
 //! policy → rate → store, in that order, so refused requests spend nothing), get, list, watch, cancel, delete, and
 //! content downloads.
 //!
-//! Invariants: a caller sees only its tenant's jobs (others' are NotFound); a watch delivers every event of the job
+//! Invariants: a caller sees only its tenant's jobs (others' are NotFound); an id that cannot be a job's
+//! ([`jobs::plausible_id`]) is NotFound without reaching the store; a watch delivers every event of the job
 //! after the requested sequence exactly once and in order, from whichever replica it is connected to, and ends after
 //! the final event (or with UNAVAILABLE when this replica drains, to be resumed elsewhere).
 
@@ -156,7 +157,10 @@ impl Api {
             }
             Some(Reference::VideoId(id)) => {
                 let source = self.get(tenant, id).await.map_err(|e| match e {
-                    Error::NotFound(_) => Error::NotFound(format!("the reference video {id:?} was not found")),
+                    // Reads `no job "…": the reference video was not found`.
+                    Error::NotFound(_) => {
+                        Error::NotFound(format!("no job {}: the reference video was not found", jobs::quoted_id(id)))
+                    }
                     e => e,
                 })?;
                 let result = source.result.filter(|_| source.state == JobState::Completed as i32).ok_or_else(|| {
@@ -219,11 +223,20 @@ impl Api {
 
     /// The tenant's job.
     pub async fn get(&self, tenant: &Tenant, id: &str) -> Result<Job, Error> {
+        if !jobs::plausible_id(id) {
+            return Err(Error::no_job(id));
+        }
         self.store.get(Some(&tenant.name), id).await
     }
 
     /// A page of the tenant's jobs, and whether more follow.
     pub async fn list(&self, tenant: &Tenant, q: &ListQuery) -> Result<(Vec<Job>, bool), Error> {
+        if !q.after.is_empty() && !jobs::plausible_id(&q.after) {
+            return Err(Error::InvalidArgument(format!(
+                "after {} is not a video id; pass the last id of the previous page",
+                jobs::quoted_id(&q.after)
+            )));
+        }
         self.store.list(&tenant.name, q).await
     }
 
@@ -288,6 +301,9 @@ impl Api {
 
     /// Cancels the job and waits up to `wait` for it to reach a final state; returns the job as it then is.
     pub async fn cancel(&self, tenant: &Tenant, id: &str, wait: Duration) -> Result<Job, Error> {
+        if !jobs::plausible_id(id) {
+            return Err(Error::no_job(id));
+        }
         let mut notices = self.store.subscribe();
         let job = self.store.cancel(&tenant.name, id).await?;
         if jobs::is_final(job.state) {
@@ -325,7 +341,9 @@ impl Api {
             return Err(Error::FailedPrecondition(format!("job {id} has not completed; its content is not ready")));
         }
         let bytes = self.storage.get(&JobOutputs::of_job(id).key(variant)).await.map_err(|e| match e {
-            vidmesh_storage::StorageError::NotFound(_) => Error::NotFound(format!("{id} {}", variant.file_name())),
+            vidmesh_storage::StorageError::NotFound(_) => {
+                Error::NotFound(format!("video {id} has no stored {}", variant.file_name()))
+            }
             e => Error::Storage(e),
         })?;
         Ok((bytes, variant.content_type()))

@@ -1,5 +1,5 @@
 //! The gateway's configuration: `[server]` (gRPC), `[http]` (the OpenAI-compatible front), `[store]` (jobs),
-//! `[stages]` (where the four stages are), `[storage]` (where the decoder stores videos: the gateway serves content
+//! `[stages]` (where the four stages are, and `[stages.tls]`: how they are reached over TLS), `[storage]` (where the decoder stores videos: the gateway serves content
 //! and presigns URLs from it), `[model]`, `[admission]`, `[policy]`. Defaults describe one process on a laptop:
 //! SQLite beside the working directory, stages on the ports `vidmesh serve all` uses, no API keys required.
 
@@ -64,11 +64,37 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a client has to send a request's whole head (request line and headers), in seconds, counted from
+    /// when the server starts waiting for it (an idle keep-alive connection waits the same). A connection whose
+    /// head is not complete by then is closed without an answer (HTTP/1; the HTTP server cannot answer a request
+    /// it has not read).
+    pub header_read_timeout_secs: u64,
+    /// The longest a request body may stall, in seconds: when no part of the body arrives for this long the
+    /// request is answered 408 (OpenAI error body) and its connection closed. Counted between arrivals, so a slow
+    /// but steady upload of any size passes.
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], ports::GATEWAY_HTTP)), max_body_bytes: 40 << 20 }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], ports::GATEWAY_HTTP)),
+            max_body_bytes: 40 << 20,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// [`Self::header_read_timeout_secs`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// [`Self::body_read_timeout_secs`] as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
     }
 }
 
@@ -117,19 +143,25 @@ impl StoreConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StageConfig {
-    /// `http://HOST:PORT` endpoints. Host names are re-resolved every `resolve_secs` and every address is balanced
-    /// over (a Kubernetes headless Service gives one address per pod). Empty disables the stage (only the
-    /// classifier may be disabled).
+    /// `http://HOST:PORT` endpoints, or `https://HOST:PORT` when `[stages.tls]` is set (then every stage's are, and
+    /// HOST is the name the stage's certificate must carry). Host names are re-resolved every `resolve_secs` and
+    /// every address is balanced over (a Kubernetes headless Service gives one address per pod). Empty disables
+    /// the stage (only the classifier may be disabled).
     pub endpoints: Vec<String>,
     /// How often host names are resolved again, in seconds.
     pub resolve_secs: u64,
     /// Connection timeout per attempt, in milliseconds.
     pub connect_timeout_ms: u64,
-    /// Attempts of a call that fails with UNAVAILABLE before the job fails (every stage call is idempotent:
-    /// same inputs and seed, same outputs, same storage keys).
+    /// Attempts of a call before the job fails, when the call fails in a way a retry may mend: UNAVAILABLE (no
+    /// replica reachable) or the connection breaking under it (a replica killed mid-call; a streamed call is made
+    /// again from its start). Every stage call is idempotent: same inputs and seed, same outputs, same storage
+    /// keys. The job's deadline bounds the retries too.
     pub attempts: u32,
-    /// First retry delay in milliseconds; doubles per attempt.
+    /// First retry delay in milliseconds; doubles per attempt up to `max_backoff_ms`.
     pub backoff_ms: u64,
+    /// Longest retry delay, in milliseconds. With the defaults (10 attempts, 200 ms doubling to 5 s) a stage may be
+    /// unreachable for about 26 s — a replica replaced by Kubernetes — before the job fails.
+    pub max_backoff_ms: u64,
 }
 
 impl StageConfig {
@@ -140,7 +172,14 @@ impl StageConfig {
 
 impl Default for StageConfig {
     fn default() -> Self {
-        Self { endpoints: Vec::new(), resolve_secs: 10, connect_timeout_ms: 2000, attempts: 4, backoff_ms: 200 }
+        Self {
+            endpoints: Vec::new(),
+            resolve_secs: 10,
+            connect_timeout_ms: 2000,
+            attempts: 10,
+            backoff_ms: 200,
+            max_backoff_ms: 5000,
+        }
     }
 }
 
@@ -162,6 +201,9 @@ pub struct StagesConfig {
     pub max_running: usize,
     /// How long a presigned content URL stays valid, in seconds.
     pub url_ttl_secs: u64,
+    /// TLS to the stages, shared by the four clients: the CA their certificates chain to, and the certificate the
+    /// gateway presents (mutual TLS). Set = every endpoint must be `https://`; empty `ca_file` = plaintext.
+    pub tls: vidmesh_runtime::tls::ClientTls,
 }
 
 impl Default for StagesConfig {
@@ -174,6 +216,7 @@ impl Default for StagesConfig {
             job_timeout_secs: 900,
             max_running: 4,
             url_ttl_secs: 3600,
+            tls: vidmesh_runtime::tls::ClientTls::default(),
         }
     }
 }
@@ -309,7 +352,10 @@ impl Validate for Config {
 
 impl Validate for HttpConfig {
     fn check(&self, prefix: &str, checks: &mut Checks) {
-        checks.at_least(format_args!("{prefix}max_body_bytes"), self.max_body_bytes, 1);
+        checks
+            .at_least(format_args!("{prefix}max_body_bytes"), self.max_body_bytes, 1)
+            .at_least(format_args!("{prefix}header_read_timeout_secs"), self.header_read_timeout_secs, 1)
+            .at_least(format_args!("{prefix}body_read_timeout_secs"), self.body_read_timeout_secs, 1);
     }
 }
 
@@ -341,13 +387,18 @@ impl Validate for StageConfig {
             checks.require(
                 crate::stages::host_port(endpoint).is_ok(),
                 format_args!("{prefix}endpoints[{i}]"),
-                format_args!("{endpoint:?} is not http://HOST:PORT"),
+                format_args!("{endpoint:?} is not http://HOST:PORT or https://HOST:PORT"),
             );
         }
         checks
             .at_least(format_args!("{prefix}resolve_secs"), self.resolve_secs, 1)
             .at_least(format_args!("{prefix}connect_timeout_ms"), self.connect_timeout_ms, 1)
-            .at_least(format_args!("{prefix}attempts"), self.attempts, 1);
+            .at_least(format_args!("{prefix}attempts"), self.attempts, 1)
+            .require(
+                self.max_backoff_ms >= self.backoff_ms,
+                format_args!("{prefix}max_backoff_ms"),
+                format_args!("must be at least backoff_ms ({} < {})", self.max_backoff_ms, self.backoff_ms),
+            );
     }
 }
 
@@ -363,8 +414,21 @@ impl Validate for StagesConfig {
         }
         checks
             .section(prefix, "classifier", &self.classifier)
+            .section(prefix, "tls", &self.tls)
             .at_least(format_args!("{prefix}job_timeout_secs"), self.job_timeout_secs, 1)
             .at_least(format_args!("{prefix}url_ttl_secs"), self.url_ttl_secs, 1);
+        let all = [("text_encoder", &self.text_encoder), ("denoiser", &self.denoiser)];
+        let all = all.into_iter().chain([("decoder", &self.decoder), ("classifier", &self.classifier)]);
+        for (name, stage) in all {
+            for (i, endpoint) in stage.endpoints.iter().enumerate() {
+                let Ok(target) = crate::stages::host_port(endpoint) else { continue };
+                checks.require(
+                    target.tls == self.tls.enabled(),
+                    format_args!("{prefix}{name}.endpoints[{i}]"),
+                    crate::stages::scheme_mismatch(endpoint, target.tls),
+                );
+            }
+        }
     }
 }
 
@@ -467,6 +531,32 @@ mod tests {
     }
 
     #[test]
+    fn https_endpoints_need_stages_tls_and_stages_tls_needs_https_everywhere() {
+        let err = from_file("[stages.denoiser]\nendpoints = [\"https://denoiser:50051\"]\n").unwrap_err().to_string();
+        let want =
+            "stages.denoiser.endpoints[0]: \"https://denoiser:50051\" is https:// but stages.tls.ca_file is not set";
+        assert!(err.contains(want), "{err}");
+        let https: String = ["text_encoder", "denoiser", "decoder", "classifier"]
+            .iter()
+            .map(|s| format!("[stages.{s}]\nendpoints = [\"https://{s}:50051\"]\n"))
+            .collect();
+        let tls =
+            "[stages.tls]\nca_file = \"/tls/ca.crt\"\ncert_file = \"/tls/tls.crt\"\nkey_file = \"/tls/tls.key\"\n";
+        let c = from_file(&format!("{https}{tls}")).unwrap();
+        assert!(c.stages.tls.enabled(), "the files are read when the gateway starts, not when its config loads");
+        let half =
+            "[stages.tls]\ncert_file = \"/tls/tls.crt\"\n[stages.text_encoder]\nendpoints = [\"https://te:1\"]\n";
+        let err = from_file(half).unwrap_err().to_string();
+        assert!(err.contains("stages.tls.key_file: must be set with stages.tls.cert_file"), "{err}");
+        assert!(err.contains("stages.tls.ca_file: must be set with stages.tls.cert_file"), "{err}");
+        let mixed = format!("{tls}[stages.text_encoder]\nendpoints = [\"https://te:1\"]\n");
+        let err = from_file(&mixed).unwrap_err().to_string();
+        let want = "stages.decoder.endpoints[0]: \"http://127.0.0.1:50053\" is http:// while stages.tls is set";
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains("stages.text_encoder"), "{err}");
+    }
+
+    #[test]
     fn stage_intervals_and_attempts_are_at_least_one() {
         let vars = [("VIDMESH__STAGES__TEXT_ENCODER__ATTEMPTS", "0"), ("VIDMESH__STAGES__DECODER__RESOLVE_SECS", "0")];
         let err = load::<Config>(None, &env(&vars)).unwrap_err().to_string();
@@ -480,6 +570,19 @@ mod tests {
     fn the_http_api_needs_a_port_of_its_own() {
         let err = load::<Config>(None, &env(&[("VIDMESH__HTTP__LISTEN", "0.0.0.0:9094")])).unwrap_err().to_string();
         assert!(err.contains("http.listen: must differ from server.metrics_listen (0.0.0.0:9094)"), "{err}");
+    }
+
+    #[test]
+    fn http_read_timeouts_are_at_least_a_second() {
+        let vars = [("VIDMESH__HTTP__HEADER_READ_TIMEOUT_SECS", "0"), ("VIDMESH__HTTP__BODY_READ_TIMEOUT_SECS", "0")];
+        let err = load::<Config>(None, &env(&vars)).unwrap_err().to_string();
+        assert!(err.contains("http.header_read_timeout_secs: must be at least 1 (is 0)"), "{err}");
+        assert!(err.contains("http.body_read_timeout_secs: must be at least 1 (is 0)"), "{err}");
+        let c = from_file("[http]\nheader_read_timeout_secs = 5\nbody_read_timeout_secs = 7\n").unwrap();
+        assert_eq!(
+            (c.http.header_read_timeout(), c.http.body_read_timeout()),
+            (Duration::from_secs(5), Duration::from_secs(7))
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use tonic::Status;
 
+/// What a caller is told when no job-store connection came free in time (store.max_connections all busy).
+const STORE_BUSY: &str = "the job store is busy (every connection in use); retry later";
+
 /// Everything that can go wrong answering a caller.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,8 +26,8 @@ pub enum Error {
     /// No API key, or an unknown one.
     #[error("{0}")]
     Unauthenticated(String),
-    /// No such job (or not the caller's).
-    #[error("no job {0}")]
+    /// No such job (or not the caller's), or no such file of a job: the whole message.
+    #[error("{0}")]
     NotFound(String),
     /// The job is in a state that does not allow this (e.g. content of an unfinished job).
     #[error("{0}")]
@@ -52,6 +55,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// No job `id` the caller may see (another tenant's job reads exactly as one that does not exist).
+    pub fn no_job(id: &str) -> Self {
+        Error::NotFound(format!("no job {}", crate::jobs::quoted_id(id)))
+    }
+
     /// HTTP status, OpenAI error type and code, and the message a caller may see.
     pub fn http(&self) -> (http::StatusCode, &'static str, &'static str, String) {
         use http::StatusCode as S;
@@ -69,6 +77,9 @@ impl Error {
                 (S::TOO_MANY_REQUESTS, "rate_limit_exceeded", "rate_limit_exceeded", self.to_string())
             }
             Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "server_error", "unavailable", self.to_string()),
+            Error::Store(sqlx::Error::PoolTimedOut) => {
+                (S::SERVICE_UNAVAILABLE, "server_error", "unavailable", STORE_BUSY.to_string())
+            }
             Error::Store(_) | Error::Storage(_) | Error::Internal(_) => {
                 let trace_id = vidmesh_runtime::telemetry::current_trace_id();
                 tracing::error!(%trace_id, "internal error: {self}");
@@ -86,7 +97,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Exhausted { retry_after, .. } => Some(*retry_after),
-            Error::Unavailable(_) => Some(Duration::from_secs(1)),
+            Error::Unavailable(_) | Error::Store(sqlx::Error::PoolTimedOut) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -103,6 +114,7 @@ impl From<Error> for Status {
                 vidmesh_runtime::status::resource_exhausted(e.to_string(), *retry_after)
             }
             Error::Unavailable(_) => Status::unavailable(e.to_string()),
+            Error::Store(sqlx::Error::PoolTimedOut) => Status::unavailable(STORE_BUSY),
             Error::Store(_) | Error::Storage(_) | Error::Internal(_) => vidmesh_runtime::status::internal(&e),
         }
     }

@@ -41,6 +41,25 @@ pub fn new_id() -> String {
     format!("video_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// The longest string that may be a job id (ids from [`new_id`] are 38 bytes).
+const MAX_ID_BYTES: usize = 100;
+
+/// Whether `id` may name a job: 1 to [`MAX_ID_BYTES`] ASCII letters, digits, `_` or `-`. Anything else (`..`, `/`,
+/// percent-decoded junk, control characters) names no job and is answered NotFound without asking the store.
+pub fn plausible_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `id` as a message quotes it: escaped, and cut to [`MAX_ID_BYTES`] characters.
+pub fn quoted_id(id: &str) -> String {
+    match id.char_indices().nth(MAX_ID_BYTES) {
+        Some((i, _)) => format!("{:?}…", &id[..i]),
+        None => format!("{id:?}"),
+    }
+}
+
 fn random_seed() -> u64 {
     // UUIDv4 bits come from the OS generator; below 2^53 so the seed survives JSON clients.
     (uuid::Uuid::new_v4().as_u128() as u64) >> 11
@@ -104,9 +123,8 @@ pub fn resolve(
     } else if req.model != m.model.name {
         return bad(format!("unknown model {:?}; this gateway serves {:?}", req.model, m.model.name));
     }
-    if req.prompt.trim().is_empty() {
-        return bad("prompt is required".into());
-    }
+    vidmesh_model::check_prompt("prompt", &req.prompt).map_err(Error::InvalidArgument)?;
+    vidmesh_model::check_text("negative_prompt", &req.negative_prompt).map_err(Error::InvalidArgument)?;
     for (name, text) in [("prompt", &req.prompt), ("negative_prompt", &req.negative_prompt)] {
         if text.len() > limits.max_prompt_bytes {
             return bad(format!("{name} is {} bytes; at most {} are accepted", text.len(), limits.max_prompt_bytes));
@@ -200,9 +218,6 @@ pub fn resolve(
         &vidmesh_model::Limits { max_steps: limits.max_steps, max_guidance: limits.max_guidance },
     )
     .map_err(Error::InvalidArgument)?;
-    if plan.guidance < 0.0 {
-        return bad(format!("guidance_scale {} must be between 0 and {}", plan.guidance, limits.max_guidance));
-    }
     if req.preview_every > plan.steps {
         return bad(format!("preview_every {} is more than the job's {} steps", req.preview_every, plan.steps));
     }
@@ -213,6 +228,7 @@ pub fn resolve(
     if req.idempotency_key.len() > 200 {
         return bad("idempotency_key is longer than 200 bytes".into());
     }
+    vidmesh_model::check_text("idempotency_key", &req.idempotency_key).map_err(Error::InvalidArgument)?;
     Ok(req)
 }
 
@@ -295,6 +311,8 @@ mod tests {
         let l = LimitsConfig::default();
         let err = |r: GenerateRequest| resolve(r, &m, &l, None).unwrap_err().to_string();
         assert!(err(req(" ")).contains("prompt is required"));
+        assert!(err(req("\0")).contains("prompt holds a NUL byte"));
+        assert!(err(GenerateRequest { negative_prompt: "\u{7}".into(), ..req("x") }).contains("negative_prompt holds"));
         assert!(err(GenerateRequest { width: 4096, height: 4096, ..req("x") }).contains("64x64, 96x64"));
         assert!(err(GenerateRequest { num_frames: 17, ..req("x") }).contains("[8, 16, 32]"));
         assert!(err(GenerateRequest { seconds: 3600.0, ..req("x") }).contains("1s, 2s, 4s"));
@@ -307,6 +325,16 @@ mod tests {
         assert!(err(GenerateRequest { scheduler: "euler_a".into(), ..req("x") }).contains("flow_match_dpmpp_2m"));
         let r = resolve(GenerateRequest { scheduler: "flow_match_dpmpp_2m".into(), ..req("x") }, &m, &l, None).unwrap();
         assert_eq!(r.scheduler, "flow_match_dpmpp_2m");
+    }
+
+    #[test]
+    fn only_plausible_ids_reach_the_store() {
+        assert!(plausible_id(&new_id()) && plausible_id("video_abc-1"));
+        for bad in ["", "..", "../../etc/passwd", "video_1/../x", "a\0b", "v i", "%2e%2e", &"x".repeat(101)] {
+            assert!(!plausible_id(bad), "{bad:?}");
+        }
+        assert_eq!(quoted_id("a\0b"), "\"a\\0b\"");
+        assert!(quoted_id(&"y".repeat(500)).len() < 110);
     }
 
     #[test]

@@ -58,8 +58,9 @@ impl Stage for Gateway {
         let metrics = metrics::Metrics::register(&ctx.registry).map_err(|e| StartError::dependency("metrics", e))?;
         let admission = admission::Admission::new(&config.admission, &config.policy)
             .map_err(|e| StartError::dependency("admission", e))?;
-        let stages =
-            stages::Stages::connect(&config.stages, &ctx.shutdown).map_err(|e| StartError::dependency("stages", e))?;
+        let stages = stages::Stages::connect(&config.stages, &ctx.shutdown)
+            .map_err(|e| StartError::dependency("stages", e))?
+            .count_retries(&metrics.retries);
         let poll = Duration::from_millis(config.store.poll_ms);
         let pipeline = Arc::new(pipeline::Pipeline {
             store: store.clone(),
@@ -99,13 +100,10 @@ impl Stage for Gateway {
             .max_decoding_message_size(config.limits.max_reference_bytes.saturating_add(1 << 20));
         let mut started = Started::new(Routes::new(grpc)).task(tokio::spawn(runner.run(ctx.shutdown.clone())));
         if let Some(listener) = ctx.take_listener(HTTP_LISTEN) {
-            let router = http::router(api, config.http.max_body_bytes);
-            let token = ctx.shutdown.clone();
-            started = started.task(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned()).await {
-                    tracing::error!("HTTP API: {e}");
-                }
-            }));
+            let router = http::router(api, &config.http);
+            let (token, http_config) = (ctx.shutdown.clone(), config.http.clone());
+            started =
+                started.task(tokio::spawn(async move { http::serve(listener, router, &http_config, token).await }));
         }
         Ok(started)
     }

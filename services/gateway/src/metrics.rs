@@ -17,6 +17,8 @@ pub struct Metrics {
     pub seconds: HistogramVec,
     /// Submissions by API (grpc, http) and outcome (accepted, or the refusal's code).
     pub submissions: IntCounterVec,
+    /// Stage calls made again after a failure a retry may mend (a replica down or killed mid-call), by stage.
+    pub retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -37,6 +39,11 @@ impl Metrics {
                 "gateway_submissions_total",
                 "Submissions by API and outcome",
                 &["api", "outcome"],
+            )?,
+            retries: c.counters(
+                "gateway_stage_retries_total",
+                "Stage calls made again after the replica was unreachable or the connection broke",
+                &["stage"],
             )?,
         })
     }

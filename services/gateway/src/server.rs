@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 use vidmesh_proto::gateway::v1::gateway_server::Gateway as GatewayRpc;
 use vidmesh_proto::gateway::v1::{
-    CancelJobRequest, GenerateRequest, GetJobRequest, Job, JobEvent, ListJobsRequest, ListJobsResponse,
+    CancelJobRequest, GenerateRequest, GetJobRequest, Job, JobEvent, JobState, ListJobsRequest, ListJobsResponse,
     ListModelsRequest, ListModelsResponse, Model, RemixRequest, WatchJobRequest,
 };
 
@@ -84,6 +84,9 @@ impl GatewayRpc for Service {
         let r = req.into_inner();
         if r.limit > 100 {
             return Err(Status::invalid_argument(format!("limit {} is above 100", r.limit)));
+        }
+        if let Some((i, s)) = r.states.iter().enumerate().find(|(_, s)| JobState::try_from(**s).is_err()) {
+            return Err(Status::invalid_argument(format!("states[{i}] = {s} is not a JobState")));
         }
         let q = ListQuery { after: r.after, limit: r.limit, ascending: false, states: r.states };
         let (jobs, more) = self.0.list(&tenant, &q).await?;

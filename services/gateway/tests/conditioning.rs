@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::{Gateway, gateway_config, no_stages, sqlite, stages as start_stages};
+use common::{Gateway, gateway_config, no_stages, sqlite, stages as start_stages, with_tenants};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use vidmesh_gateway::config::TenantConfig;
 use vidmesh_proto::gateway::v1::conditioning::Reference;
 use vidmesh_proto::gateway::v1::{
     Conditioning, ConditioningMode, GenerateRequest, JobState, ListJobsRequest, RemixRequest, WatchJobRequest,
@@ -110,15 +109,8 @@ async fn bad_references_are_refused_with_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
     let stages = no_stages();
     let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
-    config.stages.text_encoder.backoff_ms = 60_000;
-    config.admission.anonymous_tenant = String::new();
-    config.admission.tenants = ["acme", "other"]
-        .map(|n| TenantConfig {
-            name: n.into(),
-            key_sha256: vec![vidmesh_storage::sha256_hex(format!("sk-{n}").as_bytes())],
-            ..Default::default()
-        })
-        .to_vec();
+    (config.stages.text_encoder.backoff_ms, config.stages.text_encoder.max_backoff_ms) = (60_000, 60_000);
+    with_tenants(&mut config, &["acme", "other"]);
     let gw = Gateway::start(config).await;
     let http = reqwest::Client::new();
     // Another tenant's job and one of ours, queued (no stages run here).
@@ -257,7 +249,7 @@ async fn without_tenants_any_key_is_the_anonymous_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let stages = no_stages();
     let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
-    config.stages.text_encoder.backoff_ms = 60_000;
+    (config.stages.text_encoder.backoff_ms, config.stages.text_encoder.max_backoff_ms) = (60_000, 60_000);
     let gw = Gateway::start(config).await;
     let http = reqwest::Client::new();
     for key in [Some("sk-anything"), Some("another"), None] {

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use vidmesh_gateway::config::{PolicyCategory, TenantConfig};
 use vidmesh_proto::gateway::v1::{GenerateRequest, ListJobsRequest};
+use vidmesh_testkit::Raw;
 
 /// Reads an SSE stream to its end: (event name, data JSON) pairs.
 async fn sse(resp: reqwest::Response) -> Vec<(String, Value)> {
@@ -130,7 +131,7 @@ async fn refusals_are_clear_and_spend_nothing() {
     // off for a minute), and whatever is refused must not be stored at all.
     let stages = no_stages();
     let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
-    config.stages.text_encoder.backoff_ms = 60_000;
+    (config.stages.text_encoder.backoff_ms, config.stages.text_encoder.max_backoff_ms) = (60_000, 60_000);
     config.http.max_body_bytes = 1 << 20;
     config.admission.anonymous_tenant = String::new();
     config.admission.tenants = vec![
@@ -257,39 +258,102 @@ async fn refusals_are_clear_and_spend_nothing() {
     gw.shutdown.cancel();
 }
 
-/// Sends and receives raw bytes as gRPC messages.
-#[derive(Default)]
-struct Raw;
-
-struct RawCoder;
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCoder;
-    type Decoder = RawCoder;
-    fn encoder(&mut self) -> RawCoder {
-        RawCoder
-    }
-    fn decoder(&mut self) -> RawCoder {
-        RawCoder
-    }
+/// Sends `bytes` on a fresh connection and reads until the server closes it (at most 10 s): what came back, and
+/// how long it took.
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, std::time::Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let start = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "still open after 10 s; got {:?}", String::from_utf8_lossy(&got));
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
 }
 
-impl tonic::codec::Encoder for RawCoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(buf, &item);
-        Ok(())
-    }
+/// The OpenAI error body of a raw answer (its body is the text after the head).
+fn raw_error(answer: &str) -> Value {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("{e}: {answer:?}"))["error"].clone()
 }
 
-impl tonic::codec::Decoder for RawCoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let n = bytes::Buf::remaining(buf);
-        Ok(Some(bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+/// Routing, extractor and timeout errors are OpenAI error bodies too, as a new user meets them: an unknown route,
+/// a wrong method, `..` in a path, a malformed header, a prompt of only NUL, a body that stalls; a head that never
+/// ends is closed; only what hyper cannot parse gets its bare 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_the_openai_body_and_stalled_reads_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = no_stages();
+    let mut config = gateway_config(&stages, dir.path(), &sqlite(dir.path()));
+    (config.http.header_read_timeout_secs, config.http.body_read_timeout_secs) = (1, 1);
+    let gw = Gateway::start(config).await;
+    let http = reqwest::Client::new();
+    let error = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        (status, body["error"].clone())
+    };
+
+    let (status, e) = error(http.get(gw.url("/v1/vidoes")).send().await.unwrap()).await;
+    assert_eq!((status, e["code"].as_str()), (404, Some("not_found")));
+    assert!(e["message"].as_str().unwrap().contains("no route GET /v1/vidoes"), "{e}");
+    let r = http.delete(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "GET,HEAD");
+    let (status, e) = error(r).await;
+    assert_eq!((status, e["code"].as_str()), (405, Some("method_not_allowed")));
+    assert!(e["message"].as_str().unwrap().contains("does not take DELETE; it takes GET, HEAD"), "{e}");
+    let (status, e) = error(http.get(gw.url("/v1/videos/..%2F..%2Fetc%2Fpasswd")).send().await.unwrap()).await;
+    assert_eq!(status, 404, "{e}");
+    let (status, _) = error(http.get(gw.url("/v1/videos/%c0%ae%c0%ae")).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    let (status, e) = error(http.get(gw.url("/v1/videos?after=..%2Fx")).send().await.unwrap()).await;
+    assert!(status == 400 && e["message"].as_str().unwrap().contains("not a video id"), "{e}");
+    for prompt in ["\0", "\0\0\0", "\u{1b}[2J"] {
+        let (status, e) =
+            error(http.post(gw.url("/v1/videos")).json(&json!({"prompt": prompt})).send().await.unwrap()).await;
+        assert!(status == 400 && e["message"].as_str().unwrap().contains("prompt holds"), "{prompt:?}: {e}");
     }
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "x")
+        .part("seconds", reqwest::multipart::Part::bytes(b"1".to_vec()).file_name("s.txt"));
+    let (status, e) = error(http.post(gw.url("/v1/videos")).multipart(form).send().await.unwrap()).await;
+    assert!(status == 400 && e["message"].as_str().unwrap().contains("seconds was sent as a file"), "{e}");
+
+    // What only a raw socket sends.
+    let (answer, _) =
+        raw(gw.http, b"GET /v1/videos/../../etc/passwd HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert_eq!(raw_error(&answer)["code"], "not_found");
+    let junk = b"POST /v1/videos HTTP/1.1\r\nHost: g\r\nConnection: close\r\nNo colon here\r\nX-Ctl: a\x01b\r\n\
+                 Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{\"prompt\": \"\\u0000\"}";
+    let (answer, _) = raw(gw.http, junk).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && raw_error(&answer)["message"].as_str().unwrap().contains("NUL"),
+        "{answer}"
+    );
+    // hyper answers what it cannot parse itself: a bare 400, and the connection closed.
+    let (answer, _) = raw(gw.http, b"POST /v1/videos HTTP/1.1\r\nHost: g\r\nContent-Length: abc\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+
+    // 10 of 1,000 declared bytes: 408 with the OpenAI body after http.body_read_timeout_secs, connection closed.
+    let stalled = b"POST /v1/videos HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n\
+                    Content-Length: 1000\r\n\r\n{\"prompt\":";
+    let (answer, took) = raw(gw.http, stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(raw_error(&answer)["code"], "request_timeout");
+    assert!(took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(6), "{took:?}");
+    // A head that never ends: closed after http.header_read_timeout_secs, without an answer (no request was read).
+    let (answer, took) = raw(gw.http, b"POST /v1/videos HTTP/1.1\r\nHost: g\r\nX-Slow: ").await;
+    assert!(answer.is_empty() && took < std::time::Duration::from_secs(6), "{answer:?} after {took:?}");
+
+    // HTTP/2 with prior knowledge is served on the same port, with the same error bodies.
+    use tower::Service as _;
+    let mut h2 = tonic::transport::Channel::from_shared(gw.url("")).unwrap().connect().await.unwrap();
+    std::future::poll_fn(|cx| h2.poll_ready(cx)).await.unwrap();
+    let resp =
+        h2.call(http::Request::get(gw.url("/v1/vidoes")).body(tonic::body::Body::empty()).unwrap()).await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.version()), (404, http::Version::HTTP_2));
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    gw.stop().await;
 }

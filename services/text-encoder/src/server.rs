@@ -1,4 +1,5 @@
-//! The gRPC face of the text-encoder: proto ⇄ engine types and request checks, nothing else.
+//! The gRPC face of the text-encoder: proto ⇄ engine types and request checks, nothing else. A prompt may be empty
+//! (the unconditional row of CFG) but never holds NUL or other control characters ([`vidmesh_model::check_text`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -50,6 +51,9 @@ impl Service {
                 p.len(),
                 cfg.max_prompt_bytes
             )));
+        }
+        for (i, p) in req.prompts.iter().enumerate() {
+            vidmesh_model::check_text(&format!("prompt {i}"), p).map_err(Error::InvalidArgument)?;
         }
         let reject = match TruncationPolicy::try_from(req.truncation) {
             Ok(TruncationPolicy::Reject) => true,

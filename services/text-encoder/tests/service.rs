@@ -150,6 +150,8 @@ async fn bad_requests_get_clear_errors_and_the_server_stays_up() {
         (req(&vec!["x"; 65]), Code::InvalidArgument, "at most 64"),
         (req(&[&"y".repeat(5000)]), Code::InvalidArgument, "bytes"),
         (EncodeRequest { truncation: 9, ..req(&["x"]) }, Code::InvalidArgument, "truncation"),
+        (req(&["x", "\0"]), Code::InvalidArgument, "prompt 1 holds a NUL byte at byte 0"),
+        (req(&["a\u{1b}[2J"]), Code::InvalidArgument, "prompt 0 holds the control character U+001B"),
     ];
     for (request, code, text) in cases {
         let err = r.client.encode(request).await.unwrap_err();

@@ -39,7 +39,10 @@ impl Fields {
                     files.insert(name, data);
                     continue;
                 }
-                let text = field.text().await.map_err(|e| bad(format!("multipart field {name}: {e}")))?;
+                // Text fields must be UTF-8: replacing what is not (as a lossy decode would) makes a prompt of "�".
+                let data = field.bytes().await.map_err(|e| bad(format!("multipart field {name}: {e}")))?;
+                let text = String::from_utf8(data.to_vec())
+                    .map_err(|e| bad(format!("multipart field {name} is not UTF-8 text: {e}")))?;
                 match name.split_once('[').and_then(|(outer, rest)| Some((outer, rest.strip_suffix(']')?))) {
                     Some((outer, inner)) => {
                         let entry = values.entry(outer.to_string()).or_insert_with(|| json!({}));
@@ -65,8 +68,15 @@ impl Fields {
         Ok(Self { values, files })
     }
 
-    /// Refuses any field not in `known` (nothing is ignored silently).
+    /// Refuses any field not in `known`, and a file part for a field that is not a reference (nothing is ignored
+    /// silently).
     pub(super) fn only(&self, known: &[&str]) -> Result<()> {
+        if let Some(name) = self.files.keys().find(|n| !FILE_FIELDS.contains(&n.as_str())) {
+            return Err(bad(format!(
+                "{name} was sent as a file; send it as a text field (only {} take files)",
+                FILE_FIELDS.join(" and ")
+            )));
+        }
         for name in self.values.keys().chain(self.files.keys()) {
             if !known.contains(&name.as_str()) {
                 return Err(bad(format!(
@@ -79,16 +89,21 @@ impl Fields {
     }
 }
 
-/// A number from a JSON number or a numeric string (forms carry strings).
+/// A finite number from a JSON number or a numeric string (forms carry strings); `"NaN"`, `"inf"` and strings
+/// beyond f64's range are refused, not read as the non-finite values Rust would parse them to.
 pub(super) fn number(fields: &Map<String, Value>, name: &str) -> Result<Option<f64>> {
-    match fields.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+    let x = match fields.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
         Some(Value::String(s)) => {
-            s.trim().parse().map(Some).map_err(|_| bad(format!("{name} must be a number, not {s:?}")))
+            Some(s.trim().parse::<f64>().map_err(|_| bad(format!("{name} must be a number, not {s:?}")))?)
         }
-        Some(v) => Err(bad(format!("{name} must be a number, not {v}"))),
+        Some(v) => return Err(bad(format!("{name} must be a number, not {v}"))),
+    };
+    match x {
+        Some(x) if !x.is_finite() => Err(bad(format!("{name} must be a finite number, not {x}"))),
+        x => Ok(x),
     }
 }
 
@@ -107,6 +122,9 @@ pub(super) fn text(fields: &Map<String, Value>, name: &str) -> Result<String> {
         Some(v) => Err(bad(format!("{name} must be a string, not {v}"))),
     }
 }
+
+/// The fields that may be file parts of a form (references).
+const FILE_FIELDS: &[&str] = &["input_reference", "video"];
 
 /// Fields every creating endpoint takes: the OpenAI ones and vidmesh's extensions.
 pub(super) const COMMON: &[&str] = &[
@@ -132,6 +150,8 @@ pub(super) fn generate_request(f: &Map<String, Value>) -> Result<GenerateRequest
     let size = text(f, "size")?;
     if !size.is_empty() {
         let parsed = size.split_once('x').and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+        // 0 would mean "the model's default" to the resolver; a size that says 0 is a mistake.
+        let parsed = parsed.filter(|&(w, h): &(u32, u32)| w > 0 && h > 0);
         (width, height) = parsed.ok_or_else(|| bad(format!("size must be WIDTHxHEIGHT (e.g. 64x64), not {size:?}")))?;
     }
     Ok(GenerateRequest {

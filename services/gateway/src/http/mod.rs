@@ -3,8 +3,9 @@
 //! `POST /v1/videos/extensions`, `POST /v1/videos/{id}/remix`, `GET /v1/videos/{id}`, `GET /v1/videos` (after/limit/order),
 //! `DELETE /v1/videos/{id}` (cancels running work, then deletes), `GET /v1/videos/{id}/content?variant=…`, and two
 //! extensions: `GET /v1/videos/{id}/events` (server-sent events; resumes after the `Last-Event-ID` sequence) and
-//! `GET /v1/models`. Errors use OpenAI's body (`{"error": {"message", "type", "code", "param"}}`), 429s carry
-//! `Retry-After`.
+//! `GET /v1/models`. Errors use OpenAI's body (`{"error": {"message", "type", "code", "param"}}`) on every 4xx and
+//! 5xx the router answers, unknown routes and methods included ([`edge`]); 429s carry `Retry-After`. Served by
+//! [`serve`], with header and body read timeouts.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,12 +25,17 @@ use vidmesh_proto::gateway::v1::{
     Conditioning, ConditioningMode, GenerateRequest, Job, JobEvent, JobState, job_event::Event,
 };
 
+mod edge;
 mod fields;
+mod serve;
+
+pub use serve::serve;
 
 use fields::{COMMON, Fields, bad, generate_request, number, reference, text};
 
 use crate::admission::Tenant;
 use crate::api::{Api, Variant};
+use crate::config::HttpConfig;
 use crate::store::ListQuery;
 use crate::{Error, jobs};
 
@@ -61,9 +67,12 @@ impl IntoResponse for ApiError {
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// The router, with `api` as its state and `max_body` as the body limit.
-pub fn router(api: Arc<Api>, max_body: usize) -> Router {
-    Router::new()
+/// The router, with `api` as its state and `config`'s body limit and body read timeout. Layers, outermost first:
+/// the trace span, OpenAI error bodies on every error ([`edge::json_errors`], around the whole routing so that it
+/// sees a 405's `Allow`), the body deadline, the declared-size check, then the extractors' own limit.
+pub fn router(api: Arc<Api>, config: &HttpConfig) -> Router {
+    let (max_body, idle) = (config.max_body_bytes, config.body_read_timeout());
+    let routes = Router::new()
         .route("/v1/videos", get(list).post(create))
         .route("/v1/videos/{id}", get(retrieve).delete(delete))
         .route("/v1/videos/edits", post(edit))
@@ -72,32 +81,15 @@ pub fn router(api: Arc<Api>, max_body: usize) -> Router {
         .route("/v1/videos/{id}/content", get(content))
         .route("/v1/videos/{id}/events", get(events))
         .route("/v1/models", get(models))
+        .fallback(edge::not_found)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(move |req, next| refuse_oversized(max_body, req, next)))
+        .layer(axum::middleware::from_fn(move |req, next| edge::refuse_oversized(max_body, req, next)))
+        .layer(axum::middleware::from_fn(move |req, next| edge::body_deadline(idle, req, next)))
+        .with_state(api);
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(edge::json_errors))
         .layer(axum::middleware::from_fn(traced))
-        .with_state(api)
-}
-
-/// Bodies up to this size are read and discarded before an oversized request is refused.
-const DRAIN_CAP: u64 = 64 << 20;
-
-/// Refuses a request whose declared body is larger than `max` with 400, after reading and discarding the body (up
-/// to [`DRAIN_CAP`]) so the client finishes sending and reads the answer rather than a reset connection. Bodies
-/// without a declared length meet the same limit in the extractors.
-async fn refuse_oversized(max: usize, req: Request, next: axum::middleware::Next) -> Response {
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > max as u64 => {
-            if n <= DRAIN_CAP {
-                let mut body = req.into_body().into_data_stream();
-                while let Some(Ok(_)) = body.next().await {}
-            }
-            let msg = format!("body: {n} bytes is larger than the limit of {max} bytes (http.max_body_bytes)");
-            ApiError(Error::InvalidArgument(msg)).into_response()
-        }
-        _ => next.run(req).await,
-    }
 }
 
 /// Runs each request in a server span that continues the caller's `traceparent`, so jobs submitted over HTTP carry

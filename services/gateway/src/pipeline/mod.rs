@@ -100,6 +100,9 @@ pub struct Pipeline {
 /// default for big models (final latents are streamed in chunks).
 const MAX_MESSAGE: usize = 256 << 20;
 
+/// The longest a step's preview may take, retries included.
+const PREVIEW_BUDGET: Duration = Duration::from_secs(2);
+
 /// One job's run: its id, request and deadline.
 struct Run<'a> {
     id: &'a str,
@@ -179,20 +182,24 @@ impl Pipeline {
             ..Default::default()
         };
         conditioned.apply(&mut denoise);
-        let mut stream = dn
-            .call(run.deadline, &denoise, |svc, r| async move {
-                DenoiserClient::new(svc).max_decoding_message_size(MAX_MESSAGE).denoise(r).await
-            })
-            .await?;
-        let (mut asm, mut latents) = (Assembler::new("latents"), None);
+        let open =
+            |svc, r| async move { DenoiserClient::new(svc).max_decoding_message_size(MAX_MESSAGE).denoise(r).await };
+        // A re-run after a broken stream (see Stage::stream) starts over from step 0 with the same seed, so it
+        // computes the same steps again: the log keeps going from the highest step already reported.
+        let (mut asm, mut latents, mut current, mut reported) = (Assembler::new("latents"), None, 1, 0);
         // The denoiser sends a step's preview just before its progress event; the PNG rides on the latter.
         let mut preview: Option<(u32, Vec<u8>)> = None;
-        while let Some(ev) = stream.message().await.map_err(|s| dn.failed(s))? {
+        let mut stream = dn.stream(run.deadline, &denoise, open);
+        while let Some((attempt, ev)) = stream.next().await? {
+            if attempt != current {
+                (current, asm, latents, preview) = (attempt, Assembler::new("latents"), None, None);
+            }
             match ev.event {
-                Some(denoise_event::Event::Preview(p)) => {
+                Some(denoise_event::Event::Preview(p)) if p.step > reported => {
                     preview = self.preview(run.deadline, p.x0).await.map(|png| (p.step, png));
                 }
-                Some(denoise_event::Event::Progress(p)) => {
+                Some(denoise_event::Event::Progress(p)) if p.step > reported => {
+                    reported = p.step;
                     let at = self.progress.denoising(p.step, p.total, Duration::from_millis(p.eta_ms));
                     let preview_png = preview.take().filter(|(step, _)| *step == p.step).map(|(_, png)| png);
                     let event = Event::Denoising(Denoising {
@@ -204,7 +211,7 @@ impl Pipeline {
                 }
                 Some(denoise_event::Event::Latents(chunk)) => {
                     let chunk = asm.push(chunk).map_err(|e| dn.answer(e.to_string(), Code::Internal))?;
-                    latents = chunk.or(latents);
+                    latents = chunk.or(latents.take());
                 }
                 _ => {}
             }
@@ -233,12 +240,15 @@ impl Pipeline {
             seed: req.seed.unwrap_or_default(),
             ..Default::default()
         };
-        let mut stream =
-            dc.call(run.deadline, &decode, |svc, r| async move { DecoderClient::new(svc).decode(r).await }).await?;
-        let mut video = None;
-        while let Some(ev) = stream.message().await.map_err(|s| dc.failed(s))? {
+        let open = |svc, r| async move { DecoderClient::new(svc).decode(r).await };
+        // A re-run after a broken stream decodes every frame again and overwrites the same keys; the log goes on
+        // from the most frames already reported.
+        let (mut video, mut reported) = (None, 0);
+        let mut stream = dc.stream(run.deadline, &decode, open);
+        while let Some((_, ev)) = stream.next().await? {
             match ev.event {
-                Some(decode_event::Event::Progress(p)) => {
+                Some(decode_event::Event::Progress(p)) if p.frames_done > reported => {
+                    reported = p.frames_done;
                     let at = self.progress.decoding(p.frames_done, p.frames_total, tail_start);
                     let event = Event::Decoding(Decoding { frames_done: p.frames_done, frames_total: p.frames_total });
                     self.emit(run, event, at).await?;
@@ -289,8 +299,10 @@ impl Pipeline {
         })
     }
 
-    /// The decoder's PNG of an x0 estimate; `None` (logged) when it fails — previews are best effort.
+    /// The decoder's PNG of an x0 estimate; `None` (logged) when it fails — previews are best effort: retries stop
+    /// after [`PREVIEW_BUDGET`], so a decoder that is down never holds up the denoising.
     async fn preview(&self, deadline: Instant, x0: Option<Tensor>) -> Option<Vec<u8>> {
+        let deadline = deadline.min(Instant::now() + PREVIEW_BUDGET);
         let req = PreviewRequest { latents: x0, ..Default::default() };
         let dc = &self.stages.decoder;
         match dc.call(deadline, &req, |svc, r| async move { DecoderClient::new(svc).preview(r).await }).await {

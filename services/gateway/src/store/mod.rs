@@ -266,7 +266,7 @@ impl Store {
             Some(row) if tenant.is_none_or(|t| row.try_get::<String, _>(1).is_ok_and(|owner| owner == t)) => {
                 decode_job(&row.try_get::<Vec<u8>, _>(0)?)
             }
-            _ => Err(Error::NotFound(id.to_string())),
+            _ => Err(Error::no_job(id)),
         }
     }
 

@@ -9,7 +9,10 @@ use sqlx::Row as _;
 use vidmesh_proto::gateway::v1::{Job, JobEvent, JobState, Queued, Stage, job_event::Event};
 use vidmesh_storage::{JobFile, JobOutputs, Storage};
 
-use super::{Notice, Store, decode_job, now_us};
+use super::{Backend, Notice, Store, decode_job, now_us};
+
+/// The PostgreSQL advisory lock key that serialises submits (any constant unique to vidmesh's submit).
+const ADMISSION_LOCK: i64 = 0x7669_646d_6573_6801;
 use crate::{Error, jobs};
 
 impl Store {
@@ -37,6 +40,11 @@ impl Store {
                 return Ok((decode_job(&row.try_get::<Vec<u8>, _>(0)?)?, false));
             }
         }
+        let priority = i64::from(request.priority);
+        // The counts, the row and its first two events in one transaction that no other submit runs beside (on any
+        // replica): the bounds hold however many submissions arrive at once, and a runner can never claim a job
+        // whose log has not begun.
+        let mut tx = self.admission().await?;
         let (active, queued) = (JobState::Running as i64, JobState::Queued as i64);
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM jobs WHERE state = $1), \
@@ -45,7 +53,7 @@ impl Store {
         .bind(queued)
         .bind(tenant)
         .bind(active)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
         let (in_queue, tenant_active): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
         if in_queue >= i64::from(max_queued) {
@@ -62,9 +70,6 @@ impl Store {
                 retry_after,
             });
         }
-        let priority = i64::from(request.priority);
-        // The row and its first two events commit together: a runner can never claim a job whose log has not begun.
-        let mut tx = self.pool.begin().await?;
         let ahead = sqlx::query(
             "SELECT COUNT(*) FROM jobs WHERE state = $1 AND owner IS NULL AND cancel_requested = 0 AND priority >= $2",
         )
@@ -132,6 +137,20 @@ impl Store {
         self.notify(Notice::Event(job.id.clone())).await?;
         self.notify(Notice::Queued).await?;
         Ok((job, true))
+    }
+
+    /// A transaction that runs alone among submits, so the queue and quota counts it reads still hold when its
+    /// insert commits: SQLite takes the write lock at `BEGIN IMMEDIATE` (and has one connection), PostgreSQL a
+    /// transaction-scoped advisory lock that every replica's submit takes.
+    async fn admission(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ADMISSION_LOCK).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// Appends one event to a job and moves its snapshot; returns the new job and event, or `None` if the job is

@@ -44,6 +44,19 @@ pub fn gateway_config(stages: &Stages, root: &Path, store_url: &str) -> vidmesh_
     c
 }
 
+/// `config` with one tenant per name (API key `sk-<name>`) and no anonymous tenant: every call needs a key.
+pub fn with_tenants(config: &mut vidmesh_gateway::Config, names: &[&str]) {
+    config.admission.anonymous_tenant = String::new();
+    config.admission.tenants = names
+        .iter()
+        .map(|n| vidmesh_gateway::config::TenantConfig {
+            name: n.to_string(),
+            key_sha256: vec![vidmesh_storage::sha256_hex(format!("sk-{n}").as_bytes())],
+            ..Default::default()
+        })
+        .collect();
+}
+
 /// A running gateway.
 pub struct Gateway {
     pub grpc: SocketAddr,
