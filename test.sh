@@ -33,4 +33,5 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo clippy -p vidmesh-cli --locked -- -D warnings
 # A hung test must fail CI quickly rather than use up its time limit.
 timeout 1800 cargo test --workspace --all-features --locked
+scripts/device/dit-step.sh --dry-run  # the GPU recipe up to the device call (no GPU, no torch; skips if a download fails)
 models/test.sh

@@ -1,7 +1,7 @@
 //! vidmesh-bench: measures the first two stages on this machine with the bundled model and prints a markdown
 //! report (docs/benchmarks.md is this output).
 //!
-//!   cargo run --release -p vidmesh-bench -- [--quick] [--cuda] [--only dit|denoiser|text-encoder|decoder|classifier] [--out docs/benchmarks.md]
+//!   cargo run --release -p vidmesh-bench -- [--quick] [--cuda] [--only dit|graphs|denoiser|text-encoder|decoder|classifier] [--compare-graph PATH] [--out docs/benchmarks.md]
 //!
 //! 1. DiT latency per scheduler step for 1/2/4/8 requests in one call (CFG: two rows per request), straight on
 //!    the ONNX session.
@@ -11,6 +11,8 @@
 //! 3. Text-encoder latency over gRPC for one prompt per call: cache hits vs misses (cache disabled).
 //! 4. Decoder peak memory by frame count (a child process per size).
 //! 5. Classifier time per clip, in process, from small to 640x360 clips.
+
+mod graphs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,7 +44,7 @@ fn dit_latency(onnx: &Onnx, iters: usize, out: &mut String) -> Result<()> {
     let b = Bundle::open(&bundle_dir(), &[Part::Dit])?;
     let m = &b.manifest;
     let session = onnx.session(&b.path(&m.dit.component.file))?;
-    let mut dit = Dit::new(session, m.dit.names.clone(), m.dit.extra_inputs.clone());
+    let mut dit = Dit::new(Some(session), m.dit.names.clone(), m.dit.extra_inputs.clone(), None);
     let shape = m.latent_shape(m.video.default_frames, m.video.default_height, m.video.default_width);
     let n: usize = shape.iter().product();
     let (tokens, hidden) = (m.text_encoder.max_tokens, m.text_encoder.hidden_size);
@@ -348,6 +350,16 @@ async fn main() -> Result<()> {
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if run("dit") {
         dit_latency(&onnx, if quick { 5 } else { 50 }, &mut out)?;
+    }
+    if run("graphs") {
+        let compare = args.iter().position(|a| a == "--compare-graph").and_then(|i| args.get(i + 1));
+        graphs::dit_graphs(
+            &onnx,
+            &bundle_dir(),
+            if quick { 5 } else { 50 },
+            compare.map(|s| std::path::Path::new(s.as_str())),
+            &mut out,
+        )?;
     }
     if run("denoiser") {
         denoiser_throughput(&env, &onnx_config, if quick { 4 } else { 64 }, &mut out).await?;

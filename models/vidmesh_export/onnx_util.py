@@ -94,10 +94,14 @@ def _rename_axes(model: onnx.ModelProto, inputs: list[Io], outputs: list[Io]) ->
 
 
 def _strip_metadata(model: onnx.ModelProto) -> None:
-    """Drop the exporter's per-node provenance (stack traces, module paths): it is most of a small graph's bytes."""
+    """Drop the exporter's per-node provenance (stack traces, class names): it is most of a small graph's bytes.
+    The module path (`pkg.torch.onnx.name_scopes`) stays: vidmesh_export.split finds the transformer blocks by it."""
     def walk(graph: onnx.GraphProto) -> None:
         for node in graph.node:
+            keep = [(p.key, p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"]
             del node.metadata_props[:]
+            for k, v in keep:
+                node.metadata_props.add(key=k, value=v)
             node.doc_string = ""
             for a in node.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:

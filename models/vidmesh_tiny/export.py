@@ -154,6 +154,10 @@ def export_bundle(out: Path, dit_path: Path = WORK / "dit.pt") -> None:
 
     # DiT.
     report["dit_ops"] = export_dit(dit, out / "dit.onnx")
+    # Fusions ONNX Runtime misses (tanh-GELU -> FastGelu); the parity check below runs on the fused graph.
+    from vidmesh_export import fuse
+
+    fuse.main([str(out / "dit.onnx")])
     feeds = []
     for B, T, h, w, L in ((2, 4, 16, 16, 14), (3, 8, 16, 24, 9)):
         mask = np.ones((B, L), dtype=np.int64)
@@ -168,6 +172,10 @@ def export_bundle(out: Path, dit_path: Path = WORK / "dit.pt") -> None:
             raise SystemExit(f"{k}: ONNX Runtime differs from PyTorch by {report[k]:.2e} > 1e-4")
     print("parity (max abs diff ORT vs PyTorch):", {k: f"{report[k]:.1e}" for k in ("text_encoder", "vae_encoder", "vae_decoder", "dit")})
     write_manifest(out, cfg, dit_ck["latent_shift"], dit_ck["latent_scale"])
+    # Step caching: the DiT split at its first block ([dit.cache]), checked against the whole graph.
+    from vidmesh_export import split
+
+    split.main([str(out), "--tiers", str(Path(__file__).with_name("cache_tiers.toml"))])
     report["whole_video"] = video_parity(out, te, dit, vae, dit_ck["latent_shift"], dit_ck["latent_scale"])
     (WORK / "parity.json").write_text(json.dumps(report, indent=2))
 

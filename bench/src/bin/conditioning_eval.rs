@@ -71,6 +71,7 @@ async fn main() -> Result<()> {
             fps: m.video.default_fps,
             steps: u("steps") as u32,
             guidance: None,
+            cache: String::new(),
         };
         let latents = mesh.conditioned_latents(&job, Some(&cond), |_| {}).await.with_context(|| s("id"))?;
         let frames = mesh.decode_frames(&latents, job.seed, "eval", |_| {}).await?;

@@ -157,6 +157,7 @@ async fn main() -> Result<()> {
             fps: 8,
             steps: 0,
             guidance: None,
+            cache: String::new(),
         };
         let clean = match (&from, &mesh) {
             (Some(dir), _) => read_dump(dir, i)?,

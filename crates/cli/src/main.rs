@@ -54,6 +54,9 @@ struct Make {
     /// Noise seed (default: random, printed).
     #[arg(long)]
     seed: Option<u64>,
+    /// Step caching: off, balanced or fast (default: the bundle's); `vidmesh models` lists the tiers it has.
+    #[arg(long, default_value = "")]
+    cache: String,
 }
 
 #[derive(Subcommand)]
@@ -159,7 +162,7 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         }
         _ => unreachable!(),
     };
-    let Make { output, seconds, frames, no_watermark, steps, seed } = make;
+    let Make { output, seconds, frames, no_watermark, steps, seed, cache } = make;
     vidmesh_model::check_prompt("the prompt", &prompt).map_err(anyhow::Error::msg)?;
     if !negative_prompt.is_empty() {
         vidmesh_model::check_text("--negative-prompt", &negative_prompt).map_err(anyhow::Error::msg)?;
@@ -201,7 +204,7 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
         (None, Some(s)) => m.frames_for_seconds(s, fps).map_err(anyhow::Error::msg)?,
     };
     let seed = seed.unwrap_or_else(random_seed);
-    let job = Job { prompt, negative_prompt, seed, frames, height, width, fps, steps, guidance };
+    let job = Job { prompt, negative_prompt, seed, frames, height, width, fps, steps, guidance, cache };
     if cond.is_none() {
         mesh.check(&job)?;
     }
@@ -273,16 +276,16 @@ async fn generate(bundle: PathBuf, cmd: Command, env: HashMap<String, String>) -
 fn print_timings(t0: Instant, loaded: Instant, steps_at: &[Instant], decode: &str) {
     let secs = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64();
     let now = Instant::now();
-    println!("timings: load {:.1}s", secs(t0, loaded));
+    println!("timings: load {:.3}s", secs(t0, loaded));
     if let (Some(&first), Some(&last)) = (steps_at.first(), steps_at.last()) {
-        println!("timings: text encoding + denoising step 1 {:.1}s", secs(loaded, first));
+        println!("timings: text encoding + denoising step 1 {:.3}s", secs(loaded, first));
         if steps_at.len() > 1 {
             let n = steps_at.len() - 1;
-            println!("timings: denoising steps 2..{}: {:.1}s per step (mean)", n + 1, secs(first, last) / n as f64);
+            println!("timings: denoising steps 2..{}: {:.3}s per step (mean)", n + 1, secs(first, last) / n as f64);
         }
-        println!("timings: {decode} {:.1}s", secs(last, now));
+        println!("timings: {decode} {:.3}s", secs(last, now));
     }
-    println!("timings: total {:.1}s", secs(t0, now));
+    println!("timings: total {:.3}s", secs(t0, now));
 }
 
 fn watermark(cmd: Command, env: &HashMap<String, String>) -> Result<()> {
@@ -353,6 +356,7 @@ fn models(bundle: PathBuf) -> Result<()> {
         m.scheduler.shift,
         m.scheduler.guidance
     );
+    println!("  step caching (--cache): {}", m.cache_tiers().join(", "));
     if let Some(d2) = &m.dit2 {
         println!(
             "  two transformers: the second from t < {:.0} on, with guidance {}",

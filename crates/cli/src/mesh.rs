@@ -38,6 +38,8 @@ pub struct Job {
     pub steps: u32,
     /// Guidance scale (None = the bundle's default).
     pub guidance: Option<f32>,
+    /// Step-caching tier: off, balanced, fast ("" = the bundle's default).
+    pub cache: String,
 }
 
 /// How a generation is conditioned besides its text.
@@ -117,10 +119,21 @@ impl Mesh {
             (dc.c2pa.cert_chain_path, dc.c2pa.private_key_path) = (path(&s.chain), path(&s.key));
             dc.c2pa.trust_anchors_path = path(&s.anchor);
         }
-        let (encoder, denoiser) = tokio::task::block_in_place(|| {
-            anyhow::Ok((Encoder::load(&te, &onnx, &registry)?, Denoiser::load(&dn, &onnx, &registry)?))
-        })?;
-        Ok(Self { encoder, denoiser, decoder: Decoder::load(&dc, &onnx).await? })
+        // The three engines load side by side (ONNX Runtime's graph optimisation is mostly single-threaded).
+        let (o, r) = (onnx.clone(), registry.clone());
+        let encoder = tokio::task::spawn_blocking(move || Encoder::load(&te, &o, &r));
+        let (o, r) = (onnx.clone(), registry);
+        let denoiser = tokio::task::spawn_blocking(move || Denoiser::load(&dn, &o, &r));
+        let decoder = Decoder::load(&dc, &onnx).await?;
+        let encoder = encoder.await.context("text-encoder load thread")??;
+        let denoiser = denoiser.await.context("denoiser load thread")??;
+        Ok(Self { encoder, denoiser, decoder })
+    }
+
+    /// Steps of requests with a step-caching tier so far: (DiT tail skipped, DiT tail run).
+    pub fn cache_steps(&self) -> (u64, u64) {
+        let c = &self.denoiser.metrics.cache_steps;
+        (c.with_label_values(&["skipped"]).get(), c.with_label_values(&["run"]).get())
     }
 
     /// The bundle's manifest.
@@ -152,6 +165,7 @@ impl Mesh {
             guidance_rescale: None,
             shift: None,
             scheduler: String::new(),
+            cache: job.cache.clone(),
         };
         let dn = vidmesh_denoiser::Config::default();
         Plan::resolve(self.manifest(), &ask, &Limits { max_steps: dn.max_steps, max_guidance: dn.max_guidance })
@@ -195,6 +209,7 @@ impl Mesh {
             shift: plan.shift,
             kind: Kind::parse(&plan.scheduler).context("the bundle's scheduler kind")?,
             guidance_rescale: plan.guidance_rescale,
+            cache: plan.cache,
             fps: plan.fps,
             init,
             keyframes: None,

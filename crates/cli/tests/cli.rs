@@ -63,7 +63,18 @@ fn longer_and_wider_videos_and_bad_sizes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("use one of 1s, 2s, 4s"), "a duration is never rounded");
 
     let out = vidmesh(dir.path(), KEY, &["models"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("vidmesh-tiny 0.3.0"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("vidmesh-tiny 0.3.0"), "{stdout}");
+    assert!(stdout.contains("step caching (--cache): off, balanced, fast"), "{stdout}");
+
+    // Step caching from the CLI: a tier the bundle has, and one that does not exist.
+    let fast = dir.path().join("fast.mp4");
+    let args = ["generate", "a blue square moving up", "-o", fast.to_str().unwrap(), "--cache", "fast"];
+    assert!(vidmesh(dir.path(), KEY, &args).status.success());
+    assert_eq!(vidmesh_video::decode_video(&std::fs::read(&fast).unwrap()).unwrap().frames.len(), 16);
+    let out = vidmesh(dir.path(), KEY, &["generate", "x", "-o", v, "--cache", "turbo"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache \"turbo\" is unknown"), "the error names the tiers");
 }
 
 /// `--bundle` with an exported family, PNG frames out, `--frames` and `--no-watermark`: the frames are diffusers'

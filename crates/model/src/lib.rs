@@ -14,6 +14,7 @@ pub mod noise;
 mod onnx;
 mod parts;
 mod plan;
+mod providers;
 mod text;
 mod validate;
 
@@ -22,12 +23,14 @@ pub use conditioning::{ConditioningSpec, Extension, Mode, Task};
 pub use error::ModelError;
 pub use fetch::{fetch_s3, parse_s3_uri};
 pub use manifest::{
-    CacheName, Choices, Component, DataFile, DecodeMode, Dim, Dit2Spec, DitNames, DitSpec, DynamicShift, EXTRA_SOURCES,
-    ExtraInput, FrameRule, GuidanceMode, Io, LatentNorm, Manifest, ModelInfo, NoiseSpec, Padding, PassiveSpec,
-    PromptClean, Range, SCHEDULERS, SchedulerSpec, TextEncoder2Names, TextEncoder2Spec, TextEncoderNames,
-    TextEncoderSpec, TimestepRounding, VaeNames, VaeSpec, VideoSpec, WEIGHTS,
+    CacheGraph, CacheName, CacheTier, Choices, Component, DataFile, DecodeMode, Dim, Dit2Spec, DitNames, DitSpec,
+    DynamicShift, EXTRA_SOURCES, ExtraInput, FrameRule, GuidanceMode, Io, LatentNorm, Manifest, ModelInfo, NoiseSpec,
+    Padding, PassiveSpec, PromptClean, Range, SCHEDULERS, SchedulerSpec, StepCacheSpec, TextEncoder2Names,
+    TextEncoder2Spec, TextEncoderNames, TextEncoderSpec, TierPolicy, TimestepRounding, VaeNames, VaeSpec, VideoSpec,
+    WEIGHTS,
 };
 pub use onnx::{ExecutionProvider, Onnx, OnnxConfig};
 pub use parts::{Part, sha256_file};
 pub use plan::{Ask, Limits, Plan};
+pub use providers::TensorRtConfig;
 pub use text::{check_prompt, check_text};

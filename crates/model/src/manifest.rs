@@ -3,11 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod cache;
 mod dit;
 mod text;
 mod vae;
 mod video;
 
+pub use cache::{CacheGraph, CacheTier, StepCacheSpec, TierPolicy};
 pub use dit::{Dit2Spec, DitNames, DitSpec, EXTRA_SOURCES, ExtraInput, GuidanceMode, TimestepRounding};
 pub use text::{Padding, PromptClean, TextEncoder2Names, TextEncoder2Spec, TextEncoderNames, TextEncoderSpec};
 pub use vae::{CacheName, DecodeMode, FrameRule, LatentNorm, VaeNames, VaeSpec};

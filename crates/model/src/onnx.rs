@@ -1,8 +1,14 @@
 //! ONNX Runtime: the library is loaded dynamically (once per process) from `dylib_path` or `ORT_DYLIB_PATH`,
-//! fetched by scripts/fetch-onnxruntime.sh; sessions are built with the configured execution provider.
+//! fetched by scripts/fetch-onnxruntime.sh; sessions are built with the configured execution provider
+//! (crate::providers registers it).
 //!
-//! Invariant: with `execution_provider = "cuda"`, registration failure is an error — a session never silently
-//! runs on the CPU when the operator asked for the GPU.
+//! Invariants:
+//! - With `execution_provider = "cuda"` or `"tensorrt"`, registration failure is an error naming the key and what
+//!   to do: a session never silently runs on the CPU when the operator asked for the GPU.
+//! - A config that passed [`OnnxConfig::validate`] holds together: `cuda_graph` only with a GPU provider (and only
+//!   in a service that captures graphs), `[onnxruntime.tensorrt]` only with `tensorrt`; nothing is clamped later.
+//! - CUDA graphs are enabled only on [`Onnx::captured_builder`]'s sessions, which their caller runs only through
+//!   fixed-address IO binding with one `gpu_graph_id` per input shape; every other session is built without them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,17 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::Bundle;
 use crate::error::ModelError;
 use crate::manifest::{Component, Dim};
-
-/// Where sessions run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionProvider {
-    /// ONNX Runtime's CPU provider.
-    #[default]
-    Cpu,
-    /// NVIDIA CUDA (needs the onnxruntime-gpu library: `scripts/fetch-onnxruntime.sh --gpu`).
-    Cuda,
-}
+pub use crate::providers::ExecutionProvider;
+use crate::providers::{self, TensorRtConfig};
 
 /// `[onnxruntime]` section of a service's config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,17 +29,80 @@ pub enum ExecutionProvider {
 pub struct OnnxConfig {
     /// Path of libonnxruntime.so; empty = the `ORT_DYLIB_PATH` environment variable.
     pub dylib_path: String,
-    /// `cpu` or `cuda`.
+    /// `cpu`, `cuda` or `tensorrt` (TensorRT with CUDA for the nodes TensorRT does not take).
     pub execution_provider: ExecutionProvider,
-    /// CUDA device ordinal.
+    /// CUDA device ordinal (also TensorRT's).
     pub device_id: i32,
-    /// Threads inside one operator (0 = ONNX Runtime's default: one per core).
+    /// Threads of the process's one intra-op pool, which every session shares (0 = ONNX Runtime's default: one
+    /// per core). The first config of a process sets it.
     pub intra_threads: usize,
+    /// ONNX Runtime CUDA graphs for the sessions a service runs through fixed-address IO binding (the denoiser's
+    /// device-resident loop, one graph per shape bucket): needs `cuda` or `tensorrt`; refused by services that
+    /// have no such loop.
+    pub cuda_graph: bool,
+    /// TensorRT's options (`execution_provider = "tensorrt"` only).
+    pub tensorrt: TensorRtConfig,
 }
 
 impl Default for OnnxConfig {
     fn default() -> Self {
-        Self { dylib_path: String::new(), execution_provider: ExecutionProvider::Cpu, device_id: 0, intra_threads: 0 }
+        Self {
+            dylib_path: String::new(),
+            execution_provider: ExecutionProvider::Cpu,
+            device_id: 0,
+            intra_threads: 0,
+            cuda_graph: false,
+            tensorrt: TensorRtConfig::default(),
+        }
+    }
+}
+
+impl OnnxConfig {
+    /// Checks the section for a service that runs no session through CUDA graphs: what
+    /// [`OnnxConfig::validate_with_graphs`] checks, and `cuda_graph` must be false. `section` is the section's key
+    /// with its trailing dot (`"onnxruntime."`); `report(key, problem)` receives each problem.
+    pub fn validate(&self, section: &str, mut report: impl FnMut(String, String)) {
+        if self.cuda_graph {
+            report(
+                format!("{section}cuda_graph"),
+                "only the denoiser's device-resident loop runs sessions through CUDA graphs; this service has none \
+                 (set it to false)"
+                    .into(),
+            );
+        }
+        self.validate_with_graphs(section, report);
+    }
+
+    /// Checks the section for a service that captures CUDA graphs (the denoiser): `device_id` is not negative,
+    /// `cuda_graph` needs a GPU provider, `[onnxruntime.tensorrt]` keys are set only with `tensorrt` and hold
+    /// together (absolute cache directory, timing cache beside it, workspace, complete and ordered profiles).
+    pub fn validate_with_graphs(&self, section: &str, mut report: impl FnMut(String, String)) {
+        let provider = self.execution_provider;
+        if self.device_id < 0 {
+            report(format!("{section}device_id"), format!("must be at least 0 (is {})", self.device_id));
+        }
+        if self.cuda_graph && !provider.is_gpu() {
+            report(
+                format!("{section}cuda_graph"),
+                format!(
+                    "true needs {section}execution_provider = \"cuda\" or \"tensorrt\" (it is {:?})",
+                    provider.name()
+                ),
+            );
+        }
+        if provider != ExecutionProvider::Tensorrt {
+            for key in self.tensorrt.set_keys() {
+                report(
+                    format!("{section}tensorrt.{key}"),
+                    format!(
+                        "is set but {section}execution_provider is {:?}: TensorRT's options apply only with \
+                         \"tensorrt\"",
+                        provider.name()
+                    ),
+                );
+            }
+        }
+        self.tensorrt.check(&format!("{section}tensorrt."), &mut report);
     }
 }
 
@@ -51,6 +111,8 @@ impl Default for OnnxConfig {
 pub struct Onnx {
     env: ort::environment::Environment,
     config: OnnxConfig,
+    /// TensorRT's keyed engine cache directory (`tensorrt` with `engine_cache_dir` only).
+    trt_cache: Option<PathBuf>,
 }
 
 /// ONNX Runtime allows one environment per process: the first `init` creates it, later ones share it.
@@ -79,20 +141,37 @@ fn resolve_dylib(config: &OnnxConfig, env: &HashMap<String, String>) -> Result<P
 
 impl Onnx {
     /// Loads libonnxruntime (first call in the process; later calls reuse it) and creates an environment.
-    /// `env` is the process environment, consulted for `ORT_DYLIB_PATH`.
+    /// `env` is the process environment, consulted for `ORT_DYLIB_PATH` (and, with TensorRT's engine cache,
+    /// `LD_LIBRARY_PATH` to read TensorRT's version for the cache key).
     pub fn init(config: &OnnxConfig, env: &HashMap<String, String>) -> Result<Self, ModelError> {
         let path = resolve_dylib(config, env)?;
         let mut global = ENV.lock().map_err(|_| ModelError::Ort("environment lock poisoned".into()))?;
-        if let Some((first, env)) = global.as_ref() {
-            if *first != path {
-                tracing::warn!("ONNX Runtime already loaded from {}; ignoring {}", first.display(), path.display());
+        let ort_env = match global.as_ref() {
+            Some((first, ort_env)) => {
+                if *first != path {
+                    tracing::warn!("ONNX Runtime already loaded from {}; ignoring {}", first.display(), path.display());
+                }
+                ort_env.clone()
             }
-            return Ok(Self { env: env.clone(), config: config.clone() });
-        }
-        let builder = ort::init_from(&path).map_err(|e| ModelError::Dylib(e.to_string()))?;
-        let env = builder.with_name("vidmesh").build().map_err(|e| ModelError::Ort(e.to_string()))?;
-        *global = Some((path, env.clone()));
-        Ok(Self { env, config: config.clone() })
+            None => {
+                let builder = ort::init_from(&path).map_err(|e| ModelError::Dylib(e.to_string()))?;
+                let ort_env = builder.with_name("vidmesh").build().map_err(|e| ModelError::Ort(e.to_string()))?;
+                *global = Some((path, ort_env.clone()));
+                ort_env
+            }
+        };
+        let trt = &config.tensorrt;
+        let trt_cache = (config.execution_provider == ExecutionProvider::Tensorrt && !trt.engine_cache_dir.is_empty())
+            .then(|| {
+                let ld = env.get("LD_LIBRARY_PATH").map_or("", String::as_str);
+                let key = providers::cache_key(
+                    ort::info(),
+                    providers::tensorrt_version(ld).as_deref(),
+                    &providers::gpu_models(Path::new("/proc")),
+                );
+                PathBuf::from(&trt.engine_cache_dir).join(key)
+            });
+        Ok(Self { env: ort_env, config: config.clone(), trt_cache })
     }
 
     /// The configured execution provider.
@@ -105,24 +184,47 @@ impl Onnx {
         self.config.device_id
     }
 
+    /// Whether `cuda_graph` is on: [`Onnx::captured_builder`]'s sessions capture CUDA graphs.
+    pub fn cuda_graph(&self) -> bool {
+        self.config.cuda_graph
+    }
+
+    /// TensorRT's engine cache directory for this ONNX Runtime, TensorRT and GPU (`engine_cache_dir` joined with
+    /// the key), when TensorRT caches engines.
+    pub fn engine_cache_dir(&self) -> Option<&Path> {
+        self.trt_cache.as_deref()
+    }
+
     /// Session options every session of this process uses: full graph optimisation, the configured threads and
-    /// execution provider (CUDA registered with error-on-failure). `what` names the model in errors.
+    /// execution provider (registered with error-on-failure), without CUDA graphs. `what` names the model in
+    /// errors.
     pub fn builder(&self, what: &str) -> Result<ort::session::builder::SessionBuilder, ModelError> {
+        self.builder_with(what, false)
+    }
+
+    /// As [`Onnx::builder`], with CUDA graphs when `cuda_graph` is on. Only for a session its caller runs
+    /// exclusively through IO binding whose device addresses stay fixed per input shape, with one `gpu_graph_id`
+    /// run option per shape (ids from 1): any other run of such a session replays a graph captured for other
+    /// inputs.
+    pub fn captured_builder(&self, what: &str) -> Result<ort::session::builder::SessionBuilder, ModelError> {
+        self.builder_with(what, self.config.cuda_graph)
+    }
+
+    fn builder_with(&self, what: &str, graphs: bool) -> Result<ort::session::builder::SessionBuilder, ModelError> {
         let ort_err = |e: ort::Error| ModelError::Ort(format!("{what}: {e}"));
-        let mut builder = Session::builder(&self.env)
+        // Threads come from the environment's global pool (`Onnx::init`).
+        let builder = Session::builder(&self.env)
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| ort_err(e.into()))?;
-        if self.config.intra_threads > 0 {
-            builder = builder.with_intra_threads(self.config.intra_threads).map_err(|e| ort_err(e.into()))?;
-        }
-        if self.config.execution_provider == ExecutionProvider::Cuda {
-            let cuda = ort::ep::CUDA::default().with_device_id(self.config.device_id).build().error_on_failure();
-            builder = builder.with_execution_providers([cuda]).map_err(|e| {
+        let c = &self.config;
+        let provider = (c.execution_provider, c.device_id, &c.tensorrt);
+        let builder = providers::register(builder, provider, graphs, self.trt_cache.as_deref(), what)?;
+        if let Some(dir) = &self.trt_cache {
+            std::fs::create_dir_all(dir).map_err(|e| {
                 ModelError::Ort(format!(
-                    "execution_provider = \"cuda\" but CUDA could not be registered for {what} ({e}); use the GPU \
-                     build of ONNX Runtime (scripts/fetch-onnxruntime.sh --gpu) on a machine with an NVIDIA GPU, or \
-                     set execution_provider = \"cpu\""
+                    "onnxruntime.tensorrt.engine_cache_dir: cannot create {} for {what}: {e}",
+                    dir.display()
                 ))
             })?;
         }
@@ -134,6 +236,12 @@ impl Onnx {
         let what = file.display().to_string();
         self.builder(&what)?.commit_from_file(file).map_err(|e| ModelError::Ort(format!("{what}: {e}")))
     }
+
+    /// As [`Onnx::session`], built with [`Onnx::captured_builder`] (CUDA graphs when `cuda_graph` is on).
+    pub fn captured_session(&self, file: &Path) -> Result<Session, ModelError> {
+        let what = file.display().to_string();
+        self.captured_builder(&what)?.commit_from_file(file).map_err(|e| ModelError::Ort(format!("{what}: {e}")))
+    }
 }
 
 impl Onnx {
@@ -143,6 +251,13 @@ impl Onnx {
     /// bundle at start-up with the key, the name and what the graph really has.
     pub fn checked_session(&self, bundle: &Bundle, key: &str, c: &Component) -> Result<Session, ModelError> {
         let session = self.session(&bundle.path(&c.file))?;
+        check_graph(&session, key, c).map_err(|m| ModelError::Mismatch(format!("{key} ({}): {m}", c.file)))?;
+        Ok(session)
+    }
+
+    /// As [`Onnx::checked_session`], built with [`Onnx::captured_builder`] (CUDA graphs when `cuda_graph` is on).
+    pub fn checked_captured_session(&self, bundle: &Bundle, key: &str, c: &Component) -> Result<Session, ModelError> {
+        let session = self.captured_session(&bundle.path(&c.file))?;
         check_graph(&session, key, c).map_err(|m| ModelError::Mismatch(format!("{key} ({}): {m}", c.file)))?;
         Ok(session)
     }

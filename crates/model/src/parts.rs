@@ -39,7 +39,15 @@ pub(crate) fn files_of(m: &Manifest, parts: &[Part]) -> Vec<(String, String)> {
                 }
                 v
             }
-            Part::Dit => m.dits().into_iter().flat_map(|(_, d)| of(&d.component)).collect(),
+            Part::Dit => m
+                .dits()
+                .into_iter()
+                .flat_map(|(_, d)| {
+                    let split =
+                        d.cache.iter().flat_map(|c| c.graphs().map(|(_, g)| (g.file.clone(), g.sha256.clone())));
+                    of(&d.component).into_iter().chain(split).collect::<Vec<_>>()
+                })
+                .collect(),
             Part::VaeEncoder => m.vae.encoder.iter().flat_map(of).collect(),
             Part::VaeDecoder => of(&m.vae.decoder).into_iter().chain(m.vae.decoder_step.iter().flat_map(of)).collect(),
             Part::Passive => m.passive.iter().flat_map(|p| of(&p.component)).collect(),

@@ -5,7 +5,7 @@
 //! Invariant: a [`Plan`] holds only values the bundle supports (frame rule, size grid, fps, scheduler for the
 //! model's prediction) within the caller's limits, and its `latent_shape` is the one every stage computes.
 
-use crate::manifest::{FrameRule, Manifest};
+use crate::manifest::{CacheTier, FrameRule, Manifest};
 
 /// What a caller asked for; `0` / `None` / empty means the bundle's default.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,6 +28,8 @@ pub struct Ask {
     pub shift: Option<f32>,
     /// Scheduler kind.
     pub scheduler: String,
+    /// Step-caching tier (`off`, `balanced`, `fast`).
+    pub cache: String,
 }
 
 /// Operator limits on what a request may ask (from a service's config).
@@ -60,6 +62,8 @@ pub struct Plan {
     pub shift: f32,
     /// Scheduler kind.
     pub scheduler: String,
+    /// Step-caching tier.
+    pub cache: CacheTier,
     /// Latent shape [C, T', h, w].
     pub latent_shape: [usize; 4],
 }
@@ -105,6 +109,28 @@ impl Manifest {
             return Ok(());
         }
         Err(format!("fps {fps} is not supported by {}; use one of {}", self.model.name, self.video.fps))
+    }
+
+    /// The tiers requests may name: `off`, and `balanced` and `fast` when every transformer has `[dit.cache]`.
+    pub fn cache_tiers(&self) -> Vec<&'static str> {
+        if self.dits().iter().all(|(_, d)| d.cache.is_some()) { CacheTier::NAMES.to_vec() } else { vec!["off"] }
+    }
+
+    /// The step-caching tier a request's `cache` names ("" = the bundle's default): refused when unknown, or when
+    /// it skips steps and a transformer of the bundle has no `[dit.cache]`.
+    pub fn check_cache(&self, cache: &str) -> Result<CacheTier, String> {
+        if cache.is_empty() {
+            return Ok(self.dit.cache.as_ref().map(|c| c.default).unwrap_or_default());
+        }
+        let tier = CacheTier::parse(cache)
+            .ok_or_else(|| format!("cache {cache:?} is unknown; use one of {:?}", CacheTier::NAMES))?;
+        if tier != CacheTier::Off && self.dits().iter().any(|(_, d)| d.cache.is_none()) {
+            return Err(format!(
+                "{} has no step cache (its bundle declares no [dit.cache]); use cache \"off\" or leave it unset",
+                self.model.name
+            ));
+        }
+        Ok(tier)
     }
 
     /// Checks latents of shape [C, T', h, w] (as a stage receives them); returns (frames, height, width).
@@ -223,6 +249,7 @@ impl Plan {
                 m.model.name, m.dit.prediction
             ));
         }
+        let cache = m.check_cache(&ask.cache)?;
         Ok(Self {
             frames,
             height,
@@ -233,6 +260,7 @@ impl Plan {
             guidance_rescale,
             shift,
             scheduler,
+            cache,
             latent_shape: m.latent_shape(frames, height, width),
         })
     }

@@ -50,6 +50,9 @@ impl Manifest {
                 return Err(format!("{key}.prediction {:?} is not flow_velocity, epsilon or v", dit.prediction));
             }
             check_component(key, &dit.component)?;
+            if let Some(c) = &dit.cache {
+                c.validate(&format!("{key}.cache"))?;
+            }
             let n = &dit.names;
             needs(key, &dit.component, &n.latents, "latents")?;
             needs(key, &dit.component, &n.timestep, "timestep")?;

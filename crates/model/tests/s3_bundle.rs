@@ -25,7 +25,7 @@ fn uris_parse() {
 async fn an_s3_bundle_is_fetched_verified_and_cached() {
     let g = start_garage().await;
     let upload = S3Storage::new(S3Config { prefix: "bundles/tiny/".into(), ..g.config.clone() }).await.unwrap();
-    for f in ["model.toml", "dit.onnx", "vae_decoder.onnx"] {
+    for f in ["model.toml", "dit.onnx", "dit_head.onnx", "dit_tail.onnx", "dit_out.onnx", "vae_decoder.onnx"] {
         let bytes = std::fs::read(tiny().join(f)).unwrap();
         upload.put(f, Bytes::from(bytes), "application/octet-stream").await.unwrap();
     }

@@ -92,6 +92,9 @@ impl Validate for Config {
             .at_least(format_args!("{prefix}max_pixels"), self.max_pixels, 1)
             .at_least(format_args!("{prefix}max_concurrent"), self.max_concurrent, 1);
         checks.section(prefix, "storage", &self.storage);
+        self.onnxruntime.validate(&format!("{prefix}onnxruntime."), |key, problem| {
+            checks.require(false, key, problem);
+        });
     }
 }
 

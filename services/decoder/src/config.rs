@@ -105,6 +105,9 @@ impl Validate for Config {
             .at_least(format_args!("{prefix}max_concurrent"), self.max_concurrent, 1)
             .at_least(format_args!("{prefix}max_request_bytes"), self.max_request_bytes, 1);
         checks.section(prefix, "storage", &self.storage);
+        self.onnxruntime.validate(&format!("{prefix}onnxruntime."), |key, problem| {
+            checks.require(false, key, problem);
+        });
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Metrics {
     /// provider's memory, by direction (`to_device`, `to_host`). Counted on the CPU provider too, where the
     /// "device" is host memory, so tests can show that a step with an unchanged batch moves none.
     pub transfer_bytes: IntCounterVec,
+    /// Steps whose DiT tail a request skipped (step caching), and steps it ran, over requests with a tier.
+    pub cache_steps: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,6 +42,11 @@ impl Metrics {
                 "denoiser_transfer_bytes_total",
                 "Latent and text-state bytes moved between host and execution-provider memory (IO binding)",
                 &["direction"],
+            )?,
+            cache_steps: c.counters(
+                "denoiser_cache_steps_total",
+                "Steps of requests with a step-caching tier, by whether the DiT tail was skipped or run",
+                &["tail"],
             )?,
         })
     }

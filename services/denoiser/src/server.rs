@@ -80,6 +80,7 @@ pub fn validate(
         guidance_rescale: req.guidance_rescale,
         shift: req.shift,
         scheduler: req.scheduler.clone(),
+        cache: req.cache.clone(),
     };
     let limits = vidmesh_model::Limits { max_steps: cfg.max_steps, max_guidance: cfg.max_guidance };
     let plan = vidmesh_model::Plan::resolve(m, &ask, &limits).map_err(bad)?;
@@ -195,6 +196,7 @@ pub fn validate(
         shift,
         kind,
         guidance_rescale: plan.guidance_rescale,
+        cache: plan.cache,
         fps: plan.fps,
         init,
         keyframes,

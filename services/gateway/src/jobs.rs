@@ -211,6 +211,7 @@ pub fn resolve(
         guidance_rescale: None,
         shift: None,
         scheduler: req.scheduler.clone(),
+        cache: req.cache.clone(),
     };
     let plan = vidmesh_model::Plan::resolve(
         m,
@@ -224,6 +225,7 @@ pub fn resolve(
     req.num_inference_steps = plan.steps;
     req.guidance_scale = Some(plan.guidance);
     req.scheduler = plan.scheduler;
+    req.cache = plan.cache.as_str().to_string();
     req.seed.get_or_insert_with(random_seed);
     if req.idempotency_key.len() > 200 {
         return bad("idempotency_key is longer than 200 bytes".into());

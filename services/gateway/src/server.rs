@@ -48,6 +48,8 @@ pub fn models(m: &vidmesh_model::Manifest) -> ListModelsResponse {
             default_steps: m.scheduler.steps,
             default_guidance: m.scheduler.guidance,
             conditioning: m.conditioning_modes().into_iter().map(String::from).collect(),
+            cache_tiers: m.cache_tiers().into_iter().map(String::from).collect(),
+            default_cache: m.check_cache("").map(|t| t.as_str().to_string()).unwrap_or_default(),
         }],
     }
 }

@@ -98,10 +98,15 @@ async fn the_openai_videos_api_creates_streams_downloads_lists_and_deletes() {
     let form = reqwest::multipart::Form::new()
         .text("prompt", "a blue square moving up")
         .text("seconds", "1")
-        .text("num_inference_steps", "2");
+        .text("num_inference_steps", "6")
+        .text("cache", "fast");
     let second: Value = http.post(gw.url("/v1/videos")).multipart(form).send().await.unwrap().json().await.unwrap();
     let second_id = second["id"].as_str().unwrap().to_string();
-    sse(http.get(gw.url(&format!("/v1/videos/{second_id}/events"))).send().await.unwrap()).await;
+    assert_eq!(second["cache"], "fast", "the step-caching tier is kept on the job");
+    let events = sse(http.get(gw.url(&format!("/v1/videos/{second_id}/events"))).send().await.unwrap()).await;
+    assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("completed"), "{events:?}");
+    let first: Value = http.get(gw.url(&format!("/v1/videos/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["cache"], "off", "no tier asked: the model's default");
 
     let list: Value = http.get(gw.url("/v1/videos?limit=1")).send().await.unwrap().json().await.unwrap();
     assert_eq!((list["object"].as_str(), list["has_more"].as_bool()), (Some("list"), Some(true)));
@@ -184,6 +189,10 @@ async fn refusals_are_clear_and_spend_nothing() {
         (json!({"prompt": "x", "num_inference_steps": -3}), "whole number"),
         (json!({"prompt": ""}), "prompt is required"),
         (json!({"prompt": "x", "seed": "abc"}), "seed must be a number"),
+        (
+            json!({"prompt": "x", "cache": "turbo"}),
+            "cache \"turbo\" is unknown; use one of [\"off\", \"balanced\", \"fast\"]",
+        ),
     ] {
         let r = post(Some("sk-acme"), bad.clone()).await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");

@@ -60,6 +60,10 @@ async fn a_job_streams_from_accepted_to_a_stored_recognised_video_and_can_be_wat
     let models = client.list_models(ListModelsRequest {}).await.unwrap().into_inner().models;
     assert_eq!(models[0].name, "vidmesh-tiny");
     assert!(models[0].sizes.contains(&"64x64".to_string()));
+    assert_eq!(
+        (models[0].cache_tiers.join(","), models[0].default_cache.as_str()),
+        ("off,balanced,fast".into(), "off")
+    );
 
     let with_previews = GenerateRequest { preview_every: 2, ..small("a red circle moving left") };
     let events = collect(client.generate(with_previews).await.unwrap().into_inner()).await;

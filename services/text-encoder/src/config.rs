@@ -82,6 +82,9 @@ impl Validate for Config {
             .require(!self.model.bundle.is_empty(), format_args!("{prefix}model.bundle"), "must name a bundle")
             .at_least(format_args!("{prefix}max_prompts_per_request"), self.max_prompts_per_request, 1)
             .at_least(format_args!("{prefix}max_prompt_bytes"), self.max_prompt_bytes, 1);
+        self.onnxruntime.validate(&format!("{prefix}onnxruntime."), |key, problem| {
+            checks.require(false, key, problem);
+        });
     }
 }
 

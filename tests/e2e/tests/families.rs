@@ -63,7 +63,7 @@ fn first_step(bundle: &Bundle, case: &serde_json::Value, st: &SafeTensors<'_>) -
     let onnx = Onnx::init(&OnnxConfig::default(), &env).unwrap();
     let m = &bundle.manifest;
     let session = onnx.session(&bundle.path(&m.dit.component.file)).unwrap();
-    let mut dit = Dit::new(session, m.dit.names.clone(), m.dit.extra_inputs.clone());
+    let mut dit = Dit::new(Some(session), m.dit.names.clone(), m.dit.extra_inputs.clone(), None);
     let steps = case["steps"].as_u64().unwrap() as u32;
     let shape = st.tensor("noise").unwrap().shape().to_vec();
     let latent_shape = [shape[0], shape[1], shape[2], shape[3]];

@@ -37,6 +37,9 @@ pub struct DitSpec {
     /// Further graph inputs and where their values come from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_inputs: Vec<ExtraInput>,
+    /// Step caching: the graph split at its first block and the tiers' policies (none: only `off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::StepCacheSpec>,
 }
 
 /// `dit.names`.

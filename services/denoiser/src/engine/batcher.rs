@@ -17,6 +17,7 @@ use super::dit::{Dit, DitBatch};
 use super::job::{Event, Job};
 use super::resident::Resident;
 use super::scheduler::{guide, rescale};
+use super::split::Group;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -87,8 +88,10 @@ pub fn run(mut dits: Vec<Dit>, mut resident: Option<Resident>, rx: Receiver<Job>
             true
         });
         m.active.set(active.len() as i64);
-        // A batch shares the latent shape, the transformer and the loop (device or host) its jobs step on.
-        let key = |j: &Job| (j.latent_shape, p.expert(j), j.device_loop);
+        // A batch shares the latent shape, the transformer and the loop (device or host) its jobs step on; without
+        // a device-resident loop every job steps on the host.
+        let on_device = resident.is_some();
+        let key = |j: &Job| (j.latent_shape, p.expert(j), j.device_loop && on_device);
         let Some(bucket) = active.iter().min_by_key(|j| j.clock.last_run).map(key) else { continue };
         let mut picked: Vec<usize> = (0..active.len()).filter(|&i| key(&active[i]) == bucket).collect();
         picked.sort_by_key(|&i| active[i].clock.last_run);
@@ -132,7 +135,7 @@ fn step_batch(
         .collect();
     let timer = Instant::now();
     let result = match resident {
-        None => host_step(dit, active, picked, &want_x0, p),
+        None => host_step(dit, active, picked, &want_x0, p, m),
         Some(r) => resident_step(r, dit, active, picked, &want_x0, p, m),
     };
     m.step_seconds.observe(timer.elapsed().as_secs_f64());
@@ -188,11 +191,16 @@ fn host_step(
     picked: &[usize],
     want_x0: &[bool],
     p: &LoopParams,
+    m: &Metrics,
 ) -> Result<Vec<Option<Vec<f32>>>, String> {
     let shape = active[picked[0]].latent_shape;
     let n: usize = shape.iter().product();
     let rows: usize = picked.iter().map(|&i| if active[i].uncond.is_some() { 2 } else { 1 }).sum();
-    let v = if p.separate {
+    // With split graphs every step goes through them (`off` rows always run the tail: the same numbers as the whole
+    // graph, which the split was checked against).
+    let v = if dit.split.is_some() {
+        cached_run(dit, active, picked, p, m)?
+    } else if p.separate {
         // Cond rows, then uncond rows, as two runs (diffusers' Wan pipeline); the output is laid out as below.
         let (cond, uncond) = split_rows(active, picked, p, shape);
         let (vc, vu) = (dit.run(cond)?, if uncond.rows > 0 { dit.run(uncond)? } else { Vec::new() });
@@ -237,6 +245,52 @@ fn host_step(
         }
     }
     Ok(previews)
+}
+
+/// One step through the split graphs (step caching): cond and uncond rows in one batch (also for
+/// `cfg_separate` bundles: the same numbers up to float rounding), each job's cache deciding for its rows.
+fn cached_run(
+    dit: &mut Dit,
+    active: &mut [Job],
+    picked: &[usize],
+    p: &LoopParams,
+    m: &Metrics,
+) -> Result<Vec<f32>, String> {
+    let shape = active[picked[0]].latent_shape;
+    let mut batch = empty_batch(shape, p);
+    let mut spans = Vec::with_capacity(picked.len());
+    for &i in picked {
+        let start = batch.rows;
+        push_row(&mut batch, &active[i], p, false);
+        if active[i].uncond.is_some() {
+            push_row(&mut batch, &active[i], p, true);
+        }
+        spans.push((start..batch.rows, (active[i].clock.step, active[i].schedule.steps()), p.expert(&active[i])));
+    }
+    // Disjoint mutable borrows of the picked jobs' caches, in `picked` order.
+    let mut caches: Vec<Option<&mut super::cache::StepCache>> = Vec::with_capacity(picked.len());
+    let mut rest: &mut [Job] = active;
+    let mut offset = 0;
+    for &i in picked {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(i - offset);
+        let (job, after) = tail.split_first_mut().ok_or("picked job out of range")?;
+        caches.push(job.cache.as_mut());
+        rest = after;
+        offset = i + 1;
+    }
+    let mut groups: Vec<Group<'_>> = spans
+        .into_iter()
+        .zip(caches)
+        .map(|((rows, step, expert), cache)| Group { rows, cache, step, expert })
+        .collect();
+    let skipped = |g: &[Group<'_>]| g.iter().filter_map(|g| g.cache.as_ref().map(|c| c.skipped)).sum::<u32>();
+    let (before, with_tier) = (skipped(&groups), groups.iter().filter(|g| g.cache.is_some()).count() as u64);
+    let split = dit.split.as_mut().ok_or("no split graphs")?;
+    let v = split.run(batch, &mut groups)?;
+    let now = u64::from(skipped(&groups) - before);
+    m.cache_steps.with_label_values(&["skipped"]).inc_by(now);
+    m.cache_steps.with_label_values(&["run"]).inc_by(with_tier - now);
+    Ok(v)
 }
 
 fn empty_batch(shape: [usize; 4], p: &LoopParams) -> DitBatch {
@@ -309,7 +363,7 @@ fn resident_step(
         read_back |= job.clock.step + 1 == job.schedule.steps();
     }
     let out = r
-        .step(dit.session_mut(), active, picked, (p.tokens, p.hidden), timesteps, &coeffs, want_x0, read_back, m)
+        .step(dit.session_mut()?, active, picked, (p.tokens, p.hidden), timesteps, &coeffs, want_x0, read_back, m)
         .map_err(|e| e.to_string());
     if out.is_err() {
         r.forget(&picked.iter().map(|&i| active[i].id).collect::<Vec<_>>());

@@ -90,6 +90,8 @@ pub struct Job {
     pub clock: Clock,
     /// Pinned latent frames (keyframes conditioning); such jobs step on the host.
     pub pins: Option<Pins>,
+    /// Step caching (tiers other than `off`); such jobs step on the host with the split graphs.
+    pub cache: Option<super::cache::StepCache>,
 }
 
 /// Latent frames pinned to clean values (RePaint-style): before every step they are set to the clean values noised

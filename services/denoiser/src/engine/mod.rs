@@ -5,11 +5,13 @@
 //! semaphore (excess is refused at once, never queued without bound); after shutdown starts no job is admitted.
 
 pub mod batcher;
+pub mod cache;
 pub mod dit;
 pub mod job;
 pub use vidmesh_model::noise;
 pub mod resident;
 pub mod scheduler;
+pub mod split;
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -19,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use vidmesh_model::{Manifest, Onnx, Part};
 
-use crate::config::{Config, IoBinding};
+use crate::config::Config;
 use crate::error::Error;
 use batcher::LoopParams;
 pub use job::Event;
@@ -67,6 +69,8 @@ pub struct Request {
     pub kind: Kind,
     /// CFG rescale φ (0: off).
     pub guidance_rescale: f32,
+    /// Step-caching tier (checked against the bundle: a tier other than `off` needs `[dit.cache]`).
+    pub cache: vidmesh_model::CacheTier,
     /// Frame rate (DiTs with an `fps` extra input are conditioned on it).
     pub fps: u32,
     /// Starting latents and strength in (0, 1].
@@ -111,35 +115,51 @@ impl Denoiser {
         let m = bundle.manifest.clone();
         let prediction = Prediction::parse(&m.dit.prediction)
             .ok_or_else(|| Error::Inference(format!("dit.prediction {:?} is unknown", m.dit.prediction)))?;
-        let dits = m
-            .dits()
-            .into_iter()
-            .map(|(key, d)| {
-                let session = onnx.checked_session(&bundle, key, &d.component)?;
-                Ok(dit::Dit::new(session, d.names.clone(), d.extra_inputs.clone()))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        let cuda = onnx.provider() == vidmesh_model::ExecutionProvider::Cuda;
-        let mut io_binding = match config.io_binding {
-            IoBinding::Auto => cuda,
-            IoBinding::On => true,
-            IoBinding::Off => false,
-        };
+        // TensorRT places tensors in CUDA memory too.
+        let cuda = onnx.provider().is_gpu();
+        let mut io_binding = config.device_loop();
         // The device-resident loop binds the format-1 tensor names and one transformer with a text mask.
         let resident_fits = m.dit2.is_none()
             && m.dit.names == vidmesh_model::DitNames::default()
             && m.dit.extra_inputs.is_empty()
             && m.text_encoder.dit_mask;
+        if onnx.cuda_graph() && !resident_fits {
+            return Err(Error::Inference(
+                "onnxruntime.cuda_graph = true: this bundle's DiT (names, no text mask or two transformers) cannot \
+                 step in the device-resident loop; set it to false"
+                    .into(),
+            ));
+        }
         if io_binding && !resident_fits {
             tracing::warn!(
                 "io_binding: this bundle's DiT (names, no text mask or two transformers) steps on the host path"
             );
             io_binding = false;
         }
+        let dits = m
+            .dits()
+            .into_iter()
+            .map(|(key, d)| {
+                let (names, extras) = (d.names.clone(), d.extra_inputs.clone());
+                let split = match &d.cache {
+                    Some(spec) => Some(split::SplitDit::open(onnx, &bundle, key, spec, names.clone(), extras.clone())?),
+                    None => None,
+                };
+                // The whole graph serves bundles without a split, and the device-resident loop (IO binding).
+                let session = match (split.is_none() || io_binding, onnx.cuda_graph()) {
+                    (true, true) => Some(onnx.checked_captured_session(&bundle, key, &d.component)?),
+                    (true, false) => Some(onnx.checked_session(&bundle, key, &d.component)?),
+                    (false, _) => None,
+                };
+                let dit = dit::Dit::new(session, names, extras, split);
+                if onnx.cuda_graph() { dit.captured().map_err(Error::Inference) } else { Ok(dit) }
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let resident = if io_binding {
             let step = resident::step_session(onnx.builder("step graph")?)
                 .map_err(|e| Error::Inference(format!("step graph: {e}")))?;
-            Some(resident::Resident::new(step, resident::Placement { cuda, device_id: onnx.device_id() }))
+            let place = resident::Placement { cuda, device_id: onnx.device_id() };
+            Some(resident::Resident::new(step, place).with_cuda_graphs(onnx.cuda_graph()))
         } else {
             None
         };
@@ -195,6 +215,7 @@ impl Denoiser {
                 shift: 1.0,
                 kind: Kind::parse(&self.manifest.scheduler.kind).unwrap_or(Kind::FlowMatchEuler),
                 guidance_rescale: 0.0,
+                cache: vidmesh_model::CacheTier::Off,
                 fps: self.manifest.video.default_fps,
                 init: None,
                 keyframes: None,
@@ -273,6 +294,13 @@ impl Denoiser {
         let uncond = if one_row { None } else { req.negative.as_ref().map(|s| self.pad(s)) };
         let uncond_pooled =
             if one_row { Vec::new() } else { req.negative.as_ref().map(|s| s.pooled.clone()).unwrap_or_default() };
+        let cache = self.manifest.dit.cache.as_ref().and_then(|c| c.policy(req.cache)).map(cache::StepCache::new);
+        if req.cache != vidmesh_model::CacheTier::Off && cache.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no step cache; use cache \"off\"",
+                self.manifest.model.name
+            )));
+        }
         let (events, rx) = unbounded_channel();
         let job = Job {
             id: self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -287,7 +315,7 @@ impl Denoiser {
             guidance_rescale: req.guidance_rescale,
             fps: req.fps as f32,
             // CFG rescale is not a linear update: such jobs step on the host.
-            device_loop: req.kind.device_loop() && req.guidance_rescale == 0.0 && pins.is_none(),
+            device_loop: req.kind.device_loop() && req.guidance_rescale == 0.0 && pins.is_none() && cache.is_none(),
             schedule,
             x,
             prev: Vec::new(),
@@ -297,6 +325,7 @@ impl Denoiser {
             permit,
             clock: Clock::start(),
             pins,
+            cache,
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(rx),

@@ -140,6 +140,7 @@ pub fn video_object(job: &Job, retention_secs: u64) -> Value {
         "seed": req.seed,
         "num_inference_steps": req.num_inference_steps,
         "guidance_scale": req.guidance_scale,
+        "cache": req.cache,
         "detection": if state == JobState::Completed {
             json!({"verdict": result.detection_verdict, "reasons": result.detection_reasons})
         } else {
@@ -361,6 +362,7 @@ async fn models(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<
         "object": "list",
         "data": [{"id": m.model.name, "object": "model", "created": created, "owned_by": "vidmesh",
                   "version": m.model.version, "description": m.model.description,
-                  "conditioning": m.conditioning_modes()}],
+                  "conditioning": m.conditioning_modes(), "cache_tiers": m.cache_tiers(),
+                  "default_cache": m.check_cache("").map(|t| t.as_str()).unwrap_or("off")}],
     })))
 }

@@ -173,6 +173,7 @@ impl Pipeline {
             steps: req.num_inference_steps,
             guidance: req.guidance_scale,
             scheduler: req.scheduler.clone(),
+            cache: req.cache.clone(),
             preview_every: req.preview_every,
             prompt_real_tokens: prompt.real_tokens,
             negative_real_tokens: negative.real_tokens,
@@ -228,7 +229,7 @@ impl Pipeline {
         let parameters = serde_json::json!({
             "conditioning": mode, "remixed_from": req.remixed_from,
             "seed": req.seed, "frames": req.num_frames, "width": req.width, "height": req.height, "fps": req.fps,
-            "steps": req.num_inference_steps, "guidance": req.guidance_scale, "scheduler": req.scheduler,
+            "steps": req.num_inference_steps, "guidance": req.guidance_scale, "scheduler": req.scheduler, "cache": req.cache,
         });
         let decode = DecodeRequest {
             latents: Some(latents.to_proto()),
