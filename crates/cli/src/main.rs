@@ -453,7 +453,12 @@ async fn main() -> Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let bundle = cli.bundle.unwrap_or_else(local::default_bundle);
     match cli.command {
-        cmd @ (Command::Generate { .. } | Command::Extend { .. }) => generate(bundle, cmd, env).await,
+        cmd @ (Command::Generate { .. } | Command::Extend { .. }) => {
+            generate(bundle, cmd, env).await?;
+            // A one-shot command: its files are written and closed; skip tearing down the runtime's threads and
+            // ONNX Runtime's pool (tens of milliseconds of a sub-second run).
+            std::process::exit(0)
+        }
         Command::Detect { file } => detect(bundle, file, env).await,
         cmd @ Command::Watermark { .. } => tokio::task::block_in_place(|| watermark(cmd, &env)),
         Command::Models => models(bundle),

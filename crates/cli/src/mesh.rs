@@ -110,6 +110,7 @@ impl Mesh {
         te.model.bundle.clone_from(&bundle);
         let mut dn = vidmesh_denoiser::Config::default();
         dn.model.bundle.clone_from(&bundle);
+        dn.warm_up = false; // one process, one request: it pays the first-run costs once either way
         let mut dc = vidmesh_decoder::Config::default();
         dc.model.bundle = bundle;
         dc.storage.local_root = storage_root.display().to_string();

@@ -155,7 +155,17 @@ impl Onnx {
             }
             None => {
                 let builder = ort::init_from(&path).map_err(|e| ModelError::Dylib(e.to_string()))?;
-                let ort_env = builder.with_name("vidmesh").build().map_err(|e| ModelError::Ort(e.to_string()))?;
+                // One intra-op thread pool for every session of the process: sessions that run one after another
+                // (the split DiT's three graphs each step, the engines of `vidmesh generate`) never leave one pool's
+                // spinning threads competing with the next's (which halved the split DiT's speed on 2 cores).
+                let pool = ort::environment::GlobalThreadPoolOptions::default()
+                    .with_intra_threads(config.intra_threads)
+                    .map_err(|e| ModelError::Ort(e.to_string()))?;
+                let ort_env = builder
+                    .with_name("vidmesh")
+                    .with_global_thread_pool(pool)
+                    .build()
+                    .map_err(|e| ModelError::Ort(e.to_string()))?;
                 *global = Some((path, ort_env.clone()));
                 ort_env
             }

@@ -12,8 +12,11 @@ use crate::manifest::Manifest;
 pub enum Part {
     /// The text encoder and its tokenizer (and `[text_encoder_2]`'s when the bundle has one).
     TextEncoder,
-    /// The DiT (and the second transformer when the bundle has one).
+    /// The DiT (and the second transformer when the bundle has one): the whole graph and its split graphs.
     Dit,
+    /// The DiT as the host loop runs it: a transformer's split graphs (`[dit.cache]`) where it has them, else its
+    /// whole graph (the whole graph is then neither fetched nor hashed).
+    DitSplit,
     /// The VAE encoder (nothing when the bundle has none).
     VaeEncoder,
     /// The VAE decoder (and its step graph when stateful).
@@ -39,13 +42,14 @@ pub(crate) fn files_of(m: &Manifest, parts: &[Part]) -> Vec<(String, String)> {
                 }
                 v
             }
-            Part::Dit => m
+            Part::Dit | Part::DitSplit => m
                 .dits()
                 .into_iter()
                 .flat_map(|(_, d)| {
                     let split =
                         d.cache.iter().flat_map(|c| c.graphs().map(|(_, g)| (g.file.clone(), g.sha256.clone())));
-                    of(&d.component).into_iter().chain(split).collect::<Vec<_>>()
+                    let whole = if *p == Part::DitSplit && d.cache.is_some() { Vec::new() } else { of(&d.component) };
+                    whole.into_iter().chain(split).collect::<Vec<_>>()
                 })
                 .collect(),
             Part::VaeEncoder => m.vae.encoder.iter().flat_map(of).collect(),

@@ -54,8 +54,8 @@ fn edited(edit: impl Fn(String) -> String) -> tempfile::TempDir {
 #[test]
 fn bad_cache_tables_and_tampered_split_graphs_are_refused() {
     let cases: [(&str, &str, &str); 4] = [
-        ("threshold = 0.2", "threshold = -1", "dit.cache.fast.threshold must be a positive number"),
-        ("max_skips = 4", "max_skips = 0", "dit.cache.fast.max_skips must be at least 1"),
+        ("threshold = 0.3", "threshold = -1", "dit.cache.fast.threshold must be a positive number"),
+        ("max_skips = 6", "max_skips = 0", "dit.cache.fast.max_skips must be at least 1"),
         ("tail_output = ", "tail_outptu = ", "unknown field `tail_outptu`"),
         ("[dit.cache.fast]", "[dit.cache.fast]\nspeed = 3", "unknown field `speed`"),
     ];

@@ -30,6 +30,10 @@ pub struct Config {
     /// `on`, or `off`. `onnxruntime.cuda_graph = true` needs this loop: it is then on with `auto`, and `off` is
     /// refused when the config loads.
     pub io_binding: IoBinding,
+    /// Run one step at each of the bundle's probe shapes before reporting SERVING (loads the kernels, and proves
+    /// the graphs' frame axes dynamic at start-up). `vidmesh generate`, a one-shot process, turns it off: its one
+    /// request would pay the same first-run costs once.
+    pub warm_up: bool,
 }
 
 /// `io_binding` values.
@@ -70,6 +74,7 @@ impl Default for Config {
             max_guidance: 50.0,
             max_request_bytes: 64 << 20,
             io_binding: IoBinding::Auto,
+            warm_up: true,
         }
     }
 }

@@ -111,7 +111,9 @@ impl Denoiser {
     /// Opens the bundle (sha256-checked), starts the model thread and warms it up with one step at the default
     /// size. Blocking: call from a blocking thread.
     pub fn load(config: &Config, onnx: &Onnx, registry: &prometheus::Registry) -> Result<Self, Error> {
-        let bundle = config.model.open(&[Part::Dit])?;
+        // The device-resident loop runs the whole graph; the host loop only the split graphs where they exist.
+        let part = if config.device_loop() { Part::Dit } else { Part::DitSplit };
+        let bundle = config.model.open(&[part])?;
         let m = bundle.manifest.clone();
         let prediction = Prediction::parse(&m.dit.prediction)
             .ok_or_else(|| Error::Inference(format!("dit.prediction {:?} is unknown", m.dit.prediction)))?;
@@ -190,7 +192,9 @@ impl Denoiser {
             prediction,
             next_id: std::sync::atomic::AtomicU64::new(0),
         };
-        this.warm_up()?;
+        if config.warm_up {
+            this.warm_up()?;
+        }
         Ok(this)
     }
 
