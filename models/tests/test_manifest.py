@@ -17,8 +17,9 @@ def test_committed_bundle_is_valid():
 
 
 def test_bundle_size_within_budget():
+    # 40 MiB for the model itself, plus the DiT's second copy split for step caching ([dit.cache], ~11.6 MB).
     total = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
-    assert total <= 40 * 1024 * 1024, f"bundle is {total / 2**20:.1f} MiB"
+    assert total <= 52 * 1024 * 1024, f"bundle is {total / 2**20:.1f} MiB"
 
 
 @pytest.fixture
